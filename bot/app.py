@@ -1,0 +1,92 @@
+"""The HTTP surface: webhooks, health, metrics. One aiohttp application per process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from bot import __version__
+from bot.runtime import Runtime
+from bot.store import StoreUnavailable
+from bot.webhooks import WebhookReceiver
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+READY_TIMEOUT = 3.0
+
+
+def create_app(runtime: Runtime) -> web.Application:
+    settings = runtime.settings
+    # Webhook bodies can be large (GitHub caps them at 25 MiB); nothing else here is.
+    app = web.Application(client_max_size=settings.max_webhook_bytes)
+    app[RUNTIME] = runtime
+    receiver = WebhookReceiver(
+        settings,
+        runtime.store,
+        runtime.router,
+        runtime.metrics,
+        on_enqueued=runtime.notify_worker,
+    )
+    app.router.add_post("/webhooks/github", receiver.github)
+    app.router.add_post("/webhooks/gitlab", receiver.gitlab)
+    app.router.add_get("/health", live)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", index)
+    return app
+
+
+async def live(request: web.Request) -> web.Response:
+    """The process is up and serving HTTP."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Ready when the store answers: without it no delivery can be accepted."""
+    runtime = request.app[RUNTIME]
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await runtime.store.ping()
+    except (StoreUnavailable, TimeoutError) as exc:
+        return web.json_response(
+            {"status": "unavailable", "store": str(exc) or "timed out"}, status=503
+        )
+    return web.json_response(
+        {
+            "status": "ready",
+            "store": runtime.store.backend,
+            "platforms": {name: s.enabled for name, s in runtime.platforms.items()},
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            counts = await runtime.store.job_counts()
+    except (StoreUnavailable, TimeoutError):
+        runtime.metrics.store_up.set(0)
+    else:
+        runtime.metrics.store_up.set(1)
+        runtime.metrics.set_job_counts(counts)
+    return web.Response(
+        body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def index(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    return web.json_response(
+        {
+            "name": "arbiter",
+            "version": __version__,
+            "platforms": {
+                name: {"enabled": s.enabled, "missing": list(s.missing)}
+                for name, s in runtime.platforms.items()
+            },
+            "endpoints": ["/webhooks/github", "/webhooks/gitlab", "/health/ready", "/metrics"],
+        }
+    )

@@ -1,0 +1,264 @@
+"""The `arbiter` command: serve, worker, migrate, config, receive."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot import __version__
+from bot.app import create_app
+from bot.events import Event, PayloadError, from_github, from_gitlab
+from bot.logs import configure_logging, get_logger
+from bot.router import handler_name
+from bot.runtime import Runtime
+from bot.store import SchemaOutOfDate, StoreUnavailable
+from config.settings import (
+    Settings,
+    SettingsError,
+    effective_settings,
+    load_settings,
+    platform_status,
+    unknown_variables,
+)
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"arbiter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "config":
+        return show_config(settings, as_json=args.json)
+    configure_logging(settings)
+    log = get_logger(component="cli")
+    for name in unknown_variables():
+        log.warning("unknown setting ignored (a typo?)", variable=name)
+    try:
+        if args.command == "serve":
+            return asyncio.run(
+                serve(settings, host=args.host, port=args.port, workers=not args.no_workers)
+            )
+        if args.command == "worker":
+            return asyncio.run(work(settings))
+        if args.command == "migrate":
+            return asyncio.run(migrate(settings))
+        if args.command == "receive":
+            return asyncio.run(
+                receive(settings, args.platform, args.event, args.file, dry_run=args.dry_run)
+            )
+    except (SchemaOutOfDate, StoreUnavailable, ValueError) as exc:
+        log.error(str(exc))
+        print(f"arbiter: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arbiter", description="A self-hosted AI code reviewer for GitHub and GitLab."
+    )
+    parser.add_argument("--version", action="version", version=f"arbiter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_p = sub.add_parser("serve", help="run the web server (and workers, by default)")
+    serve_p.add_argument("--host", help="bind address (default: ARBITER_HOST)")
+    serve_p.add_argument("--port", type=int, help="port (default: ARBITER_PORT)")
+    serve_p.add_argument(
+        "--no-workers", action="store_true", help="web only; run `arbiter worker` elsewhere"
+    )
+    sub.add_parser("worker", help="run workers only, against a shared store")
+    sub.add_parser("migrate", help="bring the store's schema up to date")
+    config_p = sub.add_parser("config", help="print the effective settings, secrets masked")
+    config_p.add_argument("--json", action="store_true", help="as JSON")
+    receive_p = sub.add_parser(
+        "receive", help="push a saved webhook payload through normalization and the handlers"
+    )
+    receive_p.add_argument("--platform", choices=["github", "gitlab"], required=True)
+    receive_p.add_argument(
+        "--event", help="the event header (GitHub: X-GitHub-Event; GitLab reads object_kind)"
+    )
+    receive_p.add_argument(
+        "--dry-run", action="store_true", help="show the event and its handlers, run nothing"
+    )
+    receive_p.add_argument("file", type=Path, help="the JSON payload, or - for stdin")
+    return parser
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+def show_config(settings: Settings, *, as_json: bool = False) -> int:
+    values = effective_settings(settings)
+    statuses = platform_status(settings)
+    if as_json:
+        report = {
+            "settings": values,
+            "platforms": {
+                name: {"enabled": s.enabled, "mode": s.mode or None, "missing": list(s.missing)}
+                for name, s in statuses.items()
+            },
+        }
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    width = max(len(name) for name in values)
+    for name, value in values.items():
+        shown = json.dumps(value) if isinstance(value, list) else value
+        print(f"{name:<{width}}  {'' if shown is None else shown}")
+    print()
+    for status in statuses.values():
+        print(status.describe())
+    return 0
+
+
+# --- serve / worker / migrate ------------------------------------------------------------------
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _log_platforms(runtime: Runtime) -> None:
+    log = get_logger(component="serve")
+    for status in runtime.platforms.values():
+        if status.enabled:
+            log.info("platform enabled", platform=status.name, auth=status.mode)
+        else:
+            log.warning(
+                "platform disabled: its webhook refuses every request",
+                platform=status.name,
+                missing=list(status.missing),
+            )
+
+
+async def serve(
+    settings: Settings, *, host: str | None = None, port: int | None = None, workers: bool = True
+) -> int:
+    log = get_logger(component="serve")
+    runtime = Runtime(settings)
+    await runtime.start()
+    runner = web.AppRunner(create_app(runtime), access_log=None, handle_signals=False)
+    await runner.setup()
+    bind_host, bind_port = host or settings.host, port or settings.port
+    try:
+        site = web.TCPSite(runner, bind_host, bind_port, reuse_address=True)
+        await site.start()
+        _log_platforms(runtime)
+        if workers:
+            runtime.make_worker().start()
+        log.info(
+            "listening",
+            url=f"http://{bind_host}:{bind_port}",
+            store=runtime.store.backend,
+            workers=settings.worker_max_jobs if workers else 0,
+            version=__version__,
+        )
+        await _stop_event().wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()  # stop taking deliveries first
+        await runtime.close()  # then let running jobs finish within the grace period
+    return 0
+
+
+async def work(settings: Settings) -> int:
+    log = get_logger(component="worker")
+    runtime = Runtime(settings)
+    await runtime.start()
+    try:
+        runtime.make_worker().start()
+        log.info("worker running", store=runtime.store.backend, max_jobs=settings.worker_max_jobs)
+        await _stop_event().wait()
+        log.info("shutting down")
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def migrate(settings: Settings) -> int:
+    runtime = Runtime(settings)
+    await runtime.start(migrate=True)
+    try:
+        status = await runtime.store.schema_status()
+    finally:
+        await runtime.close()
+    print(f"{runtime.store.backend} store at revision {status.current} (head {status.head})")
+    return 0
+
+
+# --- receive -----------------------------------------------------------------------------------
+
+
+def _load_payload(path: Path) -> Any:
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _event_for(platform: str, event_name: str | None, payload: Any, settings: Settings) -> Event:
+    delivery_id = f"local-{uuid.uuid4()}"
+    if platform == "github":
+        if not event_name:
+            raise ValueError("--event is required for GitHub payloads (the X-GitHub-Event value)")
+        return from_github(event_name, delivery_id, payload)
+    return from_gitlab(delivery_id, payload, bot_names=frozenset({settings.bot_name.lower()}))
+
+
+async def receive(
+    settings: Settings, platform: str, event_name: str | None, path: Path, *, dry_run: bool
+) -> int:
+    try:
+        payload = _load_payload(path)
+        event = _event_for(platform, event_name, payload, settings)
+    except (OSError, ValueError, PayloadError) as exc:
+        print(f"arbiter: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    runtime = Runtime(settings)
+    sender = (
+        f"{event.sender.login}{' (bot)' if event.sender.is_bot else ''}" if event.sender else "-"
+    )
+    print(f"event    {event.label}")
+    print(f"repo     {event.repo or '-'}   number {event.number or '-'}   sender {sender}")
+    if event.comment:
+        print(f"comment  {event.comment.kind} #{event.comment.id}: {event.comment.body[:70]!r}")
+    handlers = runtime.router.handlers_for(event)
+    if not handlers:
+        print("handlers none: a delivery like this is answered 202 ignored")
+        return 0
+    for handler in handlers:
+        print(f"handler  {handler_name(handler)}")
+    if dry_run:
+        return 0
+    await runtime.start()
+    try:
+        result = await runtime.router.dispatch(runtime.context(event))
+    finally:
+        await runtime.close()
+    for name in result.succeeded:
+        print(f"ok       {name}")
+    for name, error in result.failed:
+        print(f"failed   {name}: {type(error).__name__}: {error}")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Composition: the one place that builds the long-lived objects from Settings.
+
+`app.py`, `worker.py` and `cli.py` receive a Runtime; nothing else constructs dependencies.
+Tests build a Runtime the same way, with fakes behind the base-URL settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from bot import __version__
+from bot.context import Context
+from bot.events import Event
+from bot.logs import get_logger
+from bot.metrics import Metrics
+from bot.router import HandlerFailed, Router
+from bot.store import Job, SchemaOutOfDate, Store, make_store
+from bot.webhooks import EVENT_JOB
+from bot.worker import Worker, WorkerOptions
+from config.settings import Settings, platform_status
+from handlers import build_router
+from platforms.base import Platform, PlatformNotConfigured
+
+USER_AGENT = f"Arbiter/{__version__} (+https://github.com/arbiter-review/arbiter)"
+
+
+class UnknownJobKind(Exception):
+    pass
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        router: Router | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.store = store or make_store(settings, clock=clock)
+        self.router = router or build_router(settings.handlers)
+        self.platforms = platform_status(settings)
+        self.log = get_logger(component="runtime")
+        self._session: aiohttp.ClientSession | None = None
+        self.worker: Worker | None = None
+
+    # --- Lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, migrate: bool | None = None) -> None:
+        """Open the store (migrating the embedded SQLite store itself) and the HTTP session.
+
+        `migrate=None` migrates SQLite and refuses other backends whose schema is behind.
+        """
+        await self.store.open()
+        if migrate is None:
+            migrate = self.store.backend == "sqlite"
+        if migrate:
+            applied = await self.store.migrate()
+            if applied:
+                self.log.info("store migrated", backend=self.store.backend, revisions=applied)
+        else:
+            status = await self.store.schema_status()
+            if not status.up_to_date:
+                raise SchemaOutOfDate(
+                    f"the {self.store.backend} schema is at {status.current or 'nothing'}, "
+                    f"this release needs {status.head}: run `arbiter migrate` first"
+                )
+        self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self.store.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The process's one aiohttp ClientSession."""
+        if self._session is None:
+            raise RuntimeError("the runtime is not started")
+        return self._session
+
+    def make_worker(self) -> Worker:
+        s = self.settings
+        options = WorkerOptions(
+            max_jobs=s.worker_max_jobs,
+            job_timeout=s.worker_job_timeout,
+            lease_seconds=s.worker_lease_seconds,
+            poll_interval=s.worker_poll_interval,
+            backoff_base=s.worker_retry_backoff_seconds,
+            backoff_max=s.worker_retry_backoff_max_seconds,
+            shutdown_grace=s.worker_shutdown_grace_seconds,
+            retention_seconds=s.delivery_retention_days * 86400,
+        )
+        self.worker = Worker(self.store, self.run_job, options, metrics=self.metrics)
+        return self.worker
+
+    def notify_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.notify()
+
+    # --- Per event ---------------------------------------------------------------------------
+
+    def platform_for(self, event: Event) -> Platform:
+        status = self.platforms.get(event.platform)
+        if status is None or not status.enabled:
+            missing = " and ".join(status.missing) if status else "nothing known"
+            raise PlatformNotConfigured(f"{event.platform} is not configured: set {missing}")
+        raise PlatformNotConfigured(f"no {event.platform} API client in this release yet")
+
+    def context(self, event: Event, *, job_id: int | None = None) -> Context:
+        return Context(
+            event=event,
+            settings=self.settings,
+            store=self.store,
+            metrics=self.metrics,
+            platform_factory=self.platform_for,
+            job_id=job_id,
+        )
+
+    async def run_job(self, job: Job) -> None:
+        """What the worker runs. Event jobs dispatch to the handlers that have not yet succeeded."""
+        if job.kind != EVENT_JOB:
+            raise UnknownJobKind(f"no runner for job kind {job.kind!r}")
+        event = Event.from_json(job.payload)
+        ctx = self.context(event, job_id=job.id)
+        done = job.progress.get("succeeded", [])
+        result = await self.router.dispatch(ctx, skip=done)
+        if not result.ok:
+            raise HandlerFailed(result)

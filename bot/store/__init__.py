@@ -1,0 +1,51 @@
+"""The store: everything that must survive a restart. `open_store(settings)` picks the backend
+from the scheme of `ARBITER_DATABASE_URL`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from bot.store.base import (
+    Delivery,
+    Enqueued,
+    Installation,
+    Job,
+    NewJob,
+    SchemaOutOfDate,
+    SchemaStatus,
+    Store,
+    StoreUnavailable,
+)
+from config.settings import Settings
+
+__all__ = [
+    "Delivery",
+    "Enqueued",
+    "Installation",
+    "Job",
+    "NewJob",
+    "SchemaOutOfDate",
+    "SchemaStatus",
+    "Store",
+    "StoreUnavailable",
+    "make_store",
+]
+
+
+def make_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
+    """The Store for `settings.database_url` (not yet opened)."""
+    url = settings.database_url
+    if url.startswith(("sqlite+aiosqlite", "postgresql+asyncpg")):
+        from bot.store.sql import SQLStore
+
+        return SQLStore(
+            url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            clock=clock,
+        )
+    raise ValueError(
+        f"ARBITER_DATABASE_URL: no store for {url.split('://', 1)[0]!r} yet; "
+        "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://…"
+    )

@@ -1,0 +1,213 @@
+"""The Store protocol: everything that must survive a restart, and its record types.
+
+Times are UNIX seconds (float, UTC) throughout, so every backend compares them the same way.
+A store takes a `clock` so tests can move time (lease expiry, TTLs) without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+JobState = Literal["queued", "running", "done", "dead", "cancelled"]
+JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "dead", "cancelled")
+InstallationState = Literal["active", "suspended", "deleted"]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or refused the operation; the caller may retry later."""
+
+
+class SchemaOutOfDate(Exception):
+    """The database schema is behind this release; `arbiter migrate` brings it up to date."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    platform: str
+    delivery_id: str
+    event: str
+
+
+@dataclass(frozen=True)
+class NewJob:
+    kind: str
+    payload: str
+    key: str | None = None
+    max_attempts: int = 4
+    run_at: float | None = None
+    delivery_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    payload: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    updated_at: float
+    key: str | None = None
+    delivery_id: str | None = None
+    lease_until: float | None = None
+    worker_id: str | None = None
+    last_error: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """The outcome of accepting a delivery: a new job, or a delivery already seen."""
+
+    job_id: int | None
+    duplicate: bool = False
+    replaced: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Installation:
+    platform: str
+    installation_id: int
+    account: str
+    account_type: str | None
+    state: InstallationState
+    repository_selection: str | None
+    repositories: tuple[str, ...]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    current: str | None
+    head: str | None
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+class Store(Protocol):
+    """What Arbiter keeps. Only `bot/store/` talks to a database."""
+
+    backend: str
+
+    async def open(self) -> None:
+        """Connect (and, for document stores, create indexes)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+
+    async def migrate(self) -> list[str]:
+        """Bring the schema to this release's head; the revisions applied."""
+
+    async def schema_status(self) -> SchemaStatus: ...
+
+    # --- Deliveries and the job queue --------------------------------------------------------
+
+    async def accept_delivery(self, delivery: Delivery, job: NewJob) -> Enqueued:
+        """Record the delivery and enqueue its job in one transaction, unless already seen."""
+
+    async def enqueue(self, job: NewJob) -> Enqueued:
+        """Queue a job; with a key, it replaces queued jobs of that key that have not started."""
+
+    async def claim(self, worker_id: str, *, limit: int, lease_seconds: float) -> list[Job]:
+        """Take up to `limit` runnable jobs: queued and due, or running with an expired lease.
+
+        A job whose key has another job running (lease alive) waits for it. A job whose lease
+        expired on its last allowed attempt is marked dead instead of claimed.
+        """
+
+    async def renew_leases(
+        self, worker_id: str, job_ids: Iterable[int], lease_seconds: float
+    ) -> int: ...
+
+    async def complete(self, job_id: int, worker_id: str) -> bool:
+        """Mark done; False if the job is no longer this worker's (its lease was taken over)."""
+
+    async def retry_later(
+        self,
+        job_id: int,
+        worker_id: str,
+        *,
+        error: str,
+        delay: float,
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        """Queue the job again in `delay` seconds, keeping the error and handler progress."""
+
+    async def bury(
+        self, job_id: int, worker_id: str, *, error: str, progress: dict[str, Any] | None = None
+    ) -> bool:
+        """Park a job as dead, keeping its error."""
+
+    async def release(self, job_id: int, worker_id: str) -> bool:
+        """Give a claimed job back untried (shutdown): queued again, the attempt not counted."""
+
+    async def cancel_queued(self, key: str, reason: str) -> list[int]: ...
+
+    async def requeue(self, job_id: int) -> bool:
+        """Queue a dead or cancelled job again, with its attempts reset."""
+
+    async def get_job(self, job_id: int) -> Job | None: ...
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[Job]: ...
+
+    async def job_counts(self) -> dict[str, int]: ...
+
+    async def seen_delivery(self, platform: str, delivery_id: str) -> bool: ...
+
+    async def purge(self, *, max_age: float) -> int:
+        """Forget delivery ids and finished jobs older than `max_age` seconds, and expired
+        cache entries; how many rows went."""
+
+    # --- LLM response cache ------------------------------------------------------------------
+
+    async def cache_get(self, key: str) -> str | None:
+        """The cached value for `key` (at most 64 characters), or None if absent or expired."""
+
+    async def cache_put(self, key: str, value: str, *, ttl_seconds: float) -> None:
+        """Store `value` under `key` until `ttl_seconds` from now, replacing any older value."""
+
+    # --- Installations -----------------------------------------------------------------------
+
+    async def upsert_installation(
+        self,
+        platform: str,
+        installation_id: int,
+        *,
+        account: str,
+        account_type: str | None = None,
+        state: InstallationState = "active",
+        repository_selection: str | None = None,
+        repositories: Iterable[str] | None = None,
+    ) -> None:
+        """Create or update; `repositories`, when given, replaces the known list."""
+
+    async def set_installation_state(
+        self, platform: str, installation_id: int, state: InstallationState
+    ) -> bool: ...
+
+    async def add_repositories(
+        self, platform: str, installation_id: int, repositories: Iterable[str]
+    ) -> None: ...
+
+    async def remove_repositories(
+        self, platform: str, installation_id: int, repositories: Iterable[str]
+    ) -> None: ...
+
+    async def get_installation(
+        self, platform: str, installation_id: int
+    ) -> Installation | None: ...
+
+    async def list_installations(self, platform: str | None = None) -> list[Installation]: ...

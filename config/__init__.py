@@ -1,0 +1,1 @@
+"""Settings, the .arbiter.yml schema, defaults and the price table."""

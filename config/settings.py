@@ -1,0 +1,394 @@
+"""Process settings: every variable of the deployment guide, read once at start.
+
+`load_settings()` is the only entry point; nothing reads the environment at import time.
+Variables carry the `ARBITER_` prefix except the LLM providers' own API keys, and a `.env`
+file in the working directory is read too (the environment wins over it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "ARBITER_"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./arbiter.db"
+MIB = 1024 * 1024
+
+StrList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON array (what the guide documents) or a comma-separated list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class SettingsError(Exception):
+    """A setting has a value Arbiter cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- Server -------------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="address the HTTP server binds to")  # noqa: S104
+    port: int = Field(8000, ge=1, le=65535, description="an integer from 1 to 65535")
+    public_url: str | None = Field(
+        None,
+        description="the URL where platforms reach this server, e.g. https://arbiter.example.com",
+    )
+    max_webhook_bytes: int = Field(
+        25 * MIB, ge=1024, description="largest webhook body accepted, in bytes (at least 1024)"
+    )
+    bot_name: str = Field(
+        "arbiter",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[bot\])?$",
+        description="the handle users mention, letters, digits, '.', '_' and '-'",
+    )
+    handlers: StrList = Field(
+        default_factory=list,
+        description="extra handler modules to load (dotted import paths, each with a `router`)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    )
+    log_format: Literal["json", "console"] | None = Field(
+        None, description="json or console (default: console on a terminal, json otherwise)"
+    )
+
+    # --- Database ------------------------------------------------------------------------------
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="sqlite+aiosqlite:///PATH, postgresql+asyncpg://… or mongodb://…",
+    )
+    database_pool_size: int = Field(5, ge=1, description="a positive integer")
+    database_max_overflow: int = Field(10, ge=0, description="zero or a positive integer")
+
+    # --- Redis (accepted for compatibility with the guide; the store holds queue and cache) -----
+    redis_url: str = Field("redis://localhost:6379/0", description="a redis:// URL (unused)")
+    redis_max_connections: int = Field(10, ge=1, description="a positive integer (unused)")
+
+    # --- LLM ------------------------------------------------------------------------------------
+    default_model: str = Field(
+        "gpt-4o", min_length=1, description="a model name, or provider:model"
+    )
+    llm_timeout: float = Field(60, gt=0, description="seconds, a positive number")
+    llm_max_retries: int = Field(3, ge=0, le=10, description="an integer from 0 to 10")
+    max_tokens_per_review: int = Field(50000, ge=1000, description="an integer of at least 1000")
+    max_cost_per_review_usd: float = Field(0.50, ge=0, description="USD, zero or more")
+    cache_ttl_hours: float = Field(24, ge=0, description="hours, zero or more (0 disables)")
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_API_KEY"),
+        description="the OpenAI API key (read without prefix)",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY"),
+        description="the Anthropic API key (read without prefix)",
+    )
+    openai_base_url: str | None = Field(
+        None, description="an OpenAI-compatible API base URL (vLLM, Ollama, LM Studio…)"
+    )
+    anthropic_base_url: str | None = Field(None, description="the Anthropic API base URL")
+
+    # --- GitHub ---------------------------------------------------------------------------------
+    github_token: SecretStr | None = Field(None, description="a personal or bot access token")
+    github_webhook_secret: SecretStr | None = Field(None, description="the webhook HMAC secret")
+    github_base_url: str = Field(
+        "https://api.github.com",
+        description="API base URL (GitHub Enterprise: https://HOST/api/v3)",
+    )
+    github_app_id: str | None = Field(None, description="the GitHub App's numeric id")
+    github_private_key: SecretStr | None = Field(
+        None, description="the GitHub App's private key, PEM text"
+    )
+    github_private_key_path: Path | None = Field(
+        None, description="a file holding the GitHub App's private key (PEM)"
+    )
+
+    # --- GitLab ---------------------------------------------------------------------------------
+    gitlab_token: SecretStr | None = Field(None, description="a project, group or bot user token")
+    gitlab_webhook_token: SecretStr | None = Field(None, description="the webhook secret token")
+    gitlab_base_url: str = Field("https://gitlab.com", description="the GitLab instance URL")
+
+    # --- API ------------------------------------------------------------------------------------
+    api_title: str = Field("Arbiter API", description="OpenAPI title")
+    api_version: str = Field("0.5.0", description="OpenAPI version string")
+    cors_origins: StrList = Field(
+        default_factory=lambda: ["http://localhost:3000"],
+        description='a JSON array of origins, e.g. ["https://dash.example.com"]',
+    )
+    api_rate_limit_per_minute: int = Field(60, ge=1, description="a positive integer")
+
+    # --- Worker ---------------------------------------------------------------------------------
+    worker_max_jobs: int = Field(10, ge=1, le=1000, description="an integer from 1 to 1000")
+    worker_job_timeout: float = Field(300, gt=0, description="seconds, a positive number")
+    worker_retry_attempts: int = Field(3, ge=0, le=50, description="an integer from 0 to 50")
+    worker_retry_backoff_seconds: float = Field(
+        5, ge=0, description="first retry delay in seconds; doubles each attempt, with jitter"
+    )
+    worker_retry_backoff_max_seconds: float = Field(
+        600, ge=0, description="the longest retry delay, in seconds"
+    )
+    worker_lease_seconds: float = Field(
+        30,
+        gt=0,
+        description="how long a claimed job stays owned without a heartbeat, in seconds",
+    )
+    worker_poll_interval: float = Field(
+        1.0, gt=0, description="seconds between queue polls when idle"
+    )
+    worker_shutdown_grace_seconds: float = Field(
+        30, ge=0, description="on SIGTERM, seconds running jobs get to finish"
+    )
+    delivery_retention_days: float = Field(
+        14, gt=0, description="days seen delivery ids and finished jobs are kept"
+    )
+
+    # --- Feature flags --------------------------------------------------------------------------
+    post_comments: bool = Field(True, description="true or false")
+    update_status: bool = Field(True, description="true or false")
+    followup_enabled: bool = Field(True, description="true or false")
+    followup_confidence_threshold: float = Field(
+        0.5, ge=0, le=1, description="a number from 0 to 1"
+    )
+    followup_max_tokens_per_response: int = Field(2000, ge=1, description="a positive integer")
+
+    # --- Integrations ---------------------------------------------------------------------------
+    integration_timeout: float = Field(30, gt=0, description="seconds, a positive number")
+    integration_max_retries: int = Field(3, ge=0, le=10, description="an integer from 0 to 10")
+    status_check_context: str = Field(
+        "arbiter", min_length=1, description="the commit status context name"
+    )
+
+    @field_validator("handlers", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value or None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in {
+            "sqlite+aiosqlite",
+            "postgresql+asyncpg",
+            "mongodb",
+            "mongodb+srv",
+        }:
+            raise ValueError(
+                "scheme must be sqlite+aiosqlite, postgresql+asyncpg, mongodb or mongodb+srv"
+            )
+        return value
+
+    @field_validator("github_base_url", "gitlab_base_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    # --- Derived views --------------------------------------------------------------------------
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process holds, for the log redactor."""
+        values = [
+            secret.get_secret_value()
+            for secret in (
+                self.github_token,
+                self.github_webhook_secret,
+                self.github_private_key,
+                self.gitlab_token,
+                self.gitlab_webhook_token,
+                self.openai_api_key,
+                self.anthropic_api_key,
+            )
+            if secret is not None
+        ]
+        password = _url_password(self.database_url)
+        if password:
+            values.append(password)
+        return [v for v in values if len(v) >= 4]
+
+
+def _url_password(url: str) -> str | None:
+    """The password of a `scheme://user:password@host` URL, if it has one."""
+    rest = url.split("://", 1)[-1]
+    userinfo, sep, _ = rest.rpartition("@")
+    if not sep or ":" not in userinfo:
+        return None
+    return userinfo.split(":", 1)[1] or None
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, fit for logs and `arbiter config`."""
+    password = _url_password(url)
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
+def env_name(field: str) -> str:
+    """The environment variable an operator sets for a settings field."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        if isinstance(first, str):
+            return first
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, or raise SettingsError naming each bad variable and what it accepts."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid settings:"]
+    for error in exc.errors():
+        loc = error.get("loc") or ("?",)
+        field = str(loc[0])
+        if field in Settings.model_fields:
+            name = env_name(field)
+            accepts = Settings.model_fields[field].description or ""
+        else:
+            name, accepts = field, ""
+        got = error.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {str(got)[:80]!r})"
+        if field in _SECRET_FIELDS:
+            shown = ""
+        reason = error.get("msg", "invalid value")
+        line = f"  {name}{shown}: {reason}"
+        if accepts:
+            line += f"; accepts {accepts}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+_SECRET_FIELDS = {
+    "github_token",
+    "github_webhook_secret",
+    "github_private_key",
+    "gitlab_token",
+    "gitlab_webhook_token",
+    "openai_api_key",
+    "anthropic_api_key",
+    "database_url",
+}
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """`ARBITER_*` variables that match no setting: almost always a typo worth a warning."""
+    env = os.environ if environ is None else environ
+    known = {env_name(name).upper() for name in Settings.model_fields}
+    return sorted(
+        key
+        for key in env
+        if key.upper().startswith(ENV_PREFIX)
+        and key.upper() not in known
+        and not key.upper().startswith("ARBITER_TEST_")
+    )
+
+
+@dataclass(frozen=True)
+class PlatformStatus:
+    name: str
+    enabled: bool
+    missing: tuple[str, ...]
+    mode: str  # how it authenticates when enabled: "app", "token" or ""
+
+    def describe(self) -> str:
+        if self.enabled:
+            return f"{self.name}: enabled ({self.mode})"
+        return f"{self.name}: disabled, set {' and '.join(self.missing)}"
+
+
+def platform_status(settings: Settings) -> dict[str, PlatformStatus]:
+    """Which platforms this process serves and, for the others, exactly what is missing."""
+    gh_missing: list[str] = []
+    if settings.github_webhook_secret is None:
+        gh_missing.append("ARBITER_GITHUB_WEBHOOK_SECRET")
+    has_key = settings.github_private_key is not None or settings.github_private_key_path
+    if settings.github_app_id and has_key:
+        gh_mode = "app"
+    elif settings.github_token is not None:
+        gh_mode = "token"
+    else:
+        gh_mode = ""
+        if settings.github_app_id:
+            gh_missing.append("ARBITER_GITHUB_PRIVATE_KEY (or ARBITER_GITHUB_PRIVATE_KEY_PATH)")
+        elif has_key:
+            gh_missing.append("ARBITER_GITHUB_APP_ID")
+        else:
+            gh_missing.append(
+                "ARBITER_GITHUB_TOKEN (or ARBITER_GITHUB_APP_ID with ARBITER_GITHUB_PRIVATE_KEY)"
+            )
+    gl_missing: list[str] = []
+    if settings.gitlab_webhook_token is None:
+        gl_missing.append("ARBITER_GITLAB_WEBHOOK_TOKEN")
+    if settings.gitlab_token is None:
+        gl_missing.append("ARBITER_GITLAB_TOKEN")
+    return {
+        "github": PlatformStatus("github", not gh_missing, tuple(gh_missing), gh_mode),
+        "gitlab": PlatformStatus("gitlab", not gl_missing, tuple(gl_missing), "token"),
+    }
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting by its variable name, secrets masked: what `arbiter config` prints."""
+    shown: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            value = "***" if value.get_secret_value() else ""
+        elif field == "database_url":
+            value = mask_url(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        shown[env_name(field)] = value
+    return shown

@@ -1,0 +1,1 @@
+"""Platforms: the only code that talks to GitHub or GitLab."""

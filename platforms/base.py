@@ -1,0 +1,158 @@
+"""The Platform protocol and its normalized data types.
+
+A `Platform` is bound to one repository (and, on GitHub, one installation) for one event. The
+reviewer core and the handlers see only this protocol; `platforms/github.py` and
+`platforms/gitlab.py` implement it, and they are the only modules that talk to those APIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from bot.events import Comment, Event
+
+Permission = Literal["admin", "write", "read", "none"]
+StatusState = Literal["pending", "success", "failure", "error"]
+Reaction = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
+FileStatus = Literal["added", "modified", "removed", "renamed", "copied", "changed", "unchanged"]
+Side = Literal["RIGHT", "LEFT"]
+
+
+class PlatformError(Exception):
+    """The platform refused or failed a call. `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PlatformNotConfigured(PlatformError):
+    """This process has no credentials for the event's platform; the message says what to set."""
+
+
+class RateLimited(PlatformError):
+    """The platform's rate limit would make us wait longer than we are willing to."""
+
+    def __init__(self, message: str, *, retry_after: float, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class SinceNotAncestor(PlatformError):
+    """An incremental diff was asked from a commit no longer in the history (a force-push)."""
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    repo: str
+    number: int
+    title: str
+    body: str | None
+    author: str
+    author_is_bot: bool
+    base_sha: str
+    head_sha: str
+    base_ref: str
+    head_ref: str
+    draft: bool
+    state: Literal["open", "closed", "merged"]
+    labels: tuple[str, ...]
+    url: str
+    default_branch: str | None = None
+    start_sha: str | None = None  # GitLab's diff_refs.start_sha; GitHub: same as base_sha
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    status: FileStatus
+    patch: str | None  # the unified-diff hunks; None when binary or too large to show
+    previous_path: str | None = None
+    additions: int = 0
+    deletions: int = 0
+    binary: bool = False
+    too_large: bool = False
+
+
+@dataclass(frozen=True)
+class Changes:
+    base_sha: str
+    head_sha: str
+    files: tuple[FileChange, ...]
+    incremental: bool = False
+    truncated: bool = False  # the platform's own limit on files was reached
+
+
+@dataclass(frozen=True)
+class InlineComment:
+    path: str
+    line: int
+    body: str
+    side: Side = "RIGHT"
+    start_line: int | None = None
+    previous_path: str | None = None  # for renamed files (GitLab positions need both paths)
+
+
+@dataclass(frozen=True)
+class CommentRef:
+    """Where a comment lives, enough to reply to it or react to it."""
+
+    id: int | str
+    kind: Literal["conversation", "inline", "review"]
+    number: int | None = None
+    thread: str | None = None
+    url: str | None = None
+
+    @classmethod
+    def from_event(cls, event: Event, comment: Comment | None = None) -> CommentRef:
+        comment = comment or event.comment
+        if comment is None:
+            raise ValueError(f"{event.label} carries no comment")
+        return cls(id=comment.id, kind=comment.kind, number=event.number, thread=comment.thread)
+
+
+@dataclass(frozen=True)
+class PostedReview:
+    id: int | str | None
+    posted: tuple[InlineComment, ...]
+    dropped: tuple[tuple[InlineComment, str], ...] = ()  # each with the platform's reason
+    url: str | None = None
+
+
+class Platform(Protocol):
+    name: str
+    repo: str
+
+    async def pull_request(self, number: int) -> PullRequest: ...
+
+    async def changes(self, pr: PullRequest, since: str | None = None) -> Changes:
+        """All changed files, or with `since` only what changed from that commit to the head.
+
+        Raises SinceNotAncestor when `since` is no longer in the head's history.
+        """
+
+    async def read_file(self, path: str, ref: str) -> str | None:
+        """A file's text at `ref`, or None when it does not exist there."""
+
+    async def default_branch(self) -> str: ...
+
+    async def post_review(
+        self, pr: PullRequest, summary: str, comments: Sequence[InlineComment]
+    ) -> PostedReview:
+        """One review carrying every inline comment; comments the platform refuses are dropped
+        and reported, the others still posted."""
+
+    async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
+        """The PR comment marked with `key`, edited in place, or created when there is none."""
+
+    async def reply(self, comment: CommentRef, body: str) -> CommentRef: ...
+
+    async def set_status(
+        self, pr: PullRequest, state: StatusState, description: str, url: str | None = None
+    ) -> None: ...
+
+    async def permission(self, user: str) -> Permission: ...
+
+    async def react(self, comment: CommentRef, reaction: Reaction) -> None: ...

@@ -1,0 +1,1 @@
+"""Prompt templates (text files) and the loader that renders them."""
