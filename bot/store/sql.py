@@ -355,7 +355,7 @@ class SQLStore:
                 sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
             )
             counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
-            counts.update({str(state): int(n) for state, n in rows.tuples()})
+            counts.update({str(state): int(n) for state, n in rows})
         return counts
 
     async def seen_delivery(self, platform: str, delivery_id: str) -> bool:

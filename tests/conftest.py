@@ -1,0 +1,177 @@
+"""Shared test helpers: the fixture payloads, clean settings, signed deliveries, a real store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.store.sql import SQLStore
+
+ROOT = Path(__file__).resolve().parents[1]
+_FIXTURE_CANDIDATES = [
+    os.environ.get("ARBITER_FIXTURES_DIR", ""),
+    str(ROOT.parent / "shared" / "fixtures"),
+    "/work/shared/fixtures",  # where this project's machines keep them, for clones elsewhere
+]
+
+
+def fixtures_dir() -> Path:
+    """The shared webhook payloads (../shared/fixtures), or skip with the reason."""
+    for candidate in _FIXTURE_CANDIDATES:
+        if candidate and (Path(candidate) / "github" / "webhooks").is_dir():
+            return Path(candidate)
+    pytest.skip(
+        "webhook fixtures not found: expected ../shared/fixtures beside the project "
+        "(or set ARBITER_FIXTURES_DIR)"
+    )
+
+
+def fixture_bytes(relative: str) -> bytes:
+    return (fixtures_dir() / relative).read_bytes()
+
+
+def fixture_json(relative: str) -> Any:
+    return json.loads(fixture_bytes(relative))
+
+
+def github_signature(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def github_headers(event: str, delivery_id: str, body: bytes, secret: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery_id,
+        "X-Hub-Signature-256": github_signature(body, secret),
+    }
+
+
+def gitlab_headers(event: str, token: str, idempotency_key: str | None = None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "X-Gitlab-Event": event, "X-Gitlab-Token": token}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class FakeClock:
+    """A clock the test moves by hand: lease expiry and TTLs without sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's ARBITER_* variables or .env file."""
+    for key in list(os.environ):
+        upper = key.upper()
+        if (upper.startswith("ARBITER_") and not upper.startswith("ARBITER_TEST_")) or upper in {
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "OPENAI_BASE_URL",
+            "ANTHROPIC_BASE_URL",
+        }:
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLStore]:
+    store = SQLStore(f"sqlite+aiosqlite:///{tmp_path}/arbiter.db")
+    await store.open()
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+POSTGRES_ENV = "ARBITER_TEST_POSTGRES_URL"
+
+
+def _admin(url: str, statement: str) -> None:
+    """Run one statement on the server, on a loop of its own (callers may be inside a loop)."""
+    import asyncio
+    import threading
+
+    import asyncpg  # only needed when PostgreSQL tests run
+
+    async def run() -> None:
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own for this test run on the server of ARBITER_TEST_POSTGRES_URL.
+
+    Skips when the variable is unset; fails, loudly, when it is set and the server is gone.
+    """
+    import uuid
+
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (.ci/run sets it)")
+    name = f"arbiter_test_{uuid.uuid4().hex[:12]}"
+    try:
+        _admin(base, f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        pytest.fail(f"{POSTGRES_ENV} is set but PostgreSQL is unreachable: {exc}", pytrace=False)
+    head, _, _ = base.rpartition("/")
+    yield f"{head}/{name}"
+    _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def reset_sql_schema(store: SQLStore) -> None:
+    """Drop every table (and Alembic's record), so each test starts from an empty database."""
+    import sqlalchemy as sa
+
+    async with store.engine.begin() as conn:
+        names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+        for name in names:
+            await conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))

@@ -1,0 +1,98 @@
+"""Run `arbiter serve` as a real process for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from tests.conftest import ROOT, free_port
+
+
+class ServeProcess:
+    """`arbiter serve` in a subprocess, its log captured to a file."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], *, args: tuple[str, ...] = ()) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"serve-{self.port}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+            "PYTHONPATH": str(ROOT),
+            "ARBITER_HOST": "127.0.0.1",
+            "ARBITER_PORT": str(self.port),
+            "ARBITER_LOG_FORMAT": "json",
+            **env,
+        }
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    async def start(self, timeout: float = 30) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # The installed console script, as an operator runs it.
+        script = Path(sys.executable).with_name("arbiter")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+        self.process = subprocess.Popen(
+            [*command, "serve", *self.args],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"arbiter serve exited early:\n{self.log()}")
+                try:
+                    async with session.get(f"{self.url}/health/ready") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"arbiter serve not ready after {timeout} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no lease release."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self._close_log()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._close_log()
+        return self.process.returncode
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def __aenter__(self) -> ServeProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.stop()
