@@ -18,6 +18,7 @@ from bot import __version__
 from bot.app import create_app
 from bot.events import Event, PayloadError, from_github, from_gitlab
 from bot.logs import configure_logging, get_logger
+from bot.reviewer.local import add_review_arguments, review_command
 from bot.router import handler_name
 from bot.runtime import Runtime
 from bot.store import SchemaOutOfDate, StoreUnavailable
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(
                 receive(settings, args.platform, args.event, args.file, dry_run=args.dry_run)
             )
+        if args.command == "review":
+            return review_command(settings, args)
     except (SchemaOutOfDate, StoreUnavailable, ValueError) as exc:
         log.error(str(exc))
         print(f"arbiter: {exc}", file=sys.stderr)
@@ -98,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show the event and its handlers, run nothing"
     )
     receive_p.add_argument("file", type=Path, help="the JSON payload, or - for stdin")
+    add_review_arguments(sub.add_parser("review", help="review a local diff with the model"))
     return parser
 
 

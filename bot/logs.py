@@ -80,12 +80,19 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> Redactor:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # The message goes out as "msg", so "event" can carry the webhook event (bound as `_event`).
+    renamer = structlog.processors.EventRenamer("msg", replace_by="_event")
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
         exc_processor: Any = structlog.processors.dict_tracebacks
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(),
+            event_key="msg",
+            # Plain tracebacks: rich's would print local variables, which may hold secrets.
+            exception_formatter=structlog.dev.plain_traceback,
+        )
         exc_processor = structlog.processors.format_exc_info
     structlog.configure(
         processors=[
@@ -93,6 +100,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> Redactor:
             structlog.processors.StackInfoRenderer(),
             exc_processor,
             redactor,
+            renamer,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -108,6 +116,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> Redactor:
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 exc_processor,
                 redactor,
+                renamer,
                 renderer,
             ],
         )
@@ -126,5 +135,8 @@ Logger = structlog.typing.FilteringBoundLogger
 
 
 def get_logger(**fields: Any) -> Logger:
+    """A logger with `fields` bound. `event=` is the webhook event (the message is "msg")."""
+    if "event" in fields:
+        fields["_event"] = fields.pop("event")
     logger: Logger = structlog.get_logger("arbiter").bind(**fields)
     return logger

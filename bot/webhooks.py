@@ -68,24 +68,35 @@ def verify_gitlab(headers: Mapping[str, str], secret: str) -> None:
         raise Rejected(401, "X-Gitlab-Token does not match the webhook token", "unauthorized")
 
 
-def _json_body(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Received:
+    """A verified delivery: its event, and the payload's JSON text as it came."""
+
+    event: Event
+    text: str
+
+    def job_payload(self) -> str:
+        return self.event.to_json(payload_text=self.text)
+
+
+def _json_body(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], str]:
     content_type = headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     try:
         if content_type == "application/x-www-form-urlencoded":
             # GitHub's other content type: the JSON sits in a `payload` form field.
             fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
             text = fields.get("payload", [""])[0]
-            data = json.loads(text)
         else:
-            data = json.loads(body)
+            text = body.decode("utf-8")
+        data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Rejected(400, f"body is not valid JSON: {exc}", "bad_request") from None
     if not isinstance(data, dict):
         raise Rejected(400, "body must be a JSON object", "bad_request")
-    return data
+    return data, text
 
 
-def read_github(headers: Mapping[str, str], body: bytes) -> Event:
+def read_github(headers: Mapping[str, str], body: bytes) -> Received:
     """The Event of a verified GitHub delivery."""
     name = headers.get("X-GitHub-Event")
     if not name:
@@ -95,8 +106,9 @@ def read_github(headers: Mapping[str, str], body: bytes) -> Event:
         raise Rejected(400, "missing X-GitHub-Delivery header", "bad_request")
     if len(delivery_id) > 255:
         raise Rejected(400, "X-GitHub-Delivery is longer than 255 characters", "bad_request")
+    data, text = _json_body(headers, body)
     try:
-        return from_github(name, delivery_id, _json_body(headers, body))
+        return Received(from_github(name, delivery_id, data), text)
     except PayloadError as exc:
         raise Rejected(400, str(exc), "bad_request") from None
 
@@ -112,14 +124,14 @@ def gitlab_delivery_id(headers: Mapping[str, str], body: bytes) -> str:
 
 def read_gitlab(
     headers: Mapping[str, str], body: bytes, *, bot_names: frozenset[str] = frozenset()
-) -> Event:
+) -> Received:
     """The Event of a verified GitLab delivery."""
     if not headers.get("X-Gitlab-Event"):
         raise Rejected(400, "missing X-Gitlab-Event header", "bad_request")
+    data, text = _json_body(headers, body)
     try:
-        return from_gitlab(
-            gitlab_delivery_id(headers, body), _json_body(headers, body), bot_names=bot_names
-        )
+        event = from_gitlab(gitlab_delivery_id(headers, body), data, bot_names=bot_names)
+        return Received(event, text)
     except PayloadError as exc:
         raise Rejected(400, str(exc), "bad_request") from None
 
@@ -154,14 +166,15 @@ class WebhookReceiver:
             assert secret is not None  # _require_enabled checked it
             body = await self._read(request)
             verify_github(request.headers, body, secret.get_secret_value())
-            event = read_github(request.headers, body)
+            received = read_github(request.headers, body)
         except Rejected as exc:
             return self._reject("github", request, exc)
+        event = received.event
         if event.name == "ping":
             self._count("github", "ping", "ping")
             self.log.info("ping", delivery_id=event.delivery_id, zen=event.payload.get("zen"))
             return web.json_response({"pong": True}, status=200)
-        return await self._accept(event)
+        return await self._accept(received)
 
     async def gitlab(self, request: web.Request) -> web.Response:
         secret = self.settings.gitlab_webhook_token
@@ -170,10 +183,10 @@ class WebhookReceiver:
             assert secret is not None
             verify_gitlab(request.headers, secret.get_secret_value())
             body = await self._read(request)
-            event = read_gitlab(request.headers, body, bot_names=self._gitlab_bots)
+            received = read_gitlab(request.headers, body, bot_names=self._gitlab_bots)
         except Rejected as exc:
             return self._reject("gitlab", request, exc)
-        return await self._accept(event)
+        return await self._accept(received)
 
     def _require_enabled(self, platform: str) -> None:
         status = self._status[platform]
@@ -193,11 +206,12 @@ class WebhookReceiver:
         except web.HTTPRequestEntityTooLarge:
             raise Rejected(413, f"body is larger than {limit} bytes", "too_large") from None
 
-    async def _accept(self, event: Event) -> web.Response:
+    async def _accept(self, received: Received) -> web.Response:
+        event = received.event
         log = self.log.bind(
             delivery_id=event.delivery_id,
             platform=event.platform,
-            event=event.label,
+            _event=event.label,
             repo=event.repo,
             number=event.number,
         )
@@ -207,7 +221,7 @@ class WebhookReceiver:
             return web.json_response({"ignored": True, "event": event.label}, status=202)
         job = NewJob(
             kind=EVENT_JOB,
-            payload=event.to_json(),
+            payload=received.job_payload(),
             max_attempts=self.settings.worker_retry_attempts + 1,
             delivery_id=event.delivery_id,
         )

@@ -34,6 +34,7 @@ class WorkerOptions:
     job_timeout: float = 300
     lease_seconds: float = 30
     poll_interval: float = 1.0
+    claim_delay: float = 0.01
     backoff_base: float = 5
     backoff_max: float = 600
     shutdown_grace: float = 30
@@ -125,6 +126,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
+            free = self.options.max_jobs - self.active
             try:
                 claimed = await self._claim_once()
             except StoreUnavailable as exc:
@@ -134,16 +136,16 @@ class Worker:
                 self.log.error("claiming failed", error=describe_error(exc), exc_info=exc)
                 claimed = 0
             await self._maybe_purge()
-            if claimed and self.active < self.options.max_jobs:
-                continue  # there may be more waiting
+            if claimed and claimed == free:
+                continue  # a full batch: more may be waiting
             self._wake.clear()
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-            if self.active >= self.options.max_jobs:
-                waits.extend(self._running.values())
-            await asyncio.wait(
-                waits, timeout=self.options.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            waits[0].cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.poll_interval):
+                    await self._wake.wait()
+            if self._wake.is_set() and not self._stopping.is_set():
+                # Woken by an enqueue or a freed slot: let a few more gather, so one claim
+                # takes a batch instead of one transaction per job.
+                await asyncio.sleep(self.options.claim_delay)
 
     async def _claim_once(self) -> int:
         free = self.options.max_jobs - self.active
@@ -160,7 +162,8 @@ class Worker:
 
     def _finished(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
-        self._wake.set()
+        if len(self._running) == self.options.max_jobs - 1:
+            self._wake.set()  # a slot opened on a full worker
 
     async def _heartbeat(self) -> None:
         interval = max(self.options.lease_seconds / 3, 0.05)

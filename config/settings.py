@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         None, description="an OpenAI-compatible API base URL (vLLM, Ollama, LM Studio…)"
     )
     anthropic_base_url: str | None = Field(None, description="the Anthropic API base URL")
+    model_prices: str | None = Field(
+        None,
+        description=(
+            "model prices added to or replacing the shipped table: a YAML or JSON file, or "
+            'inline JSON like {"my-model": {"input": 0.5, "output": 1.5}} (USD per million '
+            "tokens; optional context, in tokens)"
+        ),
+    )
 
     # --- GitHub ---------------------------------------------------------------------------------
     github_token: SecretStr | None = Field(None, description="a personal or bot access token")
@@ -132,6 +140,11 @@ class Settings(BaseSettings):
     )
     github_private_key_path: Path | None = Field(
         None, description="a file holding the GitHub App's private key (PEM)"
+    )
+    github_rate_limit_max_wait: float = Field(
+        60,
+        ge=0,
+        description="seconds, zero or more: the longest GitHub rate-limit wait accepted per call",
     )
 
     # --- GitLab ---------------------------------------------------------------------------------
@@ -212,6 +225,7 @@ class Settings(BaseSettings):
     def _known_scheme(cls, value: str) -> str:
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in {
+            "sqlite",
             "sqlite+aiosqlite",
             "postgresql+asyncpg",
             "mongodb",

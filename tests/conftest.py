@@ -97,6 +97,18 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def reset_logging() -> Iterator[None]:
+    """`arbiter` commands configure logging onto the stream of the moment; undo it after."""
+    yield
+    import logging
+
+    import structlog
+
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -170,8 +182,10 @@ def postgres_url() -> Iterator[str]:
 async def reset_sql_schema(store: SQLStore) -> None:
     """Drop every table (and Alembic's record), so each test starts from an empty database."""
     import sqlalchemy as sa
+    from sqlalchemy.engine import Connection
 
-    async with store.engine.begin() as conn:
-        names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
-        for name in names:
-            await conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    def drop_all(conn: Connection) -> None:
+        for name in sa.inspect(conn).get_table_names():
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+
+    await store.run_sql(drop_all)

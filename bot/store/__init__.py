@@ -36,7 +36,7 @@ __all__ = [
 def make_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
     """The Store for `settings.database_url` (not yet opened)."""
     url = settings.database_url
-    if url.startswith(("sqlite+aiosqlite", "postgresql+asyncpg")):
+    if url.startswith(("sqlite", "postgresql+asyncpg")):
         from bot.store.sql import SQLStore
 
         return SQLStore(

@@ -86,11 +86,11 @@ async def test_fresh_start_with_no_configuration(tmp_path: Path) -> None:
     disabled = {
         r["platform"]: r["missing"]
         for r in records
-        if r.get("event", "").startswith("platform disabled")
+        if r.get("msg", "").startswith("platform disabled")
     }
     assert "ARBITER_GITHUB_WEBHOOK_SECRET" in disabled["github"]
     assert disabled["gitlab"] == ["ARBITER_GITLAB_WEBHOOK_TOKEN", "ARBITER_GITLAB_TOKEN"]
-    assert any(r.get("event") == "listening" for r in records)
+    assert any(r.get("msg") == "listening" for r in records)
 
 
 async def test_signed_deliveries_through_a_real_server(tmp_path: Path) -> None:

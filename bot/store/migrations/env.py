@@ -32,8 +32,7 @@ def _from_settings() -> None:
         store = SQLStore(load_settings().database_url)
         await store.open()
         try:
-            async with store.engine.begin() as conn:
-                await conn.run_sync(_run)
+            await store.run_sql(_run)
         finally:
             await store.close()
 

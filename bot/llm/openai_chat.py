@@ -1,0 +1,138 @@
+"""OpenAI, and any OpenAI-compatible server, through Chat Completions with a JSON schema.
+
+Chat Completions rather than the Responses API, because vLLM, Ollama and LM Studio speak it.
+The answer format is `response_format={"type": "json_schema", ...}` (strict). The SDK is
+imported on first use: it is slow to import, and a process may never call OpenAI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from bot.llm.errors import LLMNotConfigured, LLMRefused
+from bot.llm.types import Prompt, Provider
+from bot.llm.wire import RawAnswer, TimedOut, Transient, describe_status, retry_after_seconds
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+OFFICIAL_HOST = "api.openai.com"
+# Compatible servers ignore the key, but the SDK insists on having one.
+PLACEHOLDER_KEY = "unused"
+
+
+class OpenAIChat:
+    provider: Provider = "openai"
+
+    def __init__(self, *, api_key: str | None, base_url: str | None, timeout: float) -> None:
+        self._api_key = api_key
+        self._base_url = base_url  # None: the SDK's own OPENAI_BASE_URL, else api.openai.com
+        self._timeout = timeout
+        self._client: AsyncOpenAI | None = None
+        self._official = True
+
+    def _sdk(self) -> AsyncOpenAI:
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(
+                api_key=self._api_key or PLACEHOLDER_KEY,
+                base_url=self._base_url,
+                timeout=self._timeout,
+                max_retries=0,  # the LLM client retries, the same way for every provider
+            )
+            self._official = client.base_url.host == OFFICIAL_HOST
+            if self._official and not self._api_key:
+                raise LLMNotConfigured(
+                    "no OpenAI API key: set OPENAI_API_KEY, or ARBITER_OPENAI_BASE_URL to use "
+                    "an OpenAI-compatible server (vLLM, Ollama, LM Studio)",
+                    provider=self.provider,
+                )
+            self._client = client
+        return self._client
+
+    async def call(
+        self,
+        model: str,
+        prompt: Prompt,
+        schema: type[BaseModel],
+        *,
+        max_output_tokens: int,
+    ) -> RawAnswer:
+        import openai
+        from openai.lib import type_to_response_format_param
+
+        client = self._sdk()
+        limit: dict[str, Any] = (
+            # OpenAI's reasoning models refuse max_tokens; compatible servers all know it.
+            {"max_completion_tokens": max_output_tokens}
+            if self._official
+            else {"max_tokens": max_output_tokens}
+        )
+        try:
+            response = await client.chat.completions.create(
+                model=model,
+                messages=[
+                    {"role": "system", "content": prompt.system},
+                    {"role": "user", "content": prompt.user},
+                ],
+                response_format=type_to_response_format_param(schema),
+                **limit,
+            )
+        except openai.APITimeoutError:
+            raise TimedOut() from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            text = describe_status(status, exc.body, exc.message)
+            if status == 429:
+                raise Transient(
+                    text,
+                    outcome="rate_limited",
+                    status=status,
+                    retry_after=retry_after_seconds(exc.response.headers),
+                ) from None
+            if status >= 500 or status in (408, 409):
+                raise Transient(
+                    text,
+                    outcome="server_error",
+                    status=status,
+                    retry_after=retry_after_seconds(exc.response.headers),
+                ) from None
+            raise _refused(status, text, model) from None
+        except openai.APIConnectionError as exc:
+            raise Transient(
+                f"cannot reach {client.base_url}: {exc}",
+                outcome="unreachable",
+                status=None,
+                retry_after=None,
+            ) from None
+
+        usage = response.usage
+        choice = response.choices[0] if response.choices else None
+        message = choice.message if choice is not None else None
+        return RawAnswer(
+            payload=message.content if message is not None else None,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            usage_reported=usage is not None,
+            truncated=choice is not None and choice.finish_reason == "length",
+            refusal=message.refusal if message is not None else None,
+            note="" if choice is not None else "no choices in the answer",
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _refused(status: int, text: str, model: str) -> LLMRefused:
+    if status in (401, 403):
+        reason = f"the model provider rejected our credentials (check OPENAI_API_KEY): {text}"
+    elif status == 404:
+        reason = f"the model provider does not know the model {model!r}: {text}"
+    else:
+        reason = f"the model provider refused the request: {text}"
+    return LLMRefused(reason, provider="openai", model=model)

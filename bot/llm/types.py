@@ -1,0 +1,57 @@
+"""What goes into a model call and what comes out of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+Provider = Literal["openai", "anthropic"]
+PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A system message (instructions) and a user message (the data, delimited)."""
+
+    system: str
+    user: str
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model at a provider: `claude-*` is Anthropic, anything else OpenAI (or compatible),
+    unless the name says `provider:model`."""
+
+    provider: Provider
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Completion(Generic[T]):
+    """A parsed answer and what it cost.
+
+    Tokens and cost are what this call was billed, malformed attempts included; an answer from
+    the cache was billed nothing (`cached`). `priced` is False when the model has no price, in
+    which case `cost_usd` is 0.0 and means "unknown".
+    """
+
+    value: T
+    provider: Provider
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    cached: bool = False
+    priced: bool = True
+    attempts: int = 1
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens

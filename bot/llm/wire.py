@@ -1,0 +1,104 @@
+"""What a provider adapter hands back to the client, and the failures it may raise.
+
+An adapter (`openai_chat.py`, `anthropic_messages.py`) makes one HTTP call with its SDK's own
+retries off, and turns the outcome into a `RawAnswer` or one of these exceptions; the client
+owns retries, parsing, the cache, metrics and cost, identically for every provider.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from bot.llm.types import Prompt, Provider
+
+DESCRIBE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """One answered request: the structured payload (a JSON text or an already-decoded
+    object), or why there is none, and the usage the provider reported."""
+
+    payload: str | dict[str, Any] | None
+    input_tokens: int
+    output_tokens: int
+    usage_reported: bool = True
+    truncated: bool = False
+    refusal: str | None = None
+    note: str = ""  # what came back instead of a payload, for the error message
+
+
+class Transient(Exception):
+    """Worth retrying: 429, 5xx, 408/409, or a connection that failed."""
+
+    def __init__(
+        self, message: str, *, outcome: str, status: int | None, retry_after: float | None
+    ) -> None:
+        super().__init__(message)
+        self.outcome = outcome  # rate_limited | server_error | unreachable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TimedOut(Exception):
+    """The request did not finish within the timeout."""
+
+
+class ProviderAdapter(Protocol):
+    provider: Provider
+
+    async def call(
+        self,
+        model: str,
+        prompt: Prompt,
+        schema: type[BaseModel],
+        *,
+        max_output_tokens: int,
+    ) -> RawAnswer:
+        """One request, without retries; the SDK client carries the timeout."""
+
+    async def close(self) -> None: ...
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The wait a 429/503 asks for: `retry-after-ms`, or `retry-after` in seconds or as a date."""
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def describe_status(status: int, body: object, fallback: str) -> str:
+    """`429 Rate limit reached` from an error body in OpenAI's or Anthropic's shape."""
+    message = fallback
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+        elif isinstance(body.get("message"), str):
+            message = body["message"]
+    text = f"{status} {message}".strip()
+    return text if len(text) <= DESCRIBE_CHARS else text[: DESCRIBE_CHARS - 1] + "…"
