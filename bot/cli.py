@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "review":
             return review_command(settings, args)
+    except SettingsError as exc:
+        print(f"arbiter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (SchemaOutOfDate, StoreUnavailable, ValueError) as exc:
         log.error(str(exc))
         print(f"arbiter: {exc}", file=sys.stderr)

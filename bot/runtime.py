@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bot import __version__
 from bot.context import Context
 from bot.events import Event
 from bot.logs import get_logger
@@ -23,8 +22,7 @@ from bot.worker import Worker, WorkerOptions
 from config.settings import Settings, platform_status
 from handlers import build_router
 from platforms.base import Platform, PlatformNotConfigured
-
-USER_AGENT = f"Arbiter/{__version__} (+https://github.com/arbiter-review/arbiter)"
+from platforms.github import USER_AGENT, GitHub
 
 
 class UnknownJobKind(Exception):
@@ -49,6 +47,7 @@ class Runtime:
         self.log = get_logger(component="runtime")
         self._session: aiohttp.ClientSession | None = None
         self.worker: Worker | None = None
+        self.github: GitHub | None = None
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -57,6 +56,13 @@ class Runtime:
 
         `migrate=None` migrates SQLite and refuses other backends whose schema is behind.
         """
+        try:
+            await self._start(migrate)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self, migrate: bool | None) -> None:
         await self.store.open()
         if migrate is None:
             migrate = self.store.backend == "sqlite"
@@ -72,6 +78,9 @@ class Runtime:
                     f"this release needs {status.head}: run `arbiter migrate` first"
                 )
         self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+        if self.platforms["github"].mode:
+            # Raises SettingsError, naming the setting, for a private key that is not valid.
+            self.github = GitHub(self.settings, self._session)
 
     async def close(self) -> None:
         if self.worker is not None:
@@ -111,10 +120,18 @@ class Runtime:
     # --- Per event ---------------------------------------------------------------------------
 
     def platform_for(self, event: Event) -> Platform:
-        status = self.platforms.get(event.platform)
-        if status is None or not status.enabled:
-            missing = " and ".join(status.missing) if status else "nothing known"
-            raise PlatformNotConfigured(f"{event.platform} is not configured: set {missing}")
+        """A Platform bound to the event's repository (and installation)."""
+        if event.repo is None:
+            raise PlatformNotConfigured(f"{event.label} names no repository")
+        if event.platform == "github" and self.github is not None:
+            return self.github.for_repo(
+                event.repo, event.installation_id, delivery_id=event.delivery_id
+            )
+        status = self.platforms[event.platform]
+        if not status.enabled:
+            raise PlatformNotConfigured(
+                f"{event.platform} is not configured: set {' and '.join(status.missing)}"
+            )
         raise PlatformNotConfigured(f"no {event.platform} API client in this release yet")
 
     def context(self, event: Event, *, job_id: int | None = None) -> Context:

@@ -1,0 +1,1069 @@
+"""The GitHub platform: the Platform protocol over GitHub's REST API, through gidgethub.
+
+`GitHub` is built once per process from Settings and the process's aiohttp session. It holds
+the credentials (App installation tokens, or a plain token), the ETag cache and the request
+policy; `GitHub.for_repo(repo, installation_id, delivery_id=...)` hands out a `GitHubPlatform`
+bound to one repository for one event.
+
+Every request goes through `Transport`, gidgethub's aiohttp client plus what gidgethub leaves
+to its callers: a timeout per request, retries with backoff on 5xx and dropped connections,
+rate limits waited out up to ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT, and the webhook delivery id in
+an `X-Arbiter-Delivery` header so GitHub-side logs can be matched to ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast, get_args
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import cachetools
+from gidgethub import BadRequest, HTTPException, sansio
+from gidgethub import aiohttp as gh_aiohttp
+from gidgethub.abc import CACHE_TYPE
+from gidgethub.apps import get_installation_access_token, get_jwt
+
+from bot import __version__
+from bot.logs import Logger, get_logger
+from config.settings import Settings, platform_status
+from platforms.base import (
+    Changes,
+    CommentRef,
+    FileChange,
+    FileStatus,
+    InlineComment,
+    Permission,
+    PlatformError,
+    PlatformNotConfigured,
+    PostedReview,
+    PullRequest,
+    RateLimited,
+    Reaction,
+    SinceNotAncestor,
+    StatusState,
+)
+from platforms.github_auth import (
+    InstallationToken,
+    InstallationTokens,
+    load_private_key,
+    parse_expiry,
+)
+
+__all__ = ["USER_AGENT", "GitHub", "GitHubPlatform", "load_private_key"]
+
+USER_AGENT = f"Arbiter/{__version__} (+https://github.com/arbiter-review/arbiter)"
+DELIVERY_HEADER = "X-Arbiter-Delivery"
+RAW_MEDIA_TYPE = "application/vnd.github.raw"
+
+MAX_PR_FILES = 3000  # GitHub lists at most this many files of a pull request
+MAX_COMPARE_FILES = 300  # and at most this many of a comparison
+STATUS_DESCRIPTION_LIMIT = 140
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+SECONDARY_LIMIT_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when it names no time
+ETAG_CACHE_ENTRIES = 2048
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+# --- Request policy ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    timeout: float
+    max_retries: int
+    max_rate_limit_wait: float
+    clock: Clock = time.time
+    sleep: Sleep = asyncio.sleep
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock, sleep: Sleep) -> RequestPolicy:
+        return cls(
+            timeout=settings.integration_timeout,
+            max_retries=settings.integration_max_retries,
+            max_rate_limit_wait=settings.github_rate_limit_max_wait,
+            clock=clock,
+            sleep=sleep,
+        )
+
+    def backoff(self, failures: int) -> float:
+        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_cap))
+
+
+@dataclass(frozen=True)
+class RateLimitWait:
+    seconds: float
+    kind: Literal["primary", "secondary"]
+    status: int
+
+
+def rate_limit_wait(
+    status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> RateLimitWait | None:
+    """How long GitHub asks us to wait before trying again, or None when this is no rate limit."""
+    if status not in (403, 429):
+        return None
+    retry_after = _seconds(headers.get("retry-after"))
+    reset = _seconds(headers.get("x-ratelimit-reset"))
+    if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
+        return RateLimitWait(retry_after or max(reset - now, 1.0), "primary", status)
+    if retry_after is not None:
+        return RateLimitWait(retry_after, "secondary", status)
+    if status == 429 or b"rate limit" in body.lower():
+        return RateLimitWait(SECONDARY_LIMIT_DEFAULT_WAIT, "secondary", status)
+    return None  # a 403 that is a refusal, not a limit
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# --- Transport --------------------------------------------------------------------------------
+
+
+class _ScopedCache(CACHE_TYPE):
+    """One credential's view of the process-wide ETag cache: what one installation read stays
+    its own, even though GitHub would only answer 304 for a representation it may see."""
+
+    def __init__(self, shared: cachetools.LRUCache[tuple[str, str], Any], scope: str) -> None:
+        self._shared = shared
+        self._scope = scope
+
+    def __getitem__(self, url: str) -> Any:
+        return self._shared[(self._scope, url)]
+
+    def __setitem__(self, url: str, value: Any) -> None:
+        self._shared[(self._scope, url)] = value
+
+    def __delitem__(self, url: str) -> None:
+        del self._shared[(self._scope, url)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([url for scope, url in list(self._shared) if scope == self._scope])
+
+    def __len__(self) -> int:
+        return sum(1 for scope, _ in list(self._shared) if scope == self._scope)
+
+
+class Transport(gh_aiohttp.GitHubAPI):
+    """gidgethub's aiohttp client, with a timeout, retries, rate-limit waits and the delivery id.
+
+    Retries cover every method: a POST that GitHub answered 502 may have landed, but failing the
+    whole job instead would repeat it all the same when the worker retries.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: RequestPolicy,
+        *,
+        base_url: str,
+        cache: CACHE_TYPE,
+        delivery_id: str | None,
+        log: Logger,
+    ) -> None:
+        super().__init__(session, USER_AGENT, cache=cache, base_url=base_url)
+        self._policy = policy
+        self._extra_headers = {DELIVERY_HEADER: delivery_id} if delivery_id else {}
+        self._log = log
+
+    async def sleep(self, seconds: float) -> None:
+        await self._policy.sleep(seconds)
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        headers = {**headers, **self._extra_headers}
+        failures = 0
+        waited = 0.0
+        while True:
+            try:
+                response = await self._send(method, url, headers, body)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failures += 1
+                if failures > self._policy.max_retries:
+                    raise _unreachable(method, url, exc, failures, self._policy) from exc
+                delay, reason = self._policy.backoff(failures), type(exc).__name__
+            else:
+                status, response_headers, data = response
+                limit = rate_limit_wait(status, response_headers, data, self._policy.clock())
+                if limit is not None:
+                    self._check_wait(limit, waited, method, url)
+                    waited += limit.seconds
+                    self._log.warning(
+                        "github rate limited, waiting",
+                        kind=limit.kind,
+                        seconds=limit.seconds,
+                        method=method,
+                        path=urlsplit(url).path,
+                    )
+                    await self.sleep(limit.seconds)
+                    continue
+                if status not in RETRYABLE_STATUSES or failures >= self._policy.max_retries:
+                    return response
+                failures += 1
+                asked = _seconds(response_headers.get("retry-after")) or 0.0
+                delay = min(asked, self._policy.backoff_cap) or self._policy.backoff(failures)
+                reason = str(status)
+            self._log.warning(
+                "github request retried",
+                reason=reason,
+                attempt=failures + 1,
+                delay=delay,
+                method=method,
+                path=urlsplit(url).path,
+            )
+            await self.sleep(delay)
+
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
+        async with self._session.request(
+            method, url, headers=headers, data=body, timeout=timeout
+        ) as response:
+            return response.status, response.headers, await response.read()
+
+    def _check_wait(self, limit: RateLimitWait, waited: float, method: str, url: str) -> None:
+        bound = self._policy.max_rate_limit_wait
+        if waited + limit.seconds <= bound:
+            return
+        already = f", after {waited:g} s of waiting already" if waited else ""
+        raise RateLimited(
+            f"GitHub's {limit.kind} rate limit would make {method} {urlsplit(url).path} wait "
+            f"{limit.seconds:g} s more{already}; Arbiter waits at most {bound:g} s "
+            f"(ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT)",
+            retry_after=limit.seconds,
+            status=limit.status,
+        )
+
+    async def get_raw(self, url: str, *, oauth_token: str | None) -> bytes:
+        """The body as bytes, through the raw media type (no ETag cache: these are big)."""
+        headers = sansio.create_headers(
+            self.requester, accept=RAW_MEDIA_TYPE, oauth_token=oauth_token
+        )
+        status, response_headers, body = await self._request(
+            "GET", sansio.format_url(url, None, base_url=self.base_url), headers
+        )
+        if status != 200:
+            sansio.decipher_response(status, response_headers, body)  # raises GitHub's error
+        return body
+
+
+def _unreachable(
+    method: str, url: str, exc: BaseException, attempts: int, policy: RequestPolicy
+) -> PlatformError:
+    where = f"{method} {urlsplit(url).path}"
+    if isinstance(exc, TimeoutError):
+        return PlatformError(
+            f"GitHub did not answer {where} within {policy.timeout:g} s, {attempts} attempts "
+            f"(ARBITER_INTEGRATION_TIMEOUT, ARBITER_INTEGRATION_MAX_RETRIES)"
+        )
+    return PlatformError(f"could not reach GitHub for {where} after {attempts} attempts: {exc}")
+
+
+def _platform_error(action: str, exc: HTTPException) -> PlatformError:
+    status = int(exc.status_code)
+    detail = str(exc) or exc.status_code.phrase
+    return PlatformError(f"GitHub refused to {action}: {status} {detail}", status=status)
+
+
+# --- The process-wide client --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AppCredentials:
+    app_id: str
+    private_key: str
+
+    def __repr__(self) -> str:  # the key never reaches a log line or a traceback
+        return f"_AppCredentials(app_id={self.app_id!r})"
+
+    def jwt(self) -> str:
+        # gidgethub sets the issued-at a minute back, for clocks that run ahead of GitHub's.
+        return get_jwt(app_id=self.app_id, private_key=self.private_key)
+
+
+class GitHub:
+    """The GitHub API client of this process: credentials, ETag cache and request policy.
+
+    App mode when ARBITER_GITHUB_APP_ID and a private key are set; token mode when only
+    ARBITER_GITHUB_TOKEN is. `clock` and `sleep` are injectable so tests need not wait.
+    """
+
+    name = "github"
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.base_url = settings.github_base_url
+        self.mode: Literal["app", "token"] | None = None
+        self._session = session
+        self._policy = RequestPolicy.from_settings(settings, clock=clock, sleep=sleep)
+        self._app: _AppCredentials | None = None
+        self._token: str | None = None
+        mode = platform_status(settings)["github"].mode
+        if mode == "app" and settings.github_app_id:
+            key = load_private_key(settings)
+            if key is not None:
+                self._app = _AppCredentials(settings.github_app_id, key)
+                self.mode = "app"
+        elif mode == "token" and settings.github_token is not None:
+            self._token = settings.github_token.get_secret_value()
+            self.mode = "token"
+        self._etags: cachetools.LRUCache[tuple[str, str], Any] = cachetools.LRUCache(
+            ETAG_CACHE_ENTRIES
+        )
+        self._tokens = InstallationTokens(clock)
+        self._installations: dict[str, int] = {}
+        self._login: str | None = None
+        self._login_lock = asyncio.Lock()
+        self._log = get_logger(component="github")
+
+    def for_repo(
+        self, repo: str, installation_id: int | None, *, delivery_id: str | None = None
+    ) -> GitHubPlatform:
+        """A Platform bound to `repo` ("owner/name"). In App mode a missing installation id is
+        looked up from the repository on first use."""
+        if self.mode is None:
+            raise PlatformNotConfigured(
+                "github is not configured: set ARBITER_GITHUB_TOKEN, or ARBITER_GITHUB_APP_ID "
+                "with ARBITER_GITHUB_PRIVATE_KEY (or ARBITER_GITHUB_PRIVATE_KEY_PATH)"
+            )
+        return GitHubPlatform(self, repo, installation_id, delivery_id=delivery_id)
+
+    # --- Credentials --------------------------------------------------------------------------
+
+    async def credential(
+        self, repo: str, installation_id: int | None, *, delivery_id: str | None = None
+    ) -> tuple[str, int | None]:
+        """The token for calls on `repo`, and the installation it belongs to (None: a PAT)."""
+        if self._app is None:
+            if self._token is None:
+                raise PlatformNotConfigured("github is not configured")
+            return self._token, None
+        if installation_id is None:
+            installation_id = await self.installation_for(repo, delivery_id=delivery_id)
+        token = await self.installation_token(installation_id, delivery_id=delivery_id)
+        return token, installation_id
+
+    async def installation_token(
+        self, installation_id: int, *, delivery_id: str | None = None
+    ) -> str:
+        app = self._require_app()
+
+        async def mint() -> InstallationToken:
+            return await self._mint(app, installation_id, delivery_id)
+
+        return await self._tokens.get(installation_id, mint)
+
+    def forget_token(self, installation_id: int, token: str) -> None:
+        """Drop a cached token GitHub refused (revoked, or expired early)."""
+        self._tokens.forget(installation_id, token)
+
+    async def installation_for(self, repo: str, *, delivery_id: str | None = None) -> int:
+        """The App's installation on `repo`, asked of GitHub once per process."""
+        if repo not in self._installations:
+            app = self._require_app()
+            data = await self._as_app(
+                f"find the App's installation on {repo}",
+                f"{_repo_path(repo)}/installation",
+                app,
+                delivery_id,
+            )
+            self._installations[repo] = int(data["id"])
+        return self._installations[repo]
+
+    async def login(self, *, delivery_id: str | None = None) -> str:
+        """The login Arbiter comments as: `<app-slug>[bot]`, or the token's user."""
+        async with self._login_lock:
+            if self._login is None:
+                if self._app is not None:
+                    data = await self._as_app("read the App", "/app", self._app, delivery_id)
+                    self._login = f"{data['slug']}[bot]"
+                else:
+                    http = self.transport("token", delivery_id)
+                    try:
+                        data = await http.getitem("/user", oauth_token=self._token)
+                    except HTTPException as exc:
+                        raise _platform_error("read the token's user", exc) from exc
+                    self._login = str(data["login"])
+            return self._login
+
+    def transport(self, scope: str, delivery_id: str | None) -> Transport:
+        """A gidgethub client whose conditional GETs use `scope`'s share of the ETag cache."""
+        return Transport(
+            self._session,
+            self._policy,
+            base_url=self.base_url,
+            cache=_ScopedCache(self._etags, scope),
+            delivery_id=delivery_id,
+            log=self._log.bind(delivery_id=delivery_id) if delivery_id else self._log,
+        )
+
+    def _require_app(self) -> _AppCredentials:
+        if self._app is None:
+            raise PlatformNotConfigured("this call needs the GitHub App (ARBITER_GITHUB_APP_ID)")
+        return self._app
+
+    async def _mint(
+        self, app: _AppCredentials, installation_id: int, delivery_id: str | None
+    ) -> InstallationToken:
+        http = self.transport("app", delivery_id)
+        try:
+            data = await get_installation_access_token(
+                http,
+                installation_id=str(installation_id),
+                app_id=app.app_id,
+                private_key=app.private_key,
+            )
+        except HTTPException as exc:
+            raise _platform_error(
+                f"issue a token for installation {installation_id} (check ARBITER_GITHUB_APP_ID "
+                "and the private key)",
+                exc,
+            ) from exc
+        self._log.info(
+            "github installation token issued",
+            installation_id=installation_id,
+            expires=data["expires_at"],
+        )
+        return InstallationToken(token=data["token"], expires_at=parse_expiry(data["expires_at"]))
+
+    async def _as_app(
+        self, action: str, url: str, app: _AppCredentials, delivery_id: str | None
+    ) -> Any:
+        http = self.transport("app", delivery_id)
+        try:
+            return await http.getitem(url, jwt=app.jwt())
+        except HTTPException as exc:
+            raise _platform_error(action, exc) from exc
+
+
+# --- One repository, one event ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """GitHub refused a review because a comment sits on a line outside the diff."""
+
+    reason: str
+
+
+class GitHubPlatform:
+    """The Platform protocol for one GitHub repository, for one event."""
+
+    name = "github"
+
+    def __init__(
+        self,
+        github: GitHub,
+        repo: str,
+        installation_id: int | None,
+        *,
+        delivery_id: str | None = None,
+    ) -> None:
+        self.repo = repo
+        self.installation_id = installation_id
+        self.delivery_id = delivery_id
+        self._github = github
+        self._path = _repo_path(repo)
+        # ETags are kept per credential; an unknown installation is one per repository.
+        scope = "token"
+        if github.mode == "app":
+            known = installation_id is not None
+            scope = f"installation:{installation_id}" if known else f"repo:{repo}"
+        self._http = github.transport(scope, delivery_id)
+        self._log = get_logger(component="github", repo=repo, delivery_id=delivery_id)
+
+    # --- Reading ------------------------------------------------------------------------------
+
+    async def pull_request(self, number: int) -> PullRequest:
+        url = f"{self._path}/pulls/{number}"
+        data = await self._call(f"read pull request #{number} of {self.repo}", _get(url))
+        return pull_request_from(self.repo, data)
+
+    async def changes(self, pr: PullRequest, since: str | None = None) -> Changes:
+        if since is not None:
+            return await self._changes_since(pr, since)
+        url = f"{self._path}/pulls/{pr.number}/files?per_page=100"
+        files = await self._call(
+            f"list the files of #{pr.number}", _collect(url, limit=MAX_PR_FILES)
+        )
+        return Changes(
+            base_sha=pr.base_sha,
+            head_sha=pr.head_sha,
+            files=tuple(file_change_from(item) for item in files),
+            truncated=len(files) >= MAX_PR_FILES,
+        )
+
+    async def _changes_since(self, pr: PullRequest, since: str) -> Changes:
+        url = f"{self._path}/compare/{quote(since, safe='')}...{quote(pr.head_sha, safe='')}"
+        try:
+            data = await self._call(f"compare {since[:12]} with #{pr.number}'s head", _get(url))
+        except PlatformError as exc:
+            if exc.status == 404:  # GitHub no longer has the commit
+                raise _force_pushed(pr, since, 404) from exc
+            raise
+        if data.get("status") in ("diverged", "behind"):
+            raise _force_pushed(pr, since, None)
+        files = data.get("files") or []
+        return Changes(
+            base_sha=since,
+            head_sha=pr.head_sha,
+            files=tuple(file_change_from(item) for item in files),
+            incremental=True,
+            truncated=len(files) >= MAX_COMPARE_FILES,
+        )
+
+    async def read_file(self, path: str, ref: str) -> str | None:
+        url = f"{self._path}/contents/{quote(path.strip('/'), safe='/')}?ref={quote(ref, safe='')}"
+        action = f"read {path} at {ref}"
+        try:
+            data = await self._call(action, _get(url))
+            if not isinstance(data, dict) or data.get("type") != "file":
+                return None  # a directory or a submodule has no text
+            if data.get("encoding") == "base64":
+                return base64.b64decode(data.get("content") or "").decode("utf-8", "replace")
+            # Over 1 MB GitHub leaves `content` empty: only the raw media type carries it.
+            raw = await self._call(action, _get_raw(url))
+        except PlatformError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return raw.decode("utf-8", "replace")
+
+    async def default_branch(self) -> str:
+        data = await self._call(f"read the repository {self.repo}", _get(self._path))
+        return str(data["default_branch"])
+
+    async def permission(self, user: str) -> Permission:
+        url = f"{self._path}/collaborators/{quote(user, safe='')}/permission"
+        try:
+            data = await self._call(f"read {user}'s permission on {self.repo}", _get(url))
+        except PlatformError as exc:
+            if exc.status == 404:
+                return "none"  # not a user GitHub knows, or not visible to us: no access
+            raise
+        return permission_from(data)
+
+    # --- Writing ------------------------------------------------------------------------------
+
+    async def post_review(
+        self, pr: PullRequest, summary: str, comments: Sequence[InlineComment]
+    ) -> PostedReview:
+        """One review with every comment; when GitHub refuses a line, the others still go up.
+
+        GitHub refuses the whole review for one misplaced line without saying which, so the
+        culprits are found against the diff, then, if GitHub still disagrees, by asking GitHub
+        about halves of the remainder with pending reviews it never shows anyone.
+        """
+        items = list(enumerate(comments))
+        outcome = await self._submit(pr, summary, items)
+        if isinstance(outcome, dict):
+            return _posted(outcome, items, [])
+        keep, dropped = await self._split_by_diff(pr, items, outcome)
+        outcome = await self._submit(pr, summary, keep)
+        if isinstance(outcome, _Refusal) and keep:
+            refused = await self._refused_by_github(pr, keep, outcome)
+            dropped += refused
+            refused_indexes = {index for index, _, _ in refused}
+            keep = [item for item in keep if item[0] not in refused_indexes]
+            outcome = await self._submit(pr, summary, keep)
+        if isinstance(outcome, _Refusal):
+            # The summary alone, rather than nothing.
+            dropped += [(index, comment, outcome.reason) for index, comment in keep]
+            keep = []
+            outcome = await self._submit(pr, summary, keep)
+            if isinstance(outcome, _Refusal):
+                raise PlatformError(f"GitHub refused even an empty review: {outcome.reason}")
+        if dropped:
+            self._log.warning(
+                "review comments dropped",
+                number=pr.number,
+                dropped=[f"{c.path}:{c.line}: {reason}" for _, c, reason in dropped],
+            )
+        return _posted(outcome, keep, dropped)
+
+    async def _split_by_diff(
+        self, pr: PullRequest, items: list[tuple[int, InlineComment]], refusal: _Refusal
+    ) -> tuple[list[tuple[int, InlineComment]], list[tuple[int, InlineComment, str]]]:
+        """The comments that sit on lines of the diff, and the others with the reason."""
+        try:
+            changes = await self.changes(pr)
+        except PlatformError as exc:
+            self._log.warning("diff unavailable for checking comments", error=str(exc))
+            return items, []
+        by_path = {change.path: change for change in changes.files}
+        keep: list[tuple[int, InlineComment]] = []
+        dropped: list[tuple[int, InlineComment, str]] = []
+        for index, comment in items:
+            problem = anchor_problem(comment, by_path.get(comment.path))
+            if problem is None:
+                keep.append((index, comment))
+            else:
+                dropped.append((index, comment, f"{problem} (GitHub: {refusal.reason})"))
+        return keep, dropped
+
+    async def _submit(
+        self, pr: PullRequest, summary: str, items: Sequence[tuple[int, InlineComment]]
+    ) -> dict[str, Any] | _Refusal:
+        payload = {
+            "commit_id": pr.head_sha,
+            "body": summary,
+            "event": "COMMENT",
+            "comments": [review_comment_payload(comment) for _, comment in items],
+        }
+        url = f"{self._path}/pulls/{pr.number}/reviews"
+        try:
+            review = await self._call(f"post a review on #{pr.number}", _post(url, payload))
+        except PlatformError as exc:
+            refusal = _line_refusal(exc)
+            if refusal is None:
+                raise
+            return refusal
+        return cast(dict[str, Any], review)
+
+    async def _refused_by_github(
+        self, pr: PullRequest, items: list[tuple[int, InlineComment]], refusal: _Refusal
+    ) -> list[tuple[int, InlineComment, str]]:
+        try:
+            await self._delete_own_pending_reviews(pr)
+            return await self._bisect(pr, items)
+        except PlatformError as exc:
+            # Probing failed: GitHub named no culprit, so none of these can go up.
+            self._log.warning("review probe failed", number=pr.number, error=str(exc))
+            return [(index, comment, refusal.reason) for index, comment in items]
+
+    async def _delete_own_pending_reviews(self, pr: PullRequest) -> None:
+        """GitHub allows one pending review per user: a probe left by a crash would block ours."""
+        me = await self._github.login(delivery_id=self.delivery_id)
+        url = f"{self._path}/pulls/{pr.number}/reviews?per_page=100"
+        reviews = await self._call(f"list the reviews of #{pr.number}", _collect(url, limit=3000))
+        for review in reviews:
+            if review.get("state") == "PENDING" and (review.get("user") or {}).get("login") == me:
+                endpoint = f"{self._path}/pulls/{pr.number}/reviews/{review['id']}"
+                await self._call(f"delete a pending review on #{pr.number}", _delete(endpoint))
+
+    async def _bisect(
+        self, pr: PullRequest, items: list[tuple[int, InlineComment]]
+    ) -> list[tuple[int, InlineComment, str]]:
+        """The comments GitHub refuses, found by halving: O(bad × log n) probes."""
+        refusal = await self._probe(pr, items)
+        if refusal is None:
+            return []
+        if len(items) == 1:
+            index, comment = items[0]
+            return [(index, comment, refusal.reason)]
+        middle = len(items) // 2
+        return await self._bisect(pr, items[:middle]) + await self._bisect(pr, items[middle:])
+
+    async def _probe(
+        self, pr: PullRequest, items: Sequence[tuple[int, InlineComment]]
+    ) -> _Refusal | None:
+        """Would GitHub accept these comments? A pending review (no `event`) is visible to no
+        one; it is deleted again at once."""
+        payload = {
+            "commit_id": pr.head_sha,
+            "comments": [review_comment_payload(comment) for _, comment in items],
+        }
+        url = f"{self._path}/pulls/{pr.number}/reviews"
+        try:
+            review = await self._call(f"check comments on #{pr.number}", _post(url, payload))
+        except PlatformError as exc:
+            refusal = _line_refusal(exc)
+            if refusal is None:
+                raise
+            return refusal
+        await self._call(
+            f"delete a pending review on #{pr.number}", _delete(f"{url}/{review['id']}")
+        )
+        return None
+
+    async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
+        marker = comment_marker(key)
+        text = body if marker in body else f"{marker}\n{body}"
+        me = await self._github.login(delivery_id=self.delivery_id)
+        existing = await self._find_marked(pr.number, marker, me)
+        if existing is None:
+            url = f"{self._path}/issues/{pr.number}/comments"
+            made = await self._call(f"comment on #{pr.number}", _post(url, {"body": text}))
+            return _conversation_ref(made, pr.number)
+        if existing.get("body") == text:
+            return _conversation_ref(existing, pr.number)  # an unchanged body needs no edit
+        url = f"{self._path}/issues/comments/{existing['id']}"
+        edited = await self._call(
+            f"edit comment {existing['id']} on #{pr.number}", _patch(url, {"body": text})
+        )
+        return _conversation_ref(edited, pr.number)
+
+    async def _find_marked(self, number: int, marker: str, author: str) -> dict[str, Any] | None:
+        """Our comment carrying `marker`; a marker copied into someone else's comment is not."""
+        url = f"{self._path}/issues/{number}/comments?per_page=100"
+
+        async def find(http: Transport, token: str) -> dict[str, Any] | None:
+            async with aclosing(http.getiter(url, oauth_token=token)) as comments:
+                async for comment in comments:
+                    login = (comment.get("user") or {}).get("login")
+                    if marker in (comment.get("body") or "") and login == author:
+                        return cast(dict[str, Any], comment)
+            return None
+
+        return await self._call(f"list the comments of #{number}", find)
+
+    async def reply(self, comment: CommentRef, body: str) -> CommentRef:
+        number = comment.number
+        if number is None:
+            raise PlatformError(f"cannot reply to comment {comment.id}: no pull request number")
+        if comment.kind == "inline":
+            # GitHub threads replies on the thread's first comment; replies to replies fail.
+            root = comment.thread or comment.id
+            url = f"{self._path}/pulls/{number}/comments/{root}/replies"
+            made = await self._call(
+                f"reply to review comment {root} on #{number}", _post(url, {"body": body})
+            )
+            return CommentRef(
+                id=int(made["id"]),
+                kind="inline",
+                number=number,
+                thread=str(root),
+                url=made.get("html_url"),
+            )
+        url = f"{self._path}/issues/{number}/comments"
+        made = await self._call(f"comment on #{number}", _post(url, {"body": body}))
+        return _conversation_ref(made, number)
+
+    async def set_status(
+        self, pr: PullRequest, state: StatusState, description: str, url: str | None = None
+    ) -> None:
+        payload: dict[str, Any] = {
+            "state": state,
+            "description": trim_description(description),
+            "context": self._github.settings.status_check_context,
+        }
+        if url:
+            payload["target_url"] = url
+        endpoint = f"{self._path}/statuses/{quote(pr.head_sha, safe='')}"
+        await self._call(f"set the status of {pr.head_sha[:12]}", _post(endpoint, payload))
+
+    async def react(self, comment: CommentRef, reaction: Reaction) -> None:
+        if comment.kind == "review":
+            raise PlatformError("GitHub has no reactions on a review, only on its comments")
+        kind = "pulls" if comment.kind == "inline" else "issues"
+        url = f"{self._path}/{kind}/comments/{comment.id}/reactions"
+        await self._call(f"react to comment {comment.id}", _post(url, {"content": reaction}))
+
+    # --- Plumbing -----------------------------------------------------------------------------
+
+    async def _call(self, action: str, request: _Request[T]) -> T:
+        """One API call with this repo's credentials, GitHub's errors as PlatformError."""
+        try:
+            return await self._authorized(request)
+        except HTTPException as exc:
+            raise _platform_error(action, exc) from exc
+
+    async def _authorized(self, request: _Request[T]) -> T:
+        token, installation = await self._github.credential(
+            self.repo, self.installation_id, delivery_id=self.delivery_id
+        )
+        try:
+            return await request(self._http, token)
+        except BadRequest as exc:
+            if exc.status_code != 401 or installation is None:
+                raise
+            # An installation token GitHub no longer takes (revoked, clock drift): mint once more.
+            self._github.forget_token(installation, token)
+        token, _ = await self._github.credential(
+            self.repo, installation, delivery_id=self.delivery_id
+        )
+        return await request(self._http, token)
+
+
+_Request = Callable[[Transport, str], Awaitable[T]]
+
+
+def _get(url: str) -> _Request[Any]:
+    async def request(http: Transport, token: str) -> Any:
+        return await http.getitem(url, oauth_token=token)
+
+    return request
+
+
+def _get_raw(url: str) -> _Request[bytes]:
+    async def request(http: Transport, token: str) -> bytes:
+        return await http.get_raw(url, oauth_token=token)
+
+    return request
+
+
+def _collect(url: str, *, limit: int) -> _Request[list[Any]]:
+    async def request(http: Transport, token: str) -> list[Any]:
+        items: list[Any] = []
+        async with aclosing(http.getiter(url, oauth_token=token)) as pages:
+            async for item in pages:
+                items.append(item)
+                if len(items) >= limit:
+                    break
+        return items
+
+    return request
+
+
+def _post(url: str, data: Any) -> _Request[Any]:
+    async def request(http: Transport, token: str) -> Any:
+        return await http.post(url, data=data, oauth_token=token)
+
+    return request
+
+
+def _patch(url: str, data: Any) -> _Request[Any]:
+    async def request(http: Transport, token: str) -> Any:
+        return await http.patch(url, data=data, oauth_token=token)
+
+    return request
+
+
+def _delete(url: str) -> _Request[None]:
+    async def request(http: Transport, token: str) -> None:
+        await http.delete(url, oauth_token=token)
+
+    return request
+
+
+def _force_pushed(pr: PullRequest, since: str, status: int | None) -> SinceNotAncestor:
+    return SinceNotAncestor(
+        f"{since[:12]} is no longer in the history of #{pr.number} (force-pushed?); "
+        "review the whole pull request instead",
+        status=status,
+    )
+
+
+def _repo_path(repo: str) -> str:
+    owner, sep, name = repo.partition("/")
+    if not sep or not owner or not name or "/" in name:
+        raise ValueError(f"a GitHub repository is 'owner/name', not {repo!r}")
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+
+# --- GitHub's shapes to ours ---------------------------------------------------------------------
+
+_FILE_STATUSES = frozenset(get_args(FileStatus))
+_PERMISSIONS: dict[str, Permission] = {
+    "admin": "admin",
+    "maintain": "write",
+    "write": "write",
+    "triage": "read",
+    "read": "read",
+    "none": "none",
+}
+
+
+def pull_request_from(repo: str, data: Mapping[str, Any]) -> PullRequest:
+    user = data.get("user") or {}  # null for a deleted account ("ghost")
+    base, head = data["base"], data["head"]
+    state: Literal["open", "closed", "merged"] = "open"
+    if data.get("merged") or data.get("merged_at"):
+        state = "merged"
+    elif data.get("state") == "closed":
+        state = "closed"
+    return PullRequest(
+        repo=repo,
+        number=int(data["number"]),
+        title=data.get("title") or "",
+        body=data.get("body"),
+        author=user.get("login") or "ghost",
+        author_is_bot=user.get("type") == "Bot",
+        base_sha=base["sha"],
+        head_sha=head["sha"],
+        base_ref=base.get("ref") or "",
+        head_ref=head.get("ref") or "",
+        draft=bool(data.get("draft")),
+        state=state,
+        labels=tuple(label["name"] for label in data.get("labels") or ()),
+        url=data.get("html_url") or "",
+        default_branch=(base.get("repo") or {}).get("default_branch"),
+        start_sha=base["sha"],
+    )
+
+
+def file_change_from(data: Mapping[str, Any]) -> FileChange:
+    """GitHub sends no patch for binary files and for diffs too large to show; only the latter
+    count added and removed lines. (An empty new file reads as binary: nothing to review.)"""
+    patch = data.get("patch")
+    status = data.get("status")
+    changed = int(data.get("changes") or 0)
+    # A pure rename or copy has neither patch nor changed lines, and is no binary file.
+    binary = patch is None and changed == 0 and status not in ("renamed", "copied", "unchanged")
+    return FileChange(
+        path=data["filename"],
+        status=cast(FileStatus, status) if status in _FILE_STATUSES else "modified",
+        patch=patch,
+        previous_path=data.get("previous_filename"),
+        additions=int(data.get("additions") or 0),
+        deletions=int(data.get("deletions") or 0),
+        binary=binary,
+        too_large=patch is None and changed > 0,
+    )
+
+
+def permission_from(data: Mapping[str, Any]) -> Permission:
+    """`role_name` is the fine role (maintain, triage); custom roles fall back to `permission`."""
+    role = data.get("role_name")
+    if role in _PERMISSIONS:
+        return _PERMISSIONS[role]
+    return _PERMISSIONS.get(str(data.get("permission")), "none")
+
+
+def comment_marker(key: str) -> str:
+    """The hidden HTML comment that finds a comment again; "--" would end it early."""
+    safe = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._:/-]+", "-", key))
+    return f"<!-- arbiter:{safe} -->"
+
+
+def trim_description(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= STATUS_DESCRIPTION_LIMIT:
+        return text
+    return text[: STATUS_DESCRIPTION_LIMIT - 1].rstrip() + "…"
+
+
+def review_comment_payload(comment: InlineComment) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "path": comment.path,
+        "line": comment.line,
+        "side": comment.side,
+        "body": comment.body,
+    }
+    # A one-line range is no range to GitHub: start_line must precede line.
+    if comment.start_line is not None and comment.start_line != comment.line:
+        payload["start_line"] = comment.start_line
+        payload["start_side"] = comment.side
+    return payload
+
+
+def _conversation_ref(data: Mapping[str, Any], number: int) -> CommentRef:
+    return CommentRef(
+        id=int(data["id"]), kind="conversation", number=number, url=data.get("html_url")
+    )
+
+
+def _posted(
+    review: Mapping[str, Any],
+    kept: Sequence[tuple[int, InlineComment]],
+    dropped: Sequence[tuple[int, InlineComment, str]],
+) -> PostedReview:
+    return PostedReview(
+        id=review.get("id"),
+        posted=tuple(comment for _, comment in kept),
+        dropped=tuple((comment, reason) for _, comment, reason in sorted(dropped, key=_first)),
+        url=review.get("html_url"),
+    )
+
+
+def _first(item: tuple[int, InlineComment, str]) -> int:
+    return item[0]
+
+
+# --- Where GitHub lets a comment sit ------------------------------------------------------------
+
+# GitHub's words when a review comment is not on a line of the diff (the 422 names no comment).
+_LINE_ERRORS = (
+    "part of the diff",
+    "could not be resolved",
+    "same hunk",
+    "diff hunk",
+    "must precede the end line",
+)
+_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def _line_refusal(exc: PlatformError) -> _Refusal | None:
+    if exc.status != 422:
+        return None
+    # gidgethub keeps GitHub's `errors` on the exception PlatformError was raised from.
+    errors = getattr(exc.__cause__, "errors", None) or [str(exc)]
+    reason = "; ".join(e if isinstance(e, str) else str(e.get("message") or e) for e in errors)
+    if not any(words in reason.lower() for words in _LINE_ERRORS):
+        return None
+    return _Refusal(reason)
+
+
+@dataclass(frozen=True)
+class Hunk:
+    """The lines of one diff hunk a comment may sit on: LEFT (old) and RIGHT (new) numbers."""
+
+    left: frozenset[int]
+    right: frozenset[int]
+
+    def has(self, side: str, line: int) -> bool:
+        return line in (self.left if side == "LEFT" else self.right)
+
+
+def diff_hunks(patch: str) -> tuple[Hunk, ...]:
+    hunks: list[Hunk] = []
+    left: set[int] = set()
+    right: set[int] = set()
+    old = new = 0
+    started = False
+    for line in patch.splitlines():
+        header = _HUNK_HEADER.match(line)
+        if header:
+            if started:
+                hunks.append(Hunk(frozenset(left), frozenset(right)))
+            left, right, started = set(), set(), True
+            old, new = int(header[1]), int(header[2])
+        elif not started or line.startswith("\\"):  # "\ No newline at end of file"
+            continue
+        elif line.startswith("+"):
+            right.add(new)
+            new += 1
+        elif line.startswith("-"):
+            left.add(old)
+            old += 1
+        else:
+            left.add(old)
+            right.add(new)
+            old, new = old + 1, new + 1
+    if started:
+        hunks.append(Hunk(frozenset(left), frozenset(right)))
+    return tuple(hunks)
+
+
+def anchor_problem(comment: InlineComment, change: FileChange | None) -> str | None:
+    """Why GitHub would refuse this comment on this file's diff, or None when it would not."""
+    where = f"{comment.path}:{comment.line} ({comment.side})"
+    if change is None:
+        return f"{comment.path} is not changed in this pull request"
+    if change.patch is None:
+        return f"{comment.path} has no diff to comment on (binary or too large)"
+    hunk = next((h for h in diff_hunks(change.patch) if h.has(comment.side, comment.line)), None)
+    if hunk is None:
+        return f"{where} is not part of the diff"
+    start = comment.start_line
+    if start is None or start == comment.line:
+        return None
+    if start > comment.line:
+        return f"{where}: start line {start} comes after the line"
+    if not hunk.has(comment.side, start):
+        return f"{where}: start line {start} is not in the same diff hunk"
+    return None

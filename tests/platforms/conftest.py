@@ -1,0 +1,83 @@
+"""The fake GitHub, and GitHub clients pointed at it in either auth mode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from config.settings import Settings, load_settings
+from platforms.github import GitHub, GitHubPlatform
+from tests.fakes.github import AppKey, FakeGitHub, ManualClock
+
+APP_ID = "4242"
+PAT = "ghp_" + "t" * 36
+REPO = "octo/demo"
+INSTALLATION = 7
+DELIVERY = "delivery-1"
+
+MakeGitHub = Callable[..., GitHub]
+
+
+@pytest.fixture(scope="session")
+def app_key() -> AppKey:
+    return AppKey.generate()
+
+
+@pytest.fixture
+def manual_clock() -> ManualClock:
+    """Shared by the fake and the client: a client's sleep moves the fake's time too."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def fake(app_key: AppKey, manual_clock: ManualClock) -> AsyncIterator[FakeGitHub]:
+    github = FakeGitHub(app_id=APP_ID, public_key=app_key.public_pem, token=PAT, clock=manual_clock)
+    async with github:
+        github.add_repo(REPO, installation_id=INSTALLATION)
+        yield github
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as http:
+        yield http
+
+
+def github_settings(fake: FakeGitHub, mode: str, key: AppKey, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "github_base_url": fake.url,
+        "integration_timeout": 5,
+        "integration_max_retries": 3,
+    }
+    if mode == "app":
+        values |= {"github_app_id": APP_ID, "github_private_key": SecretStr(key.private_pem)}
+    else:
+        values |= {"github_token": SecretStr(PAT)}
+    # tests/conftest.py clears ARBITER_* variables and runs each test in an empty directory.
+    return load_settings(**(values | overrides))
+
+
+@pytest.fixture
+def make_github(
+    fake: FakeGitHub, session: aiohttp.ClientSession, app_key: AppKey, manual_clock: ManualClock
+) -> MakeGitHub:
+    def make(mode: str = "app", *, clock: ManualClock | None = None, **overrides: Any) -> GitHub:
+        clock = clock or manual_clock
+        settings = github_settings(fake, mode, app_key, **overrides)
+        return GitHub(settings, session, clock=clock, sleep=clock.sleep)
+
+    return make
+
+
+@pytest.fixture(params=["app", "token"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def platform(make_github: MakeGitHub, mode: str) -> GitHubPlatform:
+    return make_github(mode).for_repo(REPO, INSTALLATION, delivery_id=DELIVERY)
