@@ -70,19 +70,29 @@ def add_review_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GLOB",
         help="review only matching paths; !GLOB excludes (repeatable)",
     )
-    parser.add_argument("--instructions", default="", help="extra instructions for the model")
+    parser.add_argument(
+        "--instructions", default="", metavar="TEXT", help="extra instructions for the model"
+    )
     parser.add_argument(
         "--min-severity", choices=SEVERITIES, default="nit", help="drop findings below this"
     )
     parser.add_argument(
-        "--min-confidence", type=float, default=0.5, help="drop findings below this (0 to 1)"
+        "--min-confidence",
+        type=float,
+        default=0.5,
+        metavar="0..1",
+        help="drop findings the model is less sure of (default: 0.5)",
     )
-    parser.add_argument("--max-comments", type=int, default=50, help="keep at most this many")
+    parser.add_argument(
+        "--max-comments", type=int, default=50, metavar="N", help="keep at most N findings"
+    )
     parser.add_argument(
         "--max-cost", type=float, metavar="USD", help="cost cap (default: the setting; 0: none)"
     )
-    parser.add_argument("--title", default="", help="a title for the change")
-    parser.add_argument("--description", default="", help="a description of the change")
+    parser.add_argument("--title", default="", metavar="TEXT", help="a title for the change")
+    parser.add_argument(
+        "--description", default="", metavar="TEXT", help="a description of the change"
+    )
     parser.add_argument("--no-cache", action="store_true", help="do not use the store's cache")
 
 

@@ -276,7 +276,7 @@ class _Run:
                 await self.budget.settle(booking, _spend(exc))
                 if attempt == 1:
                     continue
-                self.errors.append(f"{exc}; retried once")
+                self.errors.append(f"{exc} (the first answer was malformed too: retried once)")
                 self._skip(chunk, "the model's answer was malformed twice")
                 return
             except (LLMNotConfigured, ModelPriceUnknown):
