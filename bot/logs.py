@@ -126,8 +126,10 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> Redactor:
     root.setLevel(level)
     # aiosqlite logs every statement at DEBUG: keep it out unless asked for by name.
     logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
-    # Alembic narrates every step at INFO; the store logs what it applied in one line.
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    # Alembic narrates every step at INFO, the LLM SDKs' HTTP client logs every request:
+    # Arbiter's own events say what matters, once.
+    for chatty in ("alembic", "httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     return redactor
 
 

@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(60, gt=0, description="seconds, a positive number")
     llm_max_retries: int = Field(3, ge=0, le=10, description="an integer from 0 to 10")
     max_tokens_per_review: int = Field(50000, ge=1000, description="an integer of at least 1000")
-    max_cost_per_review_usd: float = Field(0.50, ge=0, description="USD, zero or more")
+    max_cost_per_review_usd: float = Field(
+        0.50, ge=0, description="USD, zero or more (0 disables the cap)"
+    )
     cache_ttl_hours: float = Field(24, ge=0, description="hours, zero or more (0 disables)")
     openai_api_key: SecretStr | None = Field(
         None,
