@@ -83,6 +83,119 @@ class Installation:
     updated_at: float
 
 
+ReviewState = Literal["running", "done", "failed", "skipped", "waiting"]
+ReviewOutcome = Literal["success", "failure", "error", "skipped"]
+
+
+@dataclass(frozen=True)
+class ReviewStart:
+    """What is known when a review of a pull request begins."""
+
+    platform: str
+    repo: str
+    number: int
+    head_sha: str
+    mode: Literal["full", "incremental"]
+    base_sha: str | None = None
+    job_id: int | None = None
+    delivery_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    id: int
+    platform: str
+    repo: str
+    number: int
+    head_sha: str
+    mode: str
+    state: ReviewState
+    created_at: float
+    base_sha: str | None = None
+    job_id: int | None = None
+    delivery_id: str | None = None
+    outcome: ReviewOutcome | None = None
+    reason: str | None = None
+    model: str | None = None
+    calls: int = 0
+    cached_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    findings: int = 0
+    severity_counts: dict[str, int] = field(default_factory=dict)
+    not_reviewed: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+    posted_review_id: str | None = None
+    url: str | None = None
+    duration_seconds: float | None = None
+    finished_at: float | None = None
+
+
+# Columns a review's update may set (the rest are fixed when it starts).
+REVIEW_UPDATABLE = frozenset(
+    {
+        "state",
+        "outcome",
+        "reason",
+        "model",
+        "calls",
+        "cached_calls",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "findings",
+        "severity_counts",
+        "not_reviewed",
+        "dropped",
+        "posted_review_id",
+        "url",
+        "duration_seconds",
+        "finished_at",
+        "head_sha",
+        "base_sha",
+        "mode",
+    }
+)
+
+
+@dataclass(frozen=True)
+class FindingRecord:
+    fingerprint: str
+    path: str
+    line: int
+    severity: str
+    category: str
+    title: str
+    body: str
+    confidence: float
+    posted: bool
+    start_line: int | None = None
+
+
+@dataclass(frozen=True)
+class PullRequestState:
+    platform: str
+    repo: str
+    number: int
+    last_reviewed_head: str | None = None
+    paused: bool = False
+    full_requested: bool = False
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    kind: Literal["review", "followup"]
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    platform: str | None = None
+    repo: str | None = None
+    number: int | None = None
+    model: str | None = None
+    review_id: int | None = None
+
+
 @dataclass(frozen=True)
 class SchemaStatus:
     current: str | None
@@ -149,8 +262,11 @@ class Store(Protocol):
     ) -> bool:
         """Park a job as dead, keeping its error."""
 
-    async def release(self, job_id: int, worker_id: str) -> bool:
-        """Give a claimed job back untried (shutdown): queued again, the attempt not counted."""
+    async def release(
+        self, job_id: int, worker_id: str, *, delay: float = 0.0, note: str | None = None
+    ) -> bool:
+        """Give a claimed job back untried: queued again in `delay` seconds, the attempt not
+        counted (shutdown, or a job that must wait, e.g. for the daily budget; `note` says why)."""
 
     async def cancel_queued(self, key: str, reason: str) -> list[int]: ...
 
@@ -178,6 +294,61 @@ class Store(Protocol):
 
     async def cache_put(self, key: str, value: str, *, ttl_seconds: float) -> None:
         """Store `value` under `key` until `ttl_seconds` from now, replacing any older value."""
+
+    # --- Reviews, findings, pull-request state, usage ------------------------------------------
+
+    async def start_review(self, start: ReviewStart) -> ReviewRecord:
+        """The review of `start.job_id`, created on first call; a retried job gets its own
+        review back (so what it already posted is recognised), updated to the new head."""
+
+    async def update_review(self, review_id: int, **changes: Any) -> None:
+        """Set columns of REVIEW_UPDATABLE (severity_counts and not_reviewed as JSON-able)."""
+
+    async def get_review(self, review_id: int) -> ReviewRecord | None: ...
+
+    async def list_reviews(
+        self,
+        *,
+        platform: str | None = None,
+        repo: str | None = None,
+        number: int | None = None,
+        limit: int = 100,
+    ) -> list[ReviewRecord]:
+        """Newest first."""
+
+    async def record_findings(
+        self,
+        review_id: int,
+        platform: str,
+        repo: str,
+        number: int,
+        records: Iterable[FindingRecord],
+    ) -> int:
+        """Remember findings by fingerprint per pull request; already-known ones are kept as
+        they were (a finding posted once stays posted). The number newly recorded."""
+
+    async def findings_for(
+        self, platform: str, repo: str, number: int, *, review_id: int | None = None
+    ) -> list[FindingRecord]: ...
+
+    async def pr_state(self, platform: str, repo: str, number: int) -> PullRequestState: ...
+
+    async def update_pr_state(
+        self,
+        platform: str,
+        repo: str,
+        number: int,
+        *,
+        last_reviewed_head: str | None = None,
+        paused: bool | None = None,
+        full_requested: bool | None = None,
+    ) -> PullRequestState:
+        """Set the given fields (None leaves a field as it is), creating the row if needed."""
+
+    async def record_usage(self, record: UsageRecord) -> None: ...
+
+    async def spent_since(self, since: float) -> float:
+        """LLM dollars recorded since `since` (UNIX seconds), across every repository."""
 
     # --- Installations -----------------------------------------------------------------------
 

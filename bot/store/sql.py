@@ -29,18 +29,34 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bot.store import migrations
 from bot.store.base import (
     JOB_STATES,
+    REVIEW_UPDATABLE,
     Delivery,
     Enqueued,
+    FindingRecord,
     Installation,
     InstallationState,
     Job,
     JobState,
     NewJob,
+    PullRequestState,
+    ReviewRecord,
+    ReviewStart,
     SchemaStatus,
     StoreUnavailable,
+    UsageRecord,
 )
 from bot.store.batching import GroupCommit
-from bot.store.schema import deliveries, installation_repositories, installations, jobs, llm_cache
+from bot.store.schema import (
+    deliveries,
+    findings,
+    installation_repositories,
+    installations,
+    jobs,
+    llm_cache,
+    pr_states,
+    reviews,
+    usage,
+)
 
 T = TypeVar("T")
 LEASE_SWEEP_INTERVAL = 1.0
@@ -221,11 +237,19 @@ class SQLStore:
             job_id, worker_id, state="dead", last_error=error, finished_at=self._clock(), **extra
         )
 
-    async def release(self, job_id: int, worker_id: str) -> bool:
+    async def release(
+        self, job_id: int, worker_id: str, *, delay: float = 0.0, note: str | None = None
+    ) -> bool:
         # The attempt was never made: give it back (never below zero).
         attempts = sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0)
+        extra = {} if note is None else {"last_error": note}
         return await self._finish(
-            job_id, worker_id, state="queued", attempts=attempts, run_at=self._clock()
+            job_id,
+            worker_id,
+            state="queued",
+            attempts=attempts,
+            run_at=self._clock() + delay,
+            **extra,
         )
 
     async def cancel_queued(self, key: str, reason: str) -> list[int]:
@@ -318,6 +342,231 @@ class SQLStore:
             .on_conflict_do_update(index_elements=["key"], set_=row)
         )
         await self._run(lambda conn: conn.execute(statement))
+
+    # --- Reviews, findings, pull-request state, usage ------------------------------------------
+
+    async def start_review(self, start: ReviewStart) -> ReviewRecord:
+        now = self._clock()
+
+        def begin(conn: Connection) -> ReviewRecord:
+            if start.job_id is not None:
+                row = (
+                    conn.execute(
+                        sa.select(reviews)
+                        .where(reviews.c.job_id == start.job_id)
+                        .order_by(reviews.c.id.desc())
+                        .limit(1)
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is not None:
+                    conn.execute(
+                        sa.update(reviews)
+                        .where(reviews.c.id == row["id"])
+                        .values(
+                            head_sha=start.head_sha,
+                            base_sha=start.base_sha,
+                            mode=start.mode,
+                            state="running",
+                        )
+                    )
+                    return _review(_read_review(conn, int(row["id"])))
+            review_id = conn.execute(
+                sa.insert(reviews)
+                .values(
+                    platform=start.platform,
+                    repo=start.repo,
+                    number=start.number,
+                    job_id=start.job_id,
+                    delivery_id=start.delivery_id,
+                    head_sha=start.head_sha,
+                    base_sha=start.base_sha,
+                    mode=start.mode,
+                    state="running",
+                    calls=0,
+                    cached_calls=0,
+                    input_tokens=0,
+                    output_tokens=0,
+                    cost_usd=0.0,
+                    findings=0,
+                    dropped=0,
+                    created_at=now,
+                )
+                .returning(reviews.c.id)
+            ).scalar_one()
+            return _review(_read_review(conn, int(review_id)))
+
+        return await self._run(begin)
+
+    async def update_review(self, review_id: int, **changes: Any) -> None:
+        unknown = set(changes) - REVIEW_UPDATABLE
+        if unknown:
+            raise ValueError(f"not review columns that may change: {sorted(unknown)}")
+        values = dict(changes)
+        for column in ("severity_counts", "not_reviewed"):
+            if column in values and values[column] is not None:
+                values[column] = json.dumps(values[column])
+        statement = sa.update(reviews).where(reviews.c.id == review_id).values(**values)
+        await self._run(lambda conn: conn.execute(statement))
+
+    async def get_review(self, review_id: int) -> ReviewRecord | None:
+        def read(conn: Connection) -> ReviewRecord | None:
+            row = _read_review(conn, review_id)
+            return _review(row) if row is not None else None
+
+        return await self._run(read)
+
+    async def list_reviews(
+        self,
+        *,
+        platform: str | None = None,
+        repo: str | None = None,
+        number: int | None = None,
+        limit: int = 100,
+    ) -> list[ReviewRecord]:
+        statement = sa.select(reviews).order_by(reviews.c.id.desc()).limit(limit)
+        for column, value in (("platform", platform), ("repo", repo), ("number", number)):
+            if value is not None:
+                statement = statement.where(reviews.c[column] == value)
+        return await self._run(
+            lambda conn: [_review(row) for row in conn.execute(statement).mappings()]
+        )
+
+    async def record_findings(
+        self,
+        review_id: int,
+        platform: str,
+        repo: str,
+        number: int,
+        records: Iterable[FindingRecord],
+    ) -> int:
+        now = self._clock()
+        rows = [
+            {
+                "review_id": review_id,
+                "platform": platform,
+                "repo": repo,
+                "number": number,
+                "fingerprint": f.fingerprint,
+                "path": f.path,
+                "line": f.line,
+                "start_line": f.start_line,
+                "severity": f.severity,
+                "category": f.category,
+                "title": f.title,
+                "body": f.body,
+                "confidence": f.confidence,
+                "posted": f.posted,
+                "created_at": now,
+            }
+            for f in {f.fingerprint: f for f in records}.values()
+        ]
+        if not rows:
+            return 0
+        statement = (
+            _insert(self.backend, findings)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["platform", "repo", "number", "fingerprint"])
+        )
+        return await self._run(lambda conn: int(conn.execute(statement).rowcount))
+
+    async def findings_for(
+        self, platform: str, repo: str, number: int, *, review_id: int | None = None
+    ) -> list[FindingRecord]:
+        statement = (
+            sa.select(findings)
+            .where(findings.c.platform == platform, findings.c.repo == repo)
+            .where(findings.c.number == number)
+            .order_by(findings.c.id)
+        )
+        if review_id is not None:
+            statement = statement.where(findings.c.review_id == review_id)
+
+        def read(conn: Connection) -> list[FindingRecord]:
+            return [
+                FindingRecord(
+                    fingerprint=row["fingerprint"],
+                    path=row["path"],
+                    line=int(row["line"]),
+                    start_line=row["start_line"],
+                    severity=row["severity"],
+                    category=row["category"],
+                    title=row["title"],
+                    body=row["body"],
+                    confidence=float(row["confidence"]),
+                    posted=bool(row["posted"]),
+                )
+                for row in conn.execute(statement).mappings()
+            ]
+
+        return await self._run(read)
+
+    async def pr_state(self, platform: str, repo: str, number: int) -> PullRequestState:
+        statement = sa.select(pr_states).where(
+            pr_states.c.platform == platform,
+            pr_states.c.repo == repo,
+            pr_states.c.number == number,
+        )
+
+        def read(conn: Connection) -> PullRequestState:
+            row = conn.execute(statement).mappings().first()
+            return _pr_state(platform, repo, number, row)
+
+        return await self._run(read)
+
+    async def update_pr_state(
+        self,
+        platform: str,
+        repo: str,
+        number: int,
+        *,
+        last_reviewed_head: str | None = None,
+        paused: bool | None = None,
+        full_requested: bool | None = None,
+    ) -> PullRequestState:
+        now = self._clock()
+        given = {
+            "last_reviewed_head": last_reviewed_head,
+            "paused": paused,
+            "full_requested": full_requested,
+        }
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        changes["updated_at"] = now
+        initial = {"paused": False, "full_requested": False, **changes}
+        statement = (
+            _insert(self.backend, pr_states)
+            .values(platform=platform, repo=repo, number=number, **initial)
+            .on_conflict_do_update(index_elements=["platform", "repo", "number"], set_=changes)
+            .returning(*pr_states.c)
+        )
+
+        def upsert(conn: Connection) -> PullRequestState:
+            row = conn.execute(statement).mappings().first()
+            return _pr_state(platform, repo, number, row)
+
+        return await self._run(upsert)
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        statement = sa.insert(usage).values(
+            at=self._clock(),
+            kind=record.kind,
+            platform=record.platform,
+            repo=record.repo,
+            number=record.number,
+            model=record.model,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cost_usd=record.cost_usd,
+            review_id=record.review_id,
+        )
+        await self._run(lambda conn: conn.execute(statement))
+
+    async def spent_since(self, since: float) -> float:
+        statement = sa.select(sa.func.coalesce(sa.func.sum(usage.c.cost_usd), 0.0)).where(
+            usage.c.at >= since
+        )
+        return await self._run(lambda conn: float(conn.execute(statement).scalar_one()))
 
     # --- Installations -----------------------------------------------------------------------
 
@@ -659,6 +908,55 @@ def _installations(conn: Connection, *where: sa.ColumnElement[bool]) -> list[Ins
         )
         for row in found
     ]
+
+
+def _read_review(conn: Connection, review_id: int) -> Any:
+    return conn.execute(sa.select(reviews).where(reviews.c.id == review_id)).mappings().first()
+
+
+def _review(row: Any) -> ReviewRecord:
+    return ReviewRecord(
+        id=int(row["id"]),
+        platform=row["platform"],
+        repo=row["repo"],
+        number=int(row["number"]),
+        head_sha=row["head_sha"],
+        base_sha=row["base_sha"],
+        mode=row["mode"],
+        state=row["state"],
+        outcome=row["outcome"],
+        reason=row["reason"],
+        job_id=row["job_id"],
+        delivery_id=row["delivery_id"],
+        model=row["model"],
+        calls=int(row["calls"]),
+        cached_calls=int(row["cached_calls"]),
+        input_tokens=int(row["input_tokens"]),
+        output_tokens=int(row["output_tokens"]),
+        cost_usd=float(row["cost_usd"]),
+        findings=int(row["findings"]),
+        severity_counts=json.loads(row["severity_counts"]) if row["severity_counts"] else {},
+        not_reviewed=json.loads(row["not_reviewed"]) if row["not_reviewed"] else [],
+        dropped=int(row["dropped"]),
+        posted_review_id=row["posted_review_id"],
+        url=row["url"],
+        duration_seconds=row["duration_seconds"],
+        created_at=float(row["created_at"]),
+        finished_at=row["finished_at"],
+    )
+
+
+def _pr_state(platform: str, repo: str, number: int, row: Any) -> PullRequestState:
+    if row is None:
+        return PullRequestState(platform, repo, number)
+    return PullRequestState(
+        platform,
+        repo,
+        number,
+        last_reviewed_head=row["last_reviewed_head"],
+        paused=bool(row["paused"]),
+        full_requested=bool(row["full_requested"]),
+    )
 
 
 def _job_row(job: NewJob, now: float) -> dict[str, Any]:

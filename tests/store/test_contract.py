@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from bot.store import Delivery, NewJob, Store
+from bot.store.base import FindingRecord, ReviewStart, UsageRecord
 from bot.store.sql import SQLStore
 from tests.conftest import FakeClock
 
@@ -260,3 +261,140 @@ async def test_installations(store: Store) -> None:
     listed = await store.list_installations("github")
     assert [(i.installation_id, i.state) for i in listed] == [(42, "suspended"), (43, "active")]
     assert (await store.list_installations("gitlab")) == []
+
+
+# --- Reviews, findings, pull-request state, usage ------------------------------------------------
+
+
+def _finding(fp: str, *, posted: bool = True, severity: str = "major") -> FindingRecord:
+    return FindingRecord(
+        fingerprint=fp,
+        path="app.py",
+        line=3,
+        severity=severity,
+        category="bug",
+        title=f"title {fp}",
+        body="body",
+        confidence=0.9,
+        posted=posted,
+    )
+
+
+async def test_a_retried_job_gets_its_review_back(store: Store) -> None:
+    start = ReviewStart("github", "o/r", 7, head_sha="a" * 40, mode="full", job_id=11)
+    first = await store.start_review(start)
+    await store.update_review(first.id, posted_review_id="R1", state="failed")
+    again = await store.start_review(
+        ReviewStart("github", "o/r", 7, head_sha="b" * 40, mode="incremental", job_id=11)
+    )
+    assert again.id == first.id
+    assert (again.head_sha, again.mode, again.state) == ("b" * 40, "incremental", "running")
+    assert again.posted_review_id == "R1"
+    other = await store.start_review(ReviewStart("github", "o/r", 7, "c" * 40, "full", job_id=12))
+    assert other.id != first.id
+
+
+async def test_review_updates_and_listing(store: Store, clock: FakeClock) -> None:
+    review = await store.start_review(ReviewStart("gitlab", "g/p", 3, "d" * 40, "full"))
+    await store.update_review(
+        review.id,
+        state="done",
+        outcome="failure",
+        model="gpt-4o",
+        input_tokens=1200,
+        output_tokens=300,
+        cost_usd=0.0105,
+        findings=2,
+        severity_counts={"critical": 1, "minor": 1},
+        not_reviewed=[{"path": "big.lock", "reason": "a lock file"}],
+        duration_seconds=3.5,
+        finished_at=clock.now,
+    )
+    found = await store.get_review(review.id)
+    assert found is not None
+    assert (found.outcome, found.model, found.cost_usd) == ("failure", "gpt-4o", 0.0105)
+    assert found.severity_counts == {"critical": 1, "minor": 1}
+    assert found.not_reviewed == [{"path": "big.lock", "reason": "a lock file"}]
+    with pytest.raises(ValueError, match="not review columns"):
+        await store.update_review(review.id, platform="github")
+    await store.start_review(ReviewStart("github", "o/r", 1, "e" * 40, "full"))
+    assert [r.id for r in await store.list_reviews(platform="gitlab")] == [review.id]
+    assert len(await store.list_reviews()) == 2
+    assert await store.get_review(9999) is None
+
+
+async def test_findings_are_remembered_once_per_pull_request(store: Store) -> None:
+    review = await store.start_review(ReviewStart("github", "o/r", 1, "a" * 40, "full"))
+    new = await store.record_findings(
+        review.id, "github", "o/r", 1, [_finding("f1"), _finding("f2", posted=False)]
+    )
+    assert new == 2
+    later = await store.start_review(ReviewStart("github", "o/r", 1, "b" * 40, "incremental"))
+    again = await store.record_findings(
+        later.id, "github", "o/r", 1, [_finding("f1"), _finding("f3", severity="nit")]
+    )
+    assert again == 1
+    recorded = await store.findings_for("github", "o/r", 1)
+    assert [(f.fingerprint, f.posted) for f in recorded] == [
+        ("f1", True),
+        ("f2", False),
+        ("f3", True),
+    ]
+    assert [
+        f.fingerprint for f in await store.findings_for("github", "o/r", 1, review_id=later.id)
+    ] == ["f3"]
+    assert await store.findings_for("github", "o/r", 2) == []
+
+
+async def test_pull_request_state(store: Store) -> None:
+    empty = await store.pr_state("github", "o/r", 5)
+    assert (empty.last_reviewed_head, empty.paused, empty.full_requested) == (None, False, False)
+    await store.update_pr_state("github", "o/r", 5, full_requested=True)
+    await store.update_pr_state("github", "o/r", 5, last_reviewed_head="a" * 40)
+    state = await store.update_pr_state("github", "o/r", 5, paused=True)
+    assert (state.last_reviewed_head, state.paused, state.full_requested) == ("a" * 40, True, True)
+    state = await store.update_pr_state("github", "o/r", 5, paused=False, full_requested=False)
+    assert (state.paused, state.full_requested) == (False, False)
+    assert (await store.pr_state("github", "o/r", 5)).last_reviewed_head == "a" * 40
+
+
+async def test_spend_is_summed_over_a_window(store: Store, clock: FakeClock) -> None:
+    await store.record_usage(UsageRecord("review", 100, 10, 0.25, platform="github", repo="o/r"))
+    start = clock.now
+    clock.advance(60)
+    await store.record_usage(UsageRecord("followup", 10, 5, 0.01, model="gpt-4o"))
+    await store.record_usage(UsageRecord("review", 10, 5, 0.02))
+    assert await store.spent_since(start + 1) == pytest.approx(0.03)
+    assert await store.spent_since(start - 1) == pytest.approx(0.28)
+    assert await store.spent_since(clock.now + 1) == 0.0
+
+
+async def test_release_can_defer_a_job_with_a_note(store: Store, clock: FakeClock) -> None:
+    await store.enqueue(_job())
+    (job,) = await store.claim("w", limit=1, lease_seconds=30)
+    assert await store.release(job.id, "w", delay=3600, note="waiting for the daily budget")
+    waiting = await store.get_job(job.id)
+    assert waiting is not None
+    assert (waiting.state, waiting.attempts, waiting.last_error) == (
+        "queued",
+        0,
+        "waiting for the daily budget",
+    )
+    assert await store.claim("w", limit=1, lease_seconds=30) == []
+    clock.advance(3601)
+    assert len(await store.claim("w", limit=1, lease_seconds=30)) == 1
+
+
+async def test_the_schema_matches_the_migrations(store: Store) -> None:
+    """Migrations and schema.py describe the same tables (alembic sees nothing to generate)."""
+    if not isinstance(store, SQLStore):
+        pytest.skip("SQL stores only")
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from bot.store.schema import metadata
+
+    diff = await store.run_sql(
+        lambda conn: compare_metadata(MigrationContext.configure(conn), metadata)
+    )
+    assert diff == []
