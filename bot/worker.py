@@ -28,6 +28,16 @@ from bot.store import Job, Store, StoreUnavailable
 RunJob = Callable[[Job], Awaitable[None]]
 
 
+class JobDeferred(Exception):
+    """Raised by a job that must wait (e.g. for the daily budget): it is queued again after
+    `delay` seconds without using up an attempt."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     max_jobs: int = 10
@@ -207,6 +217,16 @@ class Worker:
             return
         except TimeoutError:
             await self._failed(job, f"timed out after {self.options.job_timeout:g} s", None, log)
+            return
+        except JobDeferred as deferred:
+            await _quietly(
+                self.store.release(
+                    job.id, self.worker_id, delay=deferred.delay, note=deferred.reason
+                ),
+                log,
+            )
+            self._count(job, "deferred")
+            log.info("job deferred", reason=deferred.reason, delay_seconds=round(deferred.delay))
             return
         except Exception as exc:
             progress = getattr(exc, "progress", None)

@@ -138,14 +138,29 @@ class Platform(Protocol):
 
     async def default_branch(self) -> str: ...
 
+    async def branch_head(self, branch: str) -> str:
+        """The sha of the commit at the tip of `branch`; PlatformError (404) when there is none."""
+
     async def post_review(
-        self, pr: PullRequest, summary: str, comments: Sequence[InlineComment]
+        self,
+        pr: PullRequest,
+        summary: str,
+        comments: Sequence[InlineComment],
+        *,
+        key: str | None = None,
     ) -> PostedReview:
         """One review carrying every inline comment; comments the platform refuses are dropped
-        and reported, the others still posted."""
+        and reported, the others still posted.
+
+        With a `key`, posting is idempotent: a review of ours already carrying that key is
+        returned instead of posting another (a retried job must not post twice).
+        """
 
     async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
         """The PR comment marked with `key`, edited in place, or created when there is none."""
+
+    async def find_comment(self, pr: PullRequest, key: str) -> CommentRef | None:
+        """Our PR comment marked with `key` (as `upsert_comment` writes it), or None."""
 
     async def reply(self, comment: CommentRef, body: str) -> CommentRef: ...
 

@@ -557,6 +557,11 @@ class GitHubPlatform:
         data = await self._call(f"read the repository {self.repo}", _get(self._path))
         return str(data["default_branch"])
 
+    async def branch_head(self, branch: str) -> str:
+        url = f"{self._path}/git/ref/heads/{quote(branch, safe='/')}"
+        data = await self._call(f"read the head of {branch} in {self.repo}", _get(url))
+        return str(data["object"]["sha"])
+
     async def permission(self, user: str) -> Permission:
         url = f"{self._path}/collaborators/{quote(user, safe='')}/permission"
         try:
@@ -570,14 +575,31 @@ class GitHubPlatform:
     # --- Writing ------------------------------------------------------------------------------
 
     async def post_review(
-        self, pr: PullRequest, summary: str, comments: Sequence[InlineComment]
+        self,
+        pr: PullRequest,
+        summary: str,
+        comments: Sequence[InlineComment],
+        *,
+        key: str | None = None,
     ) -> PostedReview:
         """One review with every comment; when GitHub refuses a line, the others still go up.
 
         GitHub refuses the whole review for one misplaced line without saying which, so the
         culprits are found against the diff, then, if GitHub still disagrees, by asking GitHub
-        about halves of the remainder with pending reviews it never shows anyone.
+        about halves of the remainder with pending reviews it never shows anyone. With a
+        `key`, a submitted review of ours whose body carries the key's marker is returned
+        instead of posting again.
         """
+        if key is not None:
+            marker = review_marker(key)
+            summary = summary if marker in summary else f"{summary}\n\n{marker}".lstrip()
+            existing = await self._find_review(pr, marker)
+            if existing is not None:
+                return PostedReview(
+                    id=existing.get("id"),
+                    posted=tuple(comments),
+                    url=existing.get("html_url"),
+                )
         items = list(enumerate(comments))
         outcome = await self._submit(pr, summary, items)
         if isinstance(outcome, dict):
@@ -604,6 +626,16 @@ class GitHubPlatform:
                 dropped=[f"{c.path}:{c.line}: {reason}" for _, c, reason in dropped],
             )
         return _posted(outcome, keep, dropped)
+
+    async def _find_review(self, pr: PullRequest, marker: str) -> dict[str, Any] | None:
+        me = await self._github.login(delivery_id=self.delivery_id)
+        url = f"{self._path}/pulls/{pr.number}/reviews?per_page=100"
+        reviews = await self._call(f"list the reviews of #{pr.number}", _collect(url, limit=3000))
+        for review in reviews:
+            mine = (review.get("user") or {}).get("login") == me
+            if mine and review.get("state") != "PENDING" and marker in (review.get("body") or ""):
+                return cast(dict[str, Any], review)
+        return None
 
     async def _split_by_diff(
         self, pr: PullRequest, items: list[tuple[int, InlineComment]], refusal: _Refusal
@@ -716,6 +748,11 @@ class GitHubPlatform:
             f"edit comment {existing['id']} on #{pr.number}", _patch(url, {"body": text})
         )
         return _conversation_ref(edited, pr.number)
+
+    async def find_comment(self, pr: PullRequest, key: str) -> CommentRef | None:
+        me = await self._github.login(delivery_id=self.delivery_id)
+        found = await self._find_marked(pr.number, comment_marker(key), me)
+        return None if found is None else _conversation_ref(found, pr.number)
 
     async def _find_marked(self, number: int, marker: str, author: str) -> dict[str, Any] | None:
         """Our comment carrying `marker`; a marker copied into someone else's comment is not."""
@@ -938,6 +975,11 @@ def comment_marker(key: str) -> str:
     """The hidden HTML comment that finds a comment again; "--" would end it early."""
     safe = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._:/-]+", "-", key))
     return f"<!-- arbiter:{safe} -->"
+
+
+def review_marker(key: str) -> str:
+    """The hidden mark that finds a review again by its key."""
+    return comment_marker(f"review:{key}")
 
 
 def trim_description(text: str) -> str:

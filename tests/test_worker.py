@@ -210,3 +210,22 @@ def test_backoff_grows_exponentially_within_jitter_and_cap(attempt: int) -> None
     delay = backoff_delay(attempt, base=2, cap=60, rng=rng)
     nominal = min(60, 2 * 2 ** (attempt - 1))
     assert nominal * 0.5 <= delay <= min(60, nominal * 1.5)
+
+
+async def test_a_deferred_job_waits_without_using_an_attempt(sqlite_store: SQLStore) -> None:
+    from bot.worker import JobDeferred
+
+    calls: list[int] = []
+
+    async def run(job: Job) -> None:
+        calls.append(job.attempts)
+        if len(calls) == 1:
+            raise JobDeferred(0.05, "waiting for the daily budget")
+
+    (job_id,) = await _enqueue(sqlite_store, 1, max_attempts=1)
+    worker = Worker(sqlite_store, run, FAST)
+    async with asyncio.timeout(20):
+        while (job := await sqlite_store.get_job(job_id)) and job.state != "done":
+            await worker.run_until_idle()
+            await asyncio.sleep(0.02)
+    assert calls == [1, 1]  # the deferral gave its attempt back: a one-attempt job still ran

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from platforms.base import InlineComment
-from platforms.github import GitHubPlatform, comment_marker
+from platforms.github import GitHubPlatform, comment_marker, review_marker
 from tests.fakes.github import LINE_NOT_IN_DIFF, FakeGitHub, PullFile
 from tests.platforms.conftest import REPO
 
@@ -139,6 +139,26 @@ async def test_a_review_without_comments_is_just_the_summary(
     assert posted.posted == () and posted.dropped == ()
     [review] = fake.reviews(REPO, 1)
     assert review["body"] == "Nothing to say"
+
+
+async def test_a_review_with_a_key_is_posted_once(
+    fake: FakeGitHub, platform: GitHubPlatform
+) -> None:
+    """A retried job posts its review again with the same key: GitHub gets it once."""
+    seed(fake)
+    pr = await platform.pull_request(1)
+    comment = InlineComment("app.py", 11, "a finding")
+
+    first = await platform.post_review(pr, "Arbiter found 1 issue", [comment], key="review-7")
+    again = await platform.post_review(pr, "Arbiter found 1 issue", [comment], key="review-7")
+    other = await platform.post_review(pr, "A later push", [], key="review-8")
+
+    assert again.id == first.id
+    assert other.id != first.id
+    reviews = fake.reviews(REPO, 1)
+    assert len(reviews) == 2
+    assert review_marker("review-7") in reviews[0]["body"]
+    assert len(fake.review_comments(REPO, 1)) == 1
 
 
 async def test_upsert_comment_three_times_leaves_one_comment_edited_twice(
