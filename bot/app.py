@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import __version__
 from bot.runtime import Runtime
+from bot.setup import add_setup_routes
 from bot.store import StoreUnavailable
 from bot.webhooks import WebhookReceiver
 
@@ -22,7 +23,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=settings.max_webhook_bytes)
     app[RUNTIME] = runtime
     receiver = WebhookReceiver(
-        settings,
+        lambda: runtime.settings,  # read per delivery: /setup can switch credentials live
         runtime.store,
         runtime.router,
         runtime.metrics,
@@ -35,6 +36,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
+    add_setup_routes(app, runtime)  # /setup and /setup/callback, open until an App is set up
     return app
 
 

@@ -1,4 +1,4 @@
-"""The `arbiter` command: serve, worker, migrate, config, receive."""
+"""The `arbiter` command: serve, worker, migrate, config, receive, github-app."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from bot import __version__
 from bot.app import create_app
 from bot.events import Event, PayloadError, from_github, from_gitlab
 from bot.logs import configure_logging, get_logger
+from bot.repo_config import validate_command as validate_repo_config
 from bot.reviewer.local import add_review_arguments, review_command
 from bot.router import handler_name
 from bot.runtime import Runtime
+from bot.setup.command import add_github_app_arguments, github_app_command
 from bot.store import SchemaOutOfDate, StoreUnavailable
 from config.settings import (
     Settings,
@@ -43,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"arbiter: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "config":
+        if args.config_command == "validate":
+            return validate_repo_config(settings, args.file)
         return show_config(settings, as_json=args.json)
+    if args.command == "github-app":
+        return github_app_command(settings, args)
     configure_logging(settings)
     log = get_logger(component="cli")
     for name in unknown_variables():
@@ -93,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the store's schema up to date")
     config_p = sub.add_parser("config", help="print the effective settings, secrets masked")
     config_p.add_argument("--json", action="store_true", help="as JSON")
+    config_sub = config_p.add_subparsers(dest="config_command", metavar="validate")
+    validate_p = config_sub.add_parser(
+        "validate", help="check an .arbiter.yml: its problems, or the effective configuration"
+    )
+    validate_p.add_argument("file", type=Path, help="the .arbiter.yml to check, or - for stdin")
     receive_p = sub.add_parser(
         "receive", help="push a saved webhook payload through normalization and the handlers"
     )
@@ -105,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     receive_p.add_argument("file", type=Path, help="the JSON payload, or - for stdin")
     add_review_arguments(sub.add_parser("review", help="review a local diff with the model"))
+    add_github_app_arguments(sub.add_parser("github-app", help="the GitHub App: its manifest"))
     return parser
 
 

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
+from pydantic import SecretStr
 
 from bot.context import Context
 from bot.events import Event
+from bot.llm import LLM, make_llm
 from bot.logs import get_logger
 from bot.metrics import Metrics
+from bot.repo_config import RepoConfigs
+from bot.reviewer.pull_request import Attempt, PullRequestReviewer
+from bot.reviewer.request import REVIEW_JOB, ReviewRequest
 from bot.router import HandlerFailed, Router
 from bot.store import Job, SchemaOutOfDate, Store, make_store
 from bot.webhooks import EVENT_JOB
@@ -48,6 +54,9 @@ class Runtime:
         self._session: aiohttp.ClientSession | None = None
         self.worker: Worker | None = None
         self.github: GitHub | None = None
+        self.repo_configs = RepoConfigs(settings)
+        self.llm: LLM | None = None
+        self.reviewer: PullRequestReviewer | None = None
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -81,11 +90,16 @@ class Runtime:
         if self.platforms["github"].mode:
             # Raises SettingsError, naming the setting, for a private key that is not valid.
             self.github = GitHub(self.settings, self._session)
+        self.llm = make_llm(self.settings, self.store, self.metrics)
+        self.reviewer = PullRequestReviewer(self.llm)
 
     async def close(self) -> None:
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
+        if self.llm is not None:
+            await self.llm.close()
+            self.llm = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -117,6 +131,26 @@ class Runtime:
         if self.worker is not None:
             self.worker.notify()
 
+    def use_github_app(self, app_id: str, private_key_path: Path, webhook_secret: str) -> None:
+        """Switch to a GitHub App set up while the process runs (the /setup flow), no restart.
+
+        Settings, platform status and the GitHub client are replaced together; nothing awaits
+        in between, so a delivery sees either the old credentials or the new ones. An inline
+        key is dropped, as it would win over the new key file. Raises SettingsError, naming the
+        setting, for a key that is not usable; the old credentials then stay in effect.
+        """
+        settings = self.settings.model_copy(
+            update={
+                "github_app_id": app_id,
+                "github_private_key": None,
+                "github_private_key_path": private_key_path,
+                "github_webhook_secret": SecretStr(webhook_secret),
+            }
+        )
+        github = GitHub(settings, self.session)
+        self.settings, self.platforms, self.github = settings, platform_status(settings), github
+        self.log.info("github app in use", app_id=app_id, enabled=self.platforms["github"].enabled)
+
     # --- Per event ---------------------------------------------------------------------------
 
     def platform_for(self, event: Event) -> Platform:
@@ -142,12 +176,39 @@ class Runtime:
             metrics=self.metrics,
             platform_factory=self.platform_for,
             job_id=job_id,
+            reviewer=self.reviewer,
+            repo_configs=self.repo_configs,
+            notify=self.notify_worker,
         )
 
     async def run_job(self, job: Job) -> None:
-        """What the worker runs. Event jobs dispatch to the handlers that have not yet succeeded."""
-        if job.kind != EVENT_JOB:
+        """What the worker runs: an event for the handlers, or the review of a pull request."""
+        if job.kind == EVENT_JOB:
+            await self._run_event(job)
+        elif job.kind == REVIEW_JOB:
+            await self._run_review(job)
+        else:
             raise UnknownJobKind(f"no runner for job kind {job.kind!r}")
+
+    async def _run_review(self, job: Job) -> None:
+        if self.reviewer is None:
+            raise RuntimeError("the runtime is not started")
+        request = ReviewRequest.from_json(job.payload)
+        # The review's own context: its platform binding and log fields, as an event's would be.
+        event = Event(
+            platform=request.platform,
+            name="review",
+            action=request.reason,
+            delivery_id=request.delivery_id or f"job-{job.id}",
+            repo=request.repo,
+            number=request.number,
+            installation_id=request.installation_id,
+        )
+        attempt = Attempt(job_id=job.id, last=job.attempts >= job.max_attempts)
+        await self.reviewer.review(self.context(event, job_id=job.id), request, attempt)
+
+    async def _run_event(self, job: Job) -> None:
+        """Dispatch to the handlers that have not yet succeeded on an earlier attempt."""
         event = Event.from_json(job.payload)
         ctx = self.context(event, job_id=job.id)
         done = job.progress.get("succeeded", [])

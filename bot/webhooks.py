@@ -26,7 +26,7 @@ from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.router import Router
 from bot.store import Delivery, NewJob, Store, StoreUnavailable
-from config.settings import Settings, platform_status
+from config.settings import PlatformStatus, Settings, platform_status
 
 EVENT_JOB = "event"
 
@@ -142,22 +142,38 @@ def read_gitlab(
 class WebhookReceiver:
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | Callable[[], Settings],
         store: Store,
         router: Router,
         metrics: Metrics,
         *,
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:
-        self.settings = settings
+        # A callable is read on every delivery, so credentials that change while the process
+        # runs (the /setup flow) apply at once; a Settings object stays as it is.
+        if isinstance(settings, Settings):
+            fixed = settings
+            self._settings: Callable[[], Settings] = lambda: fixed
+        else:
+            self._settings = settings
         self.store = store
         self.router = router
         self.metrics = metrics
         self.on_enqueued = on_enqueued
         self.log = get_logger(component="webhooks")
-        self._status = platform_status(settings)
-        bot = settings.bot_name.lower()
+        self._status_for: tuple[Settings, dict[str, PlatformStatus]] | None = None
+        bot = self.settings.bot_name.lower()
         self._gitlab_bots = frozenset({bot, bot.removesuffix("[bot]")})
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings()
+
+    def _status(self, platform: str) -> PlatformStatus:
+        settings = self.settings
+        if self._status_for is None or self._status_for[0] is not settings:
+            self._status_for = (settings, platform_status(settings))  # once per Settings object
+        return self._status_for[1][platform]
 
     async def github(self, request: web.Request) -> web.Response:
         secret = self.settings.github_webhook_secret
@@ -189,7 +205,7 @@ class WebhookReceiver:
         return await self._accept(received)
 
     def _require_enabled(self, platform: str) -> None:
-        status = self._status[platform]
+        status = self._status(platform)
         if not status.enabled:
             raise Rejected(
                 403,

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     max_cost_per_review_usd: float = Field(
         0.50, ge=0, description="USD, zero or more (0 disables the cap)"
     )
+    daily_budget_usd: float = Field(
+        0,
+        ge=0,
+        description=(
+            "USD per UTC day across every repository, zero or more (0: no daily budget); once "
+            "spent, new reviews wait for the next UTC day"
+        ),
+    )
     cache_ttl_hours: float = Field(24, ge=0, description="hours, zero or more (0 disables)")
     openai_api_key: SecretStr | None = Field(
         None,
@@ -204,10 +212,32 @@ class Settings(BaseSettings):
         "arbiter", min_length=1, description="the commit status context name"
     )
 
-    @field_validator("handlers", "cors_origins", mode="before")
+    # --- Repository configuration (.arbiter.yml; config/repo.py) --------------------------------
+    repo_config_defaults: Path | None = Field(
+        None,
+        description=(
+            "a YAML file of .arbiter.yml defaults for every repository (the house rules), "
+            "e.g. /etc/arbiter/defaults.yml; each repository's own file is merged over it"
+        ),
+    )
+    allowed_models: StrList = Field(
+        default_factory=list,
+        description=(
+            "models a repository may choose with `model:` in .arbiter.yml, a JSON array or "
+            'comma-separated, e.g. ["gpt-4o-mini", "claude-sonnet-4-6"] (empty: none but the '
+            "default)"
+        ),
+    )
+
+    @field_validator("handlers", "cors_origins", "allowed_models", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("repo_config_defaults", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

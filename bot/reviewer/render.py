@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from bot.reviewer.filters import NotReviewed
 from bot.reviewer.findings import SEVERITIES, DroppedFinding, Finding
@@ -113,6 +113,8 @@ class SummaryFacts:
     output_tokens: int
     cost_usd: float
     priced: bool
+    # Findings posted on this pull request by earlier reviews, by severity: still counted.
+    earlier: Mapping[str, int] = field(default_factory=dict)
 
 
 def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> str:
@@ -138,6 +140,13 @@ def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> 
         head += [f"### Findings: {len(facts.findings)}", "", tally, ""]
     else:
         head += ["### Findings: none", ""]
+    earlier = {s: n for s, n in facts.earlier.items() if n}
+    if earlier:
+        tally = " · ".join(
+            f"{SEVERITY_MARK[s]} {earlier[s]} {s}" for s in SEVERITIES if s in earlier
+        )
+        total = sum(earlier.values())
+        head += [f"Also on this pull request from earlier reviews: {total} ({tally}).", ""]
 
     if facts.errors:
         head += ["### ⚠️ The review is incomplete", ""]

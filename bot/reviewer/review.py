@@ -97,6 +97,7 @@ class ReviewResult:
     deletions: int
     summary_markdown: str
     comments: tuple[InlineComment, ...] = field(repr=False)
+    facts: SummaryFacts | None = field(default=None, repr=False)  # what the summary was made of
 
     @property
     def complete(self) -> bool:
@@ -113,6 +114,7 @@ class ReviewResult:
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data.pop("comments")
+        data.pop("facts")
         data["complete"] = self.complete
         return data
 
@@ -377,6 +379,7 @@ class _Run:
             deletions=facts.deletions,
             summary_markdown=summary_markdown(facts),
             comments=tuple(inline_comments(findings)),
+            facts=facts,
         )
 
 

@@ -18,15 +18,24 @@ serve` subprocess: the server lives in the test's event loop and listens on a re
         assert github.requests_to("POST", "/repos/octo/demo/statuses/*")
 
 Seed: `add_repo`, `add_pull`, `update_pull`, `add_compare`, `add_file`, `set_permission`,
-`add_issue_comment`, `add_review_comment`, `add_review`.
+`add_issue_comment`, `add_review_comment`, `add_review`. `add_file` on a branch is a commit: it
+moves the branch's head to a new sha that keeps a snapshot of the branch's files, so a file
+read at an older sha is what it was then (`branch_head` reads the head back).
 Read back: `requests` / `requests_to` (every request, with headers and body), `reviews`,
-`review_comments`, `issue_comments`, `statuses`, `reactions`, `minted` (installation tokens).
+`review_comments`, `issue_comments`, `statuses`, `reactions`, `minted` (installation tokens),
+`branch_head`.
 Script failures: `fail` (any status, e.g. 502), `disconnect`, `delay`, `secondary_rate_limit`,
 `primary_rate_limit`, `revoke_tokens`.
+App manifests: `add_manifest_code(manifest)` is the code GitHub hands the browser after someone
+creates an App from `manifest`; `POST /app-manifests/{code}/conversions` (no authentication, as
+on GitHub) converts it once, within an hour, into GitHub's answer (id, slug, pem, webhook_secret,
+client_id, client_secret, html_url, owner, …), recorded in `created_apps`. From then on the fake
+is that App: its JWTs, signed with the returned pem, are the ones accepted.
 
 Endpoints: /app, /app/installations/{id}/access_tokens, /user, and under /repos/{o}/{r}: the
 repository, /installation, pulls/{n}, pulls/{n}/files, compare/{base}...{head}, contents/{path}
-(JSON, or the raw media type; content left empty over 1 MB as GitHub does), pulls/{n}/reviews
+(JSON, or the raw media type; content left empty over 1 MB as GitHub does),
+git/ref/heads/{branch} (the branch's head commit, for branches with a head), pulls/{n}/reviews
 (create, list, delete a pending one), pulls/{n}/comments and their /replies,
 issues/{n}/comments, issues/comments/{id} (read, edit), statuses/{sha},
 commits/{ref}/statuses, collaborators/{user}/permission, and reactions on both kinds of
@@ -74,6 +83,7 @@ MAX_PR_FILES = 3000
 MAX_COMPARE_FILES = 300
 MAX_INLINE_CONTENT = 1024 * 1024  # above this, contents come only through the raw media type
 JWT_MAX_LIFETIME = 600
+MANIFEST_CODE_LIFETIME = 3600  # GitHub: the manifest flow's code works for an hour
 
 # GitHub's own words (422 bodies) for review comments it cannot place.
 LINE_NOT_IN_DIFF = (
@@ -240,6 +250,7 @@ class _Repo:
     pulls: dict[int, _Pull] = field(default_factory=dict)
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     refs: set[str] = field(default_factory=set)
+    heads: dict[str, str] = field(default_factory=dict)  # branch -> its head commit's sha
     compares: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -310,6 +321,8 @@ def _not_found() -> _GitHubError:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A manifest code's manifest, owner, key pair and when GitHub handed it out.
+_ManifestCode = tuple[dict[str, Any], dict[str, Any], AppKey | None, float]
 
 
 # --- The server -----------------------------------------------------------------------------------
@@ -344,6 +357,7 @@ class FakeGitHub:
         self._requests: list[RecordedRequest] = []
         self._rules: list[_Rule] = []
         self._ids = itertools.count(1001)
+        self._salt = secrets.token_hex(8)
         self._blocked_until = 0.0
         self._blocked_status = 403
         self._used = 0
@@ -354,6 +368,8 @@ class FakeGitHub:
         self._exchanges: dict[int, _Exchange] = {}  # by id(request), while it is answered
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._manifest_codes: dict[str, _ManifestCode] = {}
+        self.created_apps: list[dict[str, Any]] = []  # conversion answers, secrets included
 
     # --- Lifecycle --------------------------------------------------------------------------
 
@@ -400,6 +416,7 @@ class FakeGitHub:
         """A repository; `installation_id` is the App installation that covers it (None: none)."""
         repo = _Repo(full_name, next(self._ids), installation_id, default_branch, private)
         repo.refs.add(default_branch)
+        self._commit(repo, default_branch)
         self._repos[full_name.lower()] = repo
         return self._repo_json(repo)
 
@@ -473,12 +490,29 @@ class FakeGitHub:
     def add_file(
         self, repo: str, path: str, content: str | bytes, *, ref: str | None = None
     ) -> None:
-        """A file at `ref` (a branch name or a commit sha; default: the default branch)."""
+        """A file at `ref` (a branch name or a commit sha; default: the default branch). On a
+        branch it is a commit: the branch's head moves to a new sha (see `branch_head`)."""
         stored = self._repo(repo)
         ref = ref or stored.default_branch
         data = content.encode() if isinstance(content, str) else content
         stored.files[(ref, path.strip("/"))] = data
         stored.refs.add(ref)
+        if not _is_sha(ref):
+            self._commit(stored, ref)
+
+    def branch_head(self, repo: str, branch: str) -> str:
+        """The sha of `branch`'s head commit (the default branch has one from the start)."""
+        return self._repo(repo).heads[branch]
+
+    def _commit(self, stored: _Repo, branch: str) -> None:
+        """A new head for `branch`, holding a snapshot of the branch's files as they are now."""
+        # Salted per fake: two tests' commits differ, as two real repositories' would.
+        sha = _sha(f"{self._salt}:{stored.full_name}:{branch}:{next(self._ids)}")
+        for (at, name), data in list(stored.files.items()):
+            if at == branch:
+                stored.files[(sha, name)] = data
+        stored.heads[branch] = sha
+        stored.refs.add(sha)
 
     def set_permission(self, repo: str, login: str, role: str) -> None:
         """A collaborator's role: admin, maintain, write, triage or read."""
@@ -554,6 +588,21 @@ class FakeGitHub:
         }
         pull.reviews.append(review)
         return copy.deepcopy(review)
+
+    def add_manifest_code(
+        self,
+        manifest: Mapping[str, Any],
+        *,
+        owner: str = "octocat",
+        owner_type: str = "User",
+        key: AppKey | None = None,
+    ) -> str:
+        """The code GitHub sends back after `owner` created an App from `manifest`; `key` is the
+        App's key pair (default: a fresh one at conversion)."""
+        code = secrets.token_hex(10)
+        entry = (copy.deepcopy(dict(manifest)), _user(owner, owner_type), key, self.clock())
+        self._manifest_codes[code] = entry
+        return code
 
     # --- Scripted failures --------------------------------------------------------------------
 
@@ -668,6 +717,7 @@ class FakeGitHub:
         repo = "/repos/{owner}/{name}"
         add = router.add_route
         add("POST", "/app/installations/{id}/access_tokens", self._access_token)
+        add("POST", "/app-manifests/{code}/conversions", self._convert_manifest)
         add("GET", "/app", self._app)
         add("GET", f"{repo}/installation", self._installation)
         add("GET", "/user", self._user)
@@ -676,6 +726,7 @@ class FakeGitHub:
         add("GET", f"{repo}/pulls/{{number}}/files", self._pull_files)
         add("GET", f"{repo}/compare/{{basehead:.+}}", self._compare)
         add("GET", f"{repo}/contents/{{path:.*}}", self._contents)
+        add("GET", f"{repo}/git/ref/heads/{{branch:.+}}", self._git_ref)
         add("GET", f"{repo}/pulls/{{number}}/reviews", self._list_reviews)
         add("POST", f"{repo}/pulls/{{number}}/reviews", self._create_review)
         add("DELETE", f"{repo}/pulls/{{number}}/reviews/{{review}}", self._delete_review)
@@ -723,6 +774,8 @@ class FakeGitHub:
             if scripted is not None:
                 return scripted
             exchange = self._exchanges[id(request)]
+            if _anonymous(request.path):  # GitHub wants no credentials for these
+                return self._finish(request, await handler(request))
             exchange.label = "refused"
             actor = self._authenticate(request)
             exchange.actor, exchange.label = actor, actor.label
@@ -942,6 +995,40 @@ class FakeGitHub:
             raise _GitHubError(403, "Resource not accessible by integration")
         return web.json_response(_user(actor.login, actor.type))
 
+    async def _convert_manifest(self, request: web.Request) -> web.Response:
+        entry = self._manifest_codes.pop(request.match_info["code"], None)
+        if entry is None or self.clock() - entry[3] > MANIFEST_CODE_LIFETIME:
+            raise _not_found()
+        manifest, owner, key, _ = entry
+        key = key or AppKey.generate()
+        app_id = next(self._ids)
+        name = str(manifest.get("name") or f"app-{app_id}")
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or f"app-{app_id}"
+        hook = manifest.get("hook_attributes")
+        body = {
+            "id": app_id,
+            "slug": slug,
+            "node_id": f"A_kwD{app_id:08d}",
+            "owner": owner,
+            "name": name,
+            "description": manifest.get("description") or "",
+            "external_url": manifest.get("url"),
+            "html_url": f"{WEB}/apps/{slug}",
+            "created_at": self._iso(),
+            "updated_at": self._iso(),
+            "permissions": {"metadata": "read", **(manifest.get("default_permissions") or {})},
+            "events": list(manifest.get("default_events") or []),
+            "installations_count": 0,
+            "client_id": f"Iv23li{secrets.token_hex(7)}",
+            "client_secret": secrets.token_hex(20),
+            # GitHub makes a webhook secret only for an App with a webhook.
+            "webhook_secret": secrets.token_hex(20) if isinstance(hook, dict) else None,
+            "pem": key.private_pem,
+        }
+        self.created_apps.append(copy.deepcopy(body))
+        self.app_id, self.app_slug, self._public_key = str(app_id), slug, key.public_pem
+        return web.json_response(body, status=201)
+
     # --- Repository and pull request ----------------------------------------------------------
 
     async def _get_repo(self, request: web.Request) -> web.Response:
@@ -995,6 +1082,22 @@ class FakeGitHub:
         if re.search(r"vnd\.github(\.v3)?\.raw", accept):
             return web.Response(body=data, content_type="text/plain", charset="utf-8")
         return web.json_response(self._content_json(stored, ref, path, data))
+
+    async def _git_ref(self, request: web.Request) -> web.Response:
+        stored = self._access(request)
+        branch = request.match_info["branch"]
+        sha = stored.heads.get(branch)
+        if sha is None:
+            raise _not_found()
+        api = f"{self.url}/repos/{stored.full_name}/git"
+        return web.json_response(
+            {
+                "ref": f"refs/heads/{branch}",
+                "node_id": f"REF_{_sha(branch)[:12]}",
+                "url": f"{api}/refs/heads/{branch}",
+                "object": {"sha": sha, "type": "commit", "url": f"{api}/commits/{sha}"},
+            }
+        )
 
     def _listing(self, stored: _Repo, ref: str, path: str) -> list[dict[str, Any]]:
         prefix = f"{path}/" if path else ""
@@ -1447,6 +1550,10 @@ class FakeGitHub:
 # --- Small pure helpers ---------------------------------------------------------------------------
 
 
+def _anonymous(path: str) -> bool:
+    return re.fullmatch(r"/app-manifests/[^/]+/conversions", path) is not None
+
+
 def _wants_jwt(path: str) -> bool:
     return (
         path == "/app"
@@ -1467,6 +1574,10 @@ def _user(login: str, kind: str) -> dict[str, Any]:
 
 def _sha(seed: str) -> str:
     return hashlib.sha1(seed.encode()).hexdigest()  # noqa: S324 - a commit id, not a secret
+
+
+def _is_sha(ref: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{40}", ref) is not None
 
 
 def _blob_sha(data: bytes) -> str:
