@@ -29,6 +29,9 @@ def final_status(result: ReviewResult, fail_on: str) -> tuple[StatusState, str]:
     worst = result.at_least(cast(Severity, fail_on)) if fail_on in SEVERITY_RANK else []
     if worst:
         return "failure", f"{len(worst)} finding(s) at or above {fail_on}: {tally}"
+    if result.errors:
+        # Only the last attempt posts a partial review, and says so.
+        return "error", f"Incomplete review: {result.errors[0]}"
     if not result.complete:
         skipped = len({n.path for n in result.not_reviewed})
         note = f"; {skipped} file(s) not reviewed (see the summary)"

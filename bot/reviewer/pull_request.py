@@ -113,12 +113,7 @@ class PullRequestReviewer:
             if f.posted
         ]
         known = frozenset() if request.fresh else frozenset(f.fingerprint for f in earlier)
-        remaining = await self._budget_left(ctx)
         options = review_options(loaded, known_fingerprints=known)
-        if remaining is not None:
-            # Never spend past today's budget: it caps this review too (0 means no cap).
-            cap = options.max_cost_usd
-            options = replace(options, max_cost_usd=min(cap, remaining) if cap else remaining)
         if config.language.lower() not in ("en", "english"):
             note = f"Write every title and comment in {config.language}."
             options = replace(options, instructions=f"{note}\n{options.instructions}".strip())
@@ -144,10 +139,9 @@ class PullRequestReviewer:
             )
         )
         if result.errors and (result.chunks_reviewed == 0 or not attempt.last):
-            # The model failed (down, rate-limited, too slow): post nothing half-done.
+            # The model failed (down, rate-limited, too slow): post nothing half-done; the
+            # job is retried, and parked as dead with this reason after its last attempt.
             await self._fail(ctx, pr, record, result.errors[0], started, result=result)
-            if attempt.last:
-                return await store.get_review(record.id)
             raise ReviewFailed(result.errors[0])
 
         summary = config.review.summary
@@ -159,6 +153,9 @@ class PullRequestReviewer:
     # --- Steps -------------------------------------------------------------------------------
 
     async def _wait_for_budget(self, ctx: Context, pr: PullRequest) -> None:
+        """A review starts only while today's spend is under ARBITER_DAILY_BUDGET_USD; each runs
+        within its own cap, so the day can end over budget by at most the reviews that were
+        running when it ran out."""
         budget = ctx.settings.daily_budget_usd
         remaining = await self._budget_left(ctx)
         if remaining is None or remaining > 0:
@@ -235,7 +232,7 @@ class PullRequestReviewer:
         await store.update_pr_state(
             platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
         )
-        outcome = "failure" if state == "failure" else "success"
+        outcome = state if state in ("failure", "error") else "success"
         duration = time.monotonic() - started
         await store.update_review(
             record.id,

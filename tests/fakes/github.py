@@ -21,7 +21,8 @@ Seed: `add_repo`, `add_pull`, `update_pull`, `add_compare`, `add_file`, `set_per
 `add_issue_comment`, `add_review_comment`, `add_review`. `add_file` on a branch is a commit: it
 moves the branch's head to a new sha that keeps a snapshot of the branch's files, so a file
 read at an older sha is what it was then (`branch_head` reads the head back).
-Read back: `requests` / `requests_to` (every request, with headers and body), `reviews`,
+Read back: `requests` / `requests_to` (every answered request, with headers and body), `arrived`
+(requests seen, answered or not), `reviews`,
 `review_comments`, `issue_comments`, `statuses`, `reactions`, `minted` (installation tokens),
 `branch_head`.
 Script failures: `fail` (any status, e.g. 502), `disconnect`, `delay`, `secondary_rate_limit`,
@@ -355,6 +356,7 @@ class FakeGitHub:
         self._repos: dict[str, _Repo] = {}
         self._tokens: dict[str, MintedToken] = {}
         self._requests: list[RecordedRequest] = []
+        self._arrivals: list[tuple[str, str]] = []
         self._rules: list[_Rule] = []
         self._ids = itertools.count(1001)
         self._salt = secrets.token_hex(8)
@@ -674,6 +676,16 @@ class FakeGitHub:
     def requests(self) -> list[RecordedRequest]:
         return list(self._requests)
 
+    def arrived(self, method: str, path: str) -> int:
+        """How many requests matching `method` ("*": any) and the glob `path` have arrived,
+        answered or not: `requests` records a request only once it is answered, so this is how
+        a test sees one that a `delay` is holding."""
+        return sum(
+            1
+            for m, p in self._arrivals
+            if (method == "*" or m == method.upper()) and fnmatch.fnmatchcase(p, path)
+        )
+
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         """The recorded requests whose method matches ("*": any) and whose path matches `path`
         (a glob: "/repos/o/r/pulls/1/files*")."""
@@ -744,6 +756,7 @@ class FakeGitHub:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self._arrivals.append((request.method, request.path))
         body = await request.read()
         exchange = self._exchanges[id(request)] = _Exchange()
         status: int | None = None

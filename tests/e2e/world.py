@@ -1,0 +1,137 @@
+"""An end-to-end world: a fake GitHub and a fake OpenAI in this process, `arbiter serve` as a
+real process pointed at both, and helpers to deliver signed webhooks and wait for reviews."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.store.base import ReviewRecord
+from bot.store.sql import SQLStore
+from tests.conftest import fixture_json, github_headers
+from tests.e2e.serve import ServeProcess
+from tests.fakes.github import FakeGitHub
+from tests.fakes.openai import FakeOpenAI
+
+SECRET = "e2e-review-secret"
+PAT = "ghp_" + "e" * 36
+REPO = "Codertocat/Hello-World"  # the repository of the shared fixtures
+
+
+class World:
+    def __init__(self, tmp_path: Path, github: FakeGitHub, openai: FakeOpenAI) -> None:
+        self.tmp_path = tmp_path
+        self.github = github
+        self.openai = openai
+        self.db_url = f"sqlite+aiosqlite:///{tmp_path}/review.db"
+        self.server: ServeProcess | None = None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "ARBITER_DATABASE_URL": self.db_url,
+            "ARBITER_GITHUB_WEBHOOK_SECRET": SECRET,
+            "ARBITER_GITHUB_TOKEN": PAT,
+            "ARBITER_GITHUB_BASE_URL": self.github.url,
+            "ARBITER_DEFAULT_MODEL": "gpt-4o",
+            "ARBITER_WORKER_POLL_INTERVAL": "0.2",
+            "ARBITER_LLM_MAX_RETRIES": "0",
+            **self.openai.env(),
+            **extra,
+        }
+
+    async def start(self, **extra: str) -> ServeProcess:
+        self.server = ServeProcess(self.tmp_path, self.env(**extra))
+        await self.server.start()
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def kill(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+            self.server = None
+
+    # --- Deliveries ------------------------------------------------------------------------
+
+    def pull_request_payload(self, number: int, action: str, **extra: Any) -> dict[str, Any]:
+        """A pull_request delivery (the shared fixture's shape) carrying the fake's pull request."""
+        payload: dict[str, Any] = copy.deepcopy(
+            fixture_json("github/webhooks/pull_request/opened.payload.json")
+        )
+        payload["action"] = action
+        payload["number"] = number
+        payload["pull_request"] = self.github.update_pull(REPO, number)
+        payload.update(extra)
+        return payload
+
+    async def deliver(
+        self, event: str, payload: dict[str, Any], *, delivery: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        assert self.server is not None, "start the server first"
+        body = json.dumps(payload).encode()
+        headers = github_headers(event, delivery or str(uuid.uuid4()), body, SECRET)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{self.server.url}/webhooks/github", data=body, headers=headers) as r,
+        ):
+            return r.status, await r.json()
+
+    async def metrics(self) -> str:
+        assert self.server is not None
+        async with aiohttp.ClientSession() as http, http.get(f"{self.server.url}/metrics") as r:
+            return await r.text()
+
+    # --- What happened ---------------------------------------------------------------------
+
+    async def reviews(self) -> list[ReviewRecord]:
+        store = SQLStore(self.db_url)
+        await store.open()
+        try:
+            return await store.list_reviews()
+        finally:
+            await store.close()
+
+    async def store(self) -> SQLStore:
+        store = SQLStore(self.db_url)
+        await store.open()
+        return store
+
+    def statuses(self, sha: str) -> list[tuple[str, str]]:
+        return [(s["state"], s["description"]) for s in self.github.statuses(REPO, sha)]
+
+    async def settled(self, sha: str, timeout: float = 30) -> list[tuple[str, str]]:
+        """The commit statuses of `sha`, once the last one is no longer "pending"."""
+
+        def done() -> bool:
+            found = self.statuses(sha)
+            return bool(found) and found[-1][0] != "pending"
+
+        await wait_for(done, timeout, f"a final status on {sha[:7]}")
+        return self.statuses(sha)
+
+
+async def wait_for(
+    predicate: Callable[[], bool] | Callable[[], Awaitable[bool]],
+    timeout: float = 30,
+    what: str = "a condition",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
