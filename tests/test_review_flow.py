@@ -1,0 +1,201 @@
+"""The pull-request review flow in one process: handlers, the review job, the repo config's
+rules, dry runs, statuses and coalescing, against the fake GitHub and the fake OpenAI."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.events import from_github
+from bot.reviewer.request import REVIEW_JOB
+from bot.runtime import Runtime
+from config.settings import load_settings
+from tests.conftest import fixture_json
+from tests.fakes.github import AppKey, FakeGitHub, PullFile
+from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt
+
+PAT = "ghp_" + "f" * 36
+REPO = "Codertocat/Hello-World"
+H1, H2, H3, BASE = "a1" * 20, "b2" * 20, "c3" * 20, "d4" * 20
+CODE = "def f(x):\n    return eval(x)\n"
+
+MakeRuntime = Callable[..., Any]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeGitHub, FakeOpenAI]]:
+    key = AppKey.generate()
+    async with FakeGitHub(app_id="1", public_key=key.public_pem, token=PAT) as github:
+        github.add_repo(REPO, installation_id=1)
+        github.add_pull(REPO, 2, files=[PullFile.added("a.py", CODE)], head_sha=H1, base_sha=BASE)
+        async with FakeOpenAI() as openai:
+            openai.respond(findings_in_prompt([finding("a.py", 2, severity="critical")]))
+            yield github, openai
+
+
+@pytest.fixture
+async def make_runtime(
+    tmp_path: Path, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> AsyncIterator[MakeRuntime]:
+    github, openai = fakes
+    made: list[Runtime] = []
+
+    async def make(**overrides: Any) -> Runtime:
+        settings = load_settings(
+            **{
+                "database_url": f"sqlite+aiosqlite:///{tmp_path}/flow.db",
+                "github_token": PAT,
+                "github_webhook_secret": "s",
+                "github_base_url": github.url,
+                "llm_max_retries": 0,
+                **openai.settings(),
+                **overrides,
+            }
+        )
+        runtime = Runtime(settings)
+        await runtime.start()
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        await runtime.close()
+
+
+def _event(action: str, *, sender: dict[str, Any] | None = None, **extra: Any) -> Any:
+    payload = copy.deepcopy(fixture_json("github/webhooks/pull_request/opened.payload.json"))
+    payload["action"] = action
+    if sender is not None:
+        payload["sender"] = sender
+    payload.update(extra)
+    return from_github("pull_request", str(uuid.uuid4()), payload)
+
+
+async def _handle(runtime: Runtime, action: str, **kwargs: Any) -> None:
+    result = await runtime.router.dispatch(runtime.context(_event(action, **kwargs)))
+    assert result.ok, result.failed
+
+
+async def _work(runtime: Runtime) -> None:
+    worker = runtime.make_worker()
+    async with asyncio.timeout(30):
+        await worker.run_until_idle()
+
+
+async def test_a_bot_opening_a_pull_request_gets_no_review(make_runtime: MakeRuntime) -> None:
+    runtime = await make_runtime()
+    await _handle(runtime, "opened", sender={"login": "renovate[bot]", "type": "Bot", "id": 9})
+    assert await runtime.store.list_jobs(kind=REVIEW_JOB) == []
+
+
+async def test_closing_cancels_the_queued_review(make_runtime: MakeRuntime) -> None:
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    await _handle(runtime, "closed")
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert (job.state, job.last_error) == ("cancelled", "the pull request was closed")
+
+
+async def test_quick_pushes_coalesce_and_the_queued_review_takes_the_newest_head(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    github, openai = fakes
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    # A worker elsewhere took the first review: it is running while three pushes arrive.
+    (running,) = await runtime.store.claim("elsewhere", limit=5, lease_seconds=60)
+    for head in (H2, H3):
+        github.update_pull(REPO, 2, head_sha=head)
+        await _handle(runtime, "synchronize")
+    jobs = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert sorted(j.state for j in jobs) == ["cancelled", "queued", "running"]
+    # The running one's key blocks the queued one until it is done.
+    assert await runtime.store.claim("here", limit=5, lease_seconds=60) == []
+    assert await runtime.store.complete(running.id, "elsewhere")
+    await _work(runtime)
+    (review,) = await runtime.store.list_reviews()
+    assert review.head_sha == H3
+    assert len(openai.requests) == 1
+
+
+async def test_a_dry_run_records_the_review_and_posts_nothing(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    github, _ = fakes
+    runtime = await make_runtime(post_comments=False, update_status=False)
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    (review,) = await runtime.store.list_reviews()
+    assert (review.outcome, review.findings) == ("success", 1)
+    assert github.reviews(REPO, 2) == []
+    assert github.issue_comments(REPO, 2) == []
+    assert github.statuses(REPO) == []
+    (recorded,) = await runtime.store.findings_for("github", REPO, 2)
+    assert recorded.posted is False  # not on the pull request: a later run may post it
+
+
+async def test_fail_on_turns_the_status_red(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    github, _ = fakes
+    github.add_file(REPO, ".arbiter.yml", "review:\n  fail_on: major\n")
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    states = [(s["state"], s["description"]) for s in github.statuses(REPO, H1)]
+    assert states[-1][0] == "failure"
+    assert "at or above major" in states[-1][1]
+    (review,) = await runtime.store.list_reviews()
+    assert review.outcome == "failure"
+
+
+@pytest.mark.parametrize(
+    ("config", "pull", "reason"),
+    [
+        ("enabled: false\n", {}, "turned off"),
+        ("", {"draft": True}, "draft"),
+        ("auto_review:\n  ignore_title_keywords: [WIP]\n", {"title": "WIP: try"}, "WIP"),
+        ("auto_review:\n  labels: ['!skip-review']\n", {"labels": ["skip-review"]}, "label"),
+        ("", {"base_ref": "feature/x"}, "base branch"),
+    ],
+)
+async def test_the_repo_config_decides_what_is_reviewed(
+    make_runtime: MakeRuntime,
+    fakes: tuple[FakeGitHub, FakeOpenAI],
+    config: str,
+    pull: dict[str, Any],
+    reason: str,
+) -> None:
+    github, openai = fakes
+    if config:
+        github.add_file(REPO, ".arbiter.yml", config)
+    github.update_pull(REPO, 2, **pull)
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    assert await runtime.store.list_reviews() == []
+    assert openai.requests == []
+    assert github.statuses(REPO) == []
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert job.state == "done"  # skipped is a decision, not a failure
+
+
+async def test_a_paused_pull_request_is_not_reviewed_automatically(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    _, openai = fakes
+    runtime = await make_runtime()
+    await runtime.store.update_pr_state("github", REPO, 2, paused=True)
+    await _handle(runtime, "synchronize")
+    await _work(runtime)
+    assert openai.requests == []
+    await runtime.store.update_pr_state("github", REPO, 2, paused=False)
+    await _handle(runtime, "synchronize")
+    await _work(runtime)
+    assert len(openai.requests) == 1
