@@ -1,0 +1,163 @@
+"""Worker throughput: how long 100 pull requests take to be reviewed with a 1 s model.
+
+    .venv/bin/python -m bench.worker_throughput [--prs 100] [--model-seconds 1] [--jobs 10]
+                                                [--store-url URL]
+
+Starts a fake GitHub holding N open pull requests and a fake OpenAI that answers every review
+after `--model-seconds`, runs `arbiter serve` as its own process against both with
+ARBITER_WORKER_MAX_JOBS=`--jobs`, sends one signed `pull_request` `opened` delivery per pull
+request, and prints the seconds until every pull request carries its final commit status.
+The ideal is N × model-seconds / jobs; the issue's target is within 125 % of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import ROOT, fixture_json, free_port, github_headers
+from tests.fakes.github import AppKey, FakeGitHub, PullFile
+from tests.fakes.openai import FakeOpenAI, Slow, finding, review_answer
+
+REPO = "Codertocat/Hello-World"
+PAT = "ghp_" + "b" * 36
+SECRET = "bench-secret"
+
+
+async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise SystemExit("arbiter serve exited before it was ready")
+            try:
+                async with session.get(f"{url}/health/ready") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("arbiter serve was not ready in 30 s")
+
+
+def _payload(github: FakeGitHub, number: int) -> bytes:
+    payload = fixture_json("github/webhooks/pull_request/opened.payload.json")
+    payload["number"] = number
+    payload["pull_request"] = github.update_pull(REPO, number)
+    return json.dumps(payload).encode()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--prs", type=int, default=100)
+    parser.add_argument("--model-seconds", type=float, default=1.0)
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--store-url", help="default: a fresh SQLite file in a temporary folder")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="arbiter-throughput-"))
+    store_url = args.store_url or f"sqlite+aiosqlite:///{workdir}/bench.db"
+    key = AppKey.generate()
+    async with (
+        FakeGitHub(app_id="1", public_key=key.public_pem, token=PAT) as github,
+        FakeOpenAI(record=False) as openai,
+    ):
+        github.add_repo(REPO, installation_id=1)
+        heads = {}
+        for number in range(1, args.prs + 1):
+            head = uuid.uuid4().hex + "0" * 8
+            github.add_pull(
+                REPO,
+                number,
+                files=[PullFile.added(f"m{number}.py", "def f(x):\n    return eval(x)\n")],
+                head_sha=head,
+            )
+            heads[number] = head
+        answer = review_answer(finding(f"m{1}.py", 2))  # same answer for all: findings vary
+        openai.always(Slow(args.model_seconds, answer))
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "ARBITER_HOST": "127.0.0.1",
+            "ARBITER_PORT": str(port),
+            "ARBITER_DATABASE_URL": store_url,
+            "ARBITER_GITHUB_WEBHOOK_SECRET": SECRET,
+            "ARBITER_GITHUB_TOKEN": PAT,
+            "ARBITER_GITHUB_BASE_URL": github.url,
+            "ARBITER_WORKER_MAX_JOBS": str(args.jobs),
+            "ARBITER_LOG_FORMAT": "json",
+            "ARBITER_LOG_LEVEL": "WARNING",
+            **openai.env(),
+        }
+        if store_url.startswith(("postgresql", "mongodb")):
+            subprocess.run(
+                [sys.executable, "-m", "bot.cli", "migrate"],
+                env=env,
+                cwd=workdir,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve"],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            await _wait_ready(url, process)
+            bodies = {n: _payload(github, n) for n in heads}
+            started = time.perf_counter()
+            async with aiohttp.ClientSession() as http:
+                for number, body in bodies.items():
+                    headers = github_headers("pull_request", str(uuid.uuid4()), body, SECRET)
+                    async with http.post(
+                        f"{url}/webhooks/github", data=body, headers=headers
+                    ) as response:
+                        if response.status != 202:
+                            raise SystemExit(f"delivery {number}: {response.status}")
+            sent = time.perf_counter() - started
+            while True:
+                final = sum(
+                    1
+                    for head in heads.values()
+                    if (s := github.statuses(REPO, head)) and s[-1]["state"] != "pending"
+                )
+                if final == len(heads):
+                    break
+                if time.perf_counter() - started > 600:
+                    raise SystemExit(f"only {final} of {len(heads)} reviewed after 600 s")
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - started
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+            log.close()
+        states = {github.statuses(REPO, head)[-1]["state"] for head in heads.values()}
+    ideal = args.prs * args.model_seconds / args.jobs
+    print(f"store            {store_url.split('://')[0]}")
+    print(f"pull requests    {args.prs}, one {args.model_seconds:g} s model call each")
+    print(f"workers          ARBITER_WORKER_MAX_JOBS={args.jobs}")
+    print(f"deliveries sent  in {sent:.2f} s")
+    print(f"all reviewed     in {elapsed:.2f} s (final statuses: {sorted(states)})")
+    print(f"ideal            {ideal:.2f} s; took {elapsed / ideal:.0%} of it")
+    print(json.dumps({"seconds": round(elapsed, 2), "ideal": ideal, "ratio": elapsed / ideal}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
