@@ -14,11 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -26,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+
+from tests.e2e.serve import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -40,29 +38,6 @@ def _body() -> bytes:
         if path.exists():
             return path.read_bytes()
     raise SystemExit("the pull_request/opened fixture is not in ../shared/fixtures")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise SystemExit("arbiter serve exited before it was ready")
-            try:
-                async with session.get(f"{url}/health/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("arbiter serve was not ready in 30 s")
 
 
 async def _load(
@@ -161,47 +136,30 @@ async def main() -> None:
     body = _body()
     workdir = Path(tempfile.mkdtemp(prefix="arbiter-bench-"))
     store_url = args.store_url or f"sqlite+aiosqlite:///{workdir}/bench.db"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
-        "PYTHONPATH": str(ROOT),
-        "ARBITER_HOST": "127.0.0.1",
-        "ARBITER_PORT": str(port),
         "ARBITER_DATABASE_URL": store_url,
         "ARBITER_GITHUB_WEBHOOK_SECRET": SECRET,
         "ARBITER_GITHUB_TOKEN": "ghp_bench_not_used",
+        # The reviews the built-in handler queues fail at once here: nothing listens on port 9.
+        "ARBITER_GITHUB_BASE_URL": "http://127.0.0.1:9",
         "ARBITER_HANDLERS": "bench.handlers",
-        "ARBITER_LOG_FORMAT": "json",
     }
-    if store_url.startswith("postgresql"):
-        subprocess.run(
-            [sys.executable, "-m", "bot.cli", "migrate"],
-            env=env,
-            cwd=workdir,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    command = [
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "serve",
-        *(["--no-workers"] if args.no_workers else []),
-    ]
-    log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    server = ServeProcess(workdir, env, args=("--no-workers",) if args.no_workers else ())
+    if not store_url.startswith("sqlite"):
+        server.migrate()
+    await server.start()
     try:
-        await _wait_ready(url, process)
-        await _load(url, body, args.warmup, args.concurrency)
+        await _load(server.url, body, args.warmup, args.concurrency)
         if args.rate:
-            elapsed, latencies, statuses = await _open_loop(url, body, args.deliveries, args.rate)
+            elapsed, latencies, statuses = await _open_loop(
+                server.url, body, args.deliveries, args.rate
+            )
         else:
-            elapsed, latencies, statuses = await _load(url, body, args.deliveries, args.concurrency)
+            elapsed, latencies, statuses = await _load(
+                server.url, body, args.deliveries, args.concurrency
+            )
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
-        log.close()
+        server.stop()
     rate = args.deliveries / elapsed
     mode = (
         f"open loop at {args.rate:g}/s" if args.rate else f"closed loop, {args.concurrency} clients"

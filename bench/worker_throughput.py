@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,28 +22,14 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import ROOT, fixture_json, free_port, github_headers
+from tests.conftest import fixture_json, github_headers
+from tests.e2e.serve import ServeProcess
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
 from tests.fakes.openai import FakeOpenAI, Slow, finding, review_answer
 
 REPO = "Codertocat/Hello-World"
 PAT = "ghp_" + "b" * 36
 SECRET = "bench-secret"
-
-
-async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise SystemExit("arbiter serve exited before it was ready")
-            try:
-                async with session.get(f"{url}/health/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("arbiter serve was not ready in 30 s")
 
 
 def _payload(github: FakeGitHub, number: int) -> bytes:
@@ -87,47 +70,27 @@ async def main() -> None:
         answer = review_answer(finding(f"m{1}.py", 2))  # same answer for all: findings vary
         openai.always(Slow(args.model_seconds, answer))
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
         env = {
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(ROOT),
-            "ARBITER_HOST": "127.0.0.1",
-            "ARBITER_PORT": str(port),
             "ARBITER_DATABASE_URL": store_url,
             "ARBITER_GITHUB_WEBHOOK_SECRET": SECRET,
             "ARBITER_GITHUB_TOKEN": PAT,
             "ARBITER_GITHUB_BASE_URL": github.url,
             "ARBITER_WORKER_MAX_JOBS": str(args.jobs),
-            "ARBITER_LOG_FORMAT": "json",
             "ARBITER_LOG_LEVEL": "WARNING",
             **openai.env(),
         }
-        if store_url.startswith(("postgresql", "mongodb")):
-            subprocess.run(
-                [sys.executable, "-m", "bot.cli", "migrate"],
-                env=env,
-                cwd=workdir,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve"],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        server = ServeProcess(workdir, env)
+        if not store_url.startswith("sqlite"):
+            server.migrate()
+        await server.start()
         try:
-            await _wait_ready(url, process)
             bodies = {n: _payload(github, n) for n in heads}
             started = time.perf_counter()
             async with aiohttp.ClientSession() as http:
                 for number, body in bodies.items():
                     headers = github_headers("pull_request", str(uuid.uuid4()), body, SECRET)
                     async with http.post(
-                        f"{url}/webhooks/github", data=body, headers=headers
+                        f"{server.url}/webhooks/github", data=body, headers=headers
                     ) as response:
                         if response.status != 202:
                             raise SystemExit(f"delivery {number}: {response.status}")
@@ -145,9 +108,7 @@ async def main() -> None:
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - started
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
-            log.close()
+            server.stop()
         states = {github.statuses(REPO, head)[-1]["state"] for head in heads.values()}
     ideal = args.prs * args.model_seconds / args.jobs
     print(f"store            {store_url.split('://')[0]}")

@@ -36,13 +36,25 @@ class ServeProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    async def start(self, timeout: float = 30) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+    def migrate(self) -> None:
+        """`arbiter migrate` with this server's settings (stores other than SQLite need it)."""
+        subprocess.run(
+            [*self._command(), "migrate"],
+            cwd=self.workdir,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def _command(self) -> list[str]:
         # The installed console script, as an operator runs it.
         script = Path(sys.executable).with_name("arbiter")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+        return [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+
+    async def start(self, timeout: float = 30) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [*command, "serve", *self.args],
+            [*self._command(), "serve", *self.args],
             cwd=self.workdir,
             env=self.env,
             stdout=self._log,
