@@ -27,6 +27,9 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./arbiter.db"
 MIB = 1024 * 1024
 
 StrList = Annotated[list[str], NoDecode]
+SecretList = Annotated[list[SecretStr], NoDecode]
+API_ROLES = ("read", "admin")
+MIN_API_TOKEN_LENGTH = 16
 
 
 def _split_list(value: Any) -> Any:
@@ -148,6 +151,13 @@ class Settings(BaseSettings):
     github_private_key: SecretStr | None = Field(
         None, description="the GitHub App's private key, PEM text"
     )
+    setup_token: SecretStr | None = Field(
+        None,
+        description=(
+            "the token the /setup page asks for (default: a random one, printed in the log "
+            "at start), so only whoever runs this server can create its GitHub App"
+        ),
+    )
     github_private_key_path: Path | None = Field(
         None, description="a file holding the GitHub App's private key (PEM)"
     )
@@ -170,6 +180,15 @@ class Settings(BaseSettings):
         description='a JSON array of origins, e.g. ["https://dash.example.com"]',
     )
     api_rate_limit_per_minute: int = Field(60, ge=1, description="a positive integer")
+    api_tokens: SecretList = Field(
+        default_factory=list,
+        description=(
+            "bearer tokens for the operator API and dashboard, each TOKEN:ROLE with ROLE read "
+            "or admin (admin may also retry dead jobs) and TOKEN at least 16 characters, no "
+            'spaces or commas; a JSON array or comma-separated, e.g. ["<random>:admin"] '
+            "(empty: the API and dashboard refuse every request)"
+        ),
+    )
 
     # --- Worker ---------------------------------------------------------------------------------
     worker_max_jobs: int = Field(10, ge=1, le=1000, description="an integer from 1 to 1000")
@@ -204,6 +223,14 @@ class Settings(BaseSettings):
         0.5, ge=0, le=1, description="a number from 0 to 1"
     )
     followup_max_tokens_per_response: int = Field(2000, ge=1, description="a positive integer")
+    followup_rate_per_hour: int = Field(
+        20,
+        ge=1,
+        description=(
+            "questions one person may put to the bot on one pull request per hour, a positive "
+            "integer; the next one gets a short rate-limit reply and no model call"
+        ),
+    )
 
     # --- Integrations ---------------------------------------------------------------------------
     integration_timeout: float = Field(30, gt=0, description="seconds, a positive number")
@@ -233,6 +260,30 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _token_list(cls, value: Any) -> Any:
+        return _split_list(value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _token_roles(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # The messages name the entry by position: a token must never be echoed.
+        seen: set[str] = set()
+        for position, entry in enumerate(value, start=1):
+            token, _, role = entry.get_secret_value().rpartition(":")
+            if role not in API_ROLES:
+                raise ValueError(f"entry {position} does not end in :read or :admin")
+            if len(token) < MIN_API_TOKEN_LENGTH or any(c.isspace() for c in token):
+                raise ValueError(
+                    f"the token of entry {position} is shorter than {MIN_API_TOKEN_LENGTH} "
+                    "characters or holds a space"
+                )
+            if token in seen:
+                raise ValueError(f"the token of entry {position} is given twice")
+            seen.add(token)
+        return value
 
     @field_validator("repo_config_defaults", mode="before")
     @classmethod
@@ -287,6 +338,7 @@ class Settings(BaseSettings):
                 self.github_token,
                 self.github_webhook_secret,
                 self.github_private_key,
+                self.setup_token,
                 self.gitlab_token,
                 self.gitlab_webhook_token,
                 self.openai_api_key,
@@ -294,10 +346,17 @@ class Settings(BaseSettings):
             )
             if secret is not None
         ]
+        values.extend(token for token, _ in api_tokens(self))
         password = _url_password(self.database_url)
         if password:
             values.append(password)
         return [v for v in values if len(v) >= 4]
+
+
+def api_tokens(settings: Settings) -> list[tuple[str, str]]:
+    """ARBITER_API_TOKENS as (token, role) pairs."""
+    pairs = [entry.get_secret_value().rpartition(":") for entry in settings.api_tokens]
+    return [(token, role) for token, _, role in pairs]
 
 
 def _url_password(url: str) -> str | None:
@@ -357,6 +416,8 @@ def _explain(exc: ValidationError) -> str:
 
 
 _SECRET_FIELDS = {
+    "api_tokens",
+    "setup_token",
     "github_token",
     "github_webhook_secret",
     "github_private_key",
@@ -434,6 +495,8 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             value = "***" if value.get_secret_value() else ""
         elif field == "database_url":
             value = mask_url(value)
+        elif field == "api_tokens":
+            value = [f"***:{role}" for _, role in api_tokens(settings)]
         elif isinstance(value, Path):
             value = str(value)
         shown[env_name(field)] = value

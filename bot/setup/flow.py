@@ -100,6 +100,10 @@ class SetupFlow:
         self._environ = environ
         self._clock = clock
         self.states = SetupStates(clock=clock)
+        configured = runtime.settings.setup_token
+        # Who may create this server's App: whoever can read its log (or set the token).
+        self.token = configured.get_secret_value() if configured else secrets.token_urlsafe(18)
+        self._token_configured = configured is not None
         self.completed = False
         self._lock = asyncio.Lock()
         self.log = get_logger(component="setup")
@@ -125,6 +129,17 @@ class SetupFlow:
     async def page(self, request: web.Request) -> web.StreamResponse:
         if not self.available():
             raise web.HTTPNotFound()
+        if not secrets.compare_digest(request.query.get("token", ""), self.token):
+            self.log.warning("set-up page refused: missing or wrong token", remote=request.remote)
+            return pages.message(
+                "Open the set-up link from Arbiter's log",
+                "This page creates the GitHub App this server will trust, so it asks for the "
+                "one-time token that Arbiter printed in its log at start (or the value of "
+                "ARBITER_SETUP_TOKEN). Open the link from the log line \u201cno GitHub App "
+                "configured\u201d.",
+                status=403,
+                kind="warn",
+            )
         public_url = self.runtime.settings.public_url
         if not public_url:
             return pages.message(
@@ -154,6 +169,7 @@ class SetupFlow:
             "setup.html",
             github_host=urlsplit(web_url).netloc or web_url,
             organization=organization or requested,
+            token=self.token,
             organization_error_html=error_html,
             action=new_app_url(web_url, self.states.issue(), organization),
             manifest_json=json.dumps(manifest, separators=(",", ":")),
@@ -344,14 +360,16 @@ class SetupFlow:
         if not self.available():
             return
         public_url = self.runtime.settings.public_url
+        token = "<ARBITER_SETUP_TOKEN>" if self._token_configured else self.token
         if public_url:
             self.log.info(
                 "no GitHub App configured: open the set-up page to create one",
-                url=f"{public_url}/setup",
+                url=f"{public_url}/setup?token={token}",
             )
         else:
             self.log.info(
-                "no GitHub App configured: set ARBITER_PUBLIC_URL, then open /setup to create one"
+                "no GitHub App configured: set ARBITER_PUBLIC_URL, then open /setup to create one",
+                path=f"/setup?token={token}",
             )
 
 

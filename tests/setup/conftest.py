@@ -20,6 +20,8 @@ from config.settings import load_settings
 from tests.conftest import free_port
 from tests.fakes.github import AppKey, FakeGitHub
 
+SETUP_TOKEN = "setup-token-for-tests"
+
 
 @pytest.fixture(scope="session")
 def app_key() -> AppKey:
@@ -112,7 +114,8 @@ class Arbiter:
     url: str
 
     async def form(self, query: str = "") -> SetupForm:
-        response = await self.client.get(f"/setup{query}")
+        joiner = "&" if query else "?"
+        response = await self.client.get(f"/setup{query}{joiner}token={SETUP_TOKEN}")
         assert response.status == 200, await response.text()
         form = setup_form(await response.text())
         assert form is not None
@@ -136,6 +139,7 @@ async def make_arbiter(tmp_path: Path, fake_github: FakeGitHub) -> AsyncIterator
             "github_base_url": fake_github.url,
             "public_url": url,
             "integration_timeout": 10,
+            "setup_token": SETUP_TOKEN,
         }
         settings = load_settings(**{**values, **overrides})
         runtime = Runtime(settings)

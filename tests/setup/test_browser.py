@@ -13,7 +13,7 @@ import pytest
 
 from bot.setup import build_manifest, load_app_definition
 from tests.fakes.github import AppKey, FakeGitHub
-from tests.setup.conftest import MakeArbiter
+from tests.setup.conftest import SETUP_TOKEN, MakeArbiter
 
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -65,7 +65,7 @@ async def test_a_browser_walks_the_set_up_page_to_github_and_back(
             page = await browser.new_page(viewport={"width": 1000, "height": 900})
             await page.route(f"{fake_github.url}/**", github_creates_the_app)
 
-            await page.goto(f"{arbiter.url}/setup")
+            await page.goto(f"{arbiter.url}/setup?token={SETUP_TOKEN}")
             assert await page.inner_text("h1") == "Create Arbiter's GitHub App"
             await page.fill("#organization", "acme")
             async with page.expect_navigation():

@@ -12,7 +12,7 @@ from bot.setup import build_manifest, load_app_definition
 from config.settings import SettingsError, load_settings
 from tests.conftest import fixture_bytes, github_headers
 from tests.fakes.github import AppKey, FakeGitHub
-from tests.setup.conftest import Arbiter, MakeArbiter, SavedApp, setup_form
+from tests.setup.conftest import SETUP_TOKEN, Arbiter, MakeArbiter, SavedApp, setup_form
 
 OPENED = "github/webhooks/pull_request/opened.payload.json"
 
@@ -28,7 +28,7 @@ async def test_the_page_posts_the_manifest_of_app_yml_to_github(
     make_arbiter: MakeArbiter, fake_github: FakeGitHub
 ) -> None:
     arbiter = await make_arbiter()
-    response = await arbiter.client.get("/setup")
+    response = await arbiter.client.get("/setup", params={"token": SETUP_TOKEN})
     assert response.status == 200
     assert response.headers["Cache-Control"] == "no-store"
     assert "form-action 'self' " + fake_github.url in response.headers["Content-Security-Policy"]
@@ -54,7 +54,9 @@ async def test_an_organization_owner_changes_where_the_form_goes(
     assert form.path == "/organizations/acme-labs/settings/apps/new"
 
     hostile = "<script>alert(1)</script>"
-    response = await arbiter.client.get("/setup", params={"organization": hostile})
+    response = await arbiter.client.get(
+        "/setup", params={"organization": hostile, "token": SETUP_TOKEN}
+    )
     page = await response.text()
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -65,7 +67,7 @@ async def test_an_organization_owner_changes_where_the_form_goes(
 
 async def test_without_a_public_url_the_page_says_so(make_arbiter: MakeArbiter) -> None:
     arbiter = await make_arbiter(public_url=None)
-    response = await arbiter.client.get("/setup")
+    response = await arbiter.client.get("/setup", params={"token": SETUP_TOKEN})
     page = await response.text()
     assert response.status == 200
     assert "ARBITER_PUBLIC_URL is not set" in page
@@ -111,7 +113,7 @@ async def test_the_callback_saves_the_app_and_the_server_uses_it_at_once(
     assert fake_github.requests_to("GET", "/app")[-1].actor == "app"
 
     # Set-up is over: both routes are gone, and the state cannot be replayed.
-    assert (await arbiter.client.get("/setup")).status == 404
+    assert (await arbiter.client.get("/setup", params={"token": SETUP_TOKEN})).status == 404
     replay = await arbiter.client.get("/setup/callback", params={"code": code, "state": form.state})
     assert replay.status == 404
     assert len(fake_github.created_apps) == 1
@@ -138,7 +140,7 @@ async def test_a_callback_with_a_state_this_server_did_not_issue_is_refused(
     assert "not valid" in await response.text()
     assert fake_github.requests_to("POST", "/app-manifests/*") == []  # the code was not spent
     assert not (tmp_path / ".env").exists()
-    assert (await arbiter.client.get("/setup")).status == 200
+    assert (await arbiter.client.get("/setup", params={"token": SETUP_TOKEN})).status == 200
 
 
 async def test_a_state_works_once_even_when_the_exchange_fails(
@@ -207,7 +209,7 @@ async def test_setup_is_closed_on_a_server_that_serves_github_with_a_token(
 ) -> None:
     # Otherwise whoever reaches the page could swap the webhook secret of a working server.
     arbiter = await make_arbiter(github_token="ghp_" + "t" * 36, github_webhook_secret="s")
-    assert (await arbiter.client.get("/setup")).status == 404
+    assert (await arbiter.client.get("/setup", params={"token": SETUP_TOKEN})).status == 404
     assert (await arbiter.client.get("/setup/callback?code=x&state=y")).status == 404
 
 
@@ -215,7 +217,7 @@ async def test_setup_is_closed_for_a_configured_app(
     make_arbiter: MakeArbiter, app_key: AppKey
 ) -> None:
     arbiter = await make_arbiter(github_app_id="4242", github_private_key=app_key.private_pem)
-    assert (await arbiter.client.get("/setup")).status == 404
+    assert (await arbiter.client.get("/setup", params={"token": SETUP_TOKEN})).status == 404
 
 
 def test_the_page_shows_no_secret_of_the_manifest_flow() -> None:
@@ -241,7 +243,7 @@ async def test_credentials_that_cannot_be_saved_leave_the_page_open(
     created = fake_github.created_apps[0]
     assert created["webhook_secret"] not in page and created["pem"] not in page
     assert not arbiter.runtime.platforms["github"].enabled
-    assert (await arbiter.client.get("/setup")).status == 200
+    assert (await arbiter.client.get("/setup", params={"token": SETUP_TOKEN})).status == 200
 
 
 async def test_a_key_the_runtime_cannot_use_keeps_the_old_credentials(
@@ -256,3 +258,15 @@ async def test_a_key_the_runtime_cannot_use_keeps_the_old_credentials(
     assert arbiter.runtime.settings is before
     assert arbiter.runtime.github is None
     assert await _post_webhook(arbiter, "secret", "still-closed") == 403
+
+
+@pytest.mark.parametrize("token", [None, "", "not-the-token"])
+async def test_the_page_wants_the_token_from_the_log(
+    make_arbiter: MakeArbiter, token: str | None
+) -> None:
+    arbiter = await make_arbiter()
+    params = {} if token is None else {"token": token}
+    response = await arbiter.client.get("/setup", params=params)
+    assert response.status == 403
+    text = await response.text()
+    assert "token" in text and "create-app" not in text  # no form, no state issued

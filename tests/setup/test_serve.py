@@ -45,6 +45,15 @@ async def test_setup_through_a_real_server_then_a_restart(
         assert status == 403  # not configured yet: verification fails closed
 
         async with http.get(f"{server.url}/setup") as response:
+            assert response.status == 403  # the page wants the token from the log
+        # The operator opens the link Arbiter printed at start.
+        (link,) = [
+            json.loads(line)["url"]
+            for line in server.log().splitlines()
+            if "no GitHub App configured" in line
+        ]
+        assert link.startswith(f"{server.url}/setup?token=")
+        async with http.get(link) as response:
             assert response.status == 200
             form = setup_form(await response.text())
         assert form is not None
