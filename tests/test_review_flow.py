@@ -199,3 +199,52 @@ async def test_a_paused_pull_request_is_not_reviewed_automatically(
     await _handle(runtime, "synchronize")
     await _work(runtime)
     assert len(openai.requests) == 1
+
+
+async def test_the_repo_config_shapes_what_is_posted(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    github, openai = fakes
+    github.add_file(
+        REPO,
+        ".arbiter.yml",
+        "path_filters: ['!generated/**']\n"
+        "path_instructions:\n  - path: 'src/**'\n    instructions: Watch for SQL built by hand.\n"
+        "review:\n  min_severity: major\n  max_comments: 1\n",
+    )
+    code = "def q(db, name):\n    return db.execute('SELECT ' + name)\n    # end\n"
+    github.update_pull(
+        REPO,
+        2,
+        files=[
+            PullFile.added("src/db.py", code),
+            PullFile.added("a.py", CODE),
+            PullFile.added("generated/x.py", CODE),
+        ],
+    )
+    openai.respond(
+        findings_in_prompt(
+            [
+                finding("src/db.py", 2, severity="critical", title="SQL injection"),
+                finding("src/db.py", 3, severity="minor", title="A comment"),
+                finding("a.py", 2, severity="major", title="eval"),
+                finding("generated/x.py", 2, severity="critical", title="Never shown"),
+            ]
+        )
+    )
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    await _work(runtime)
+
+    prompts = "\n".join(r.user for r in openai.requests)
+    assert "=== FILE generated/x.py (" not in prompts  # path_filters dropped it
+    for request in openai.requests:
+        has_src = "=== FILE src/db.py (" in request.user
+        assert ("Watch for SQL built by hand." in request.system) == has_src
+    comments = github.review_comments(REPO, 2)
+    assert [(c["path"], c["line"]) for c in comments] == [("src/db.py", 2)]  # cap 1, major+
+    (review,) = await runtime.store.list_reviews()
+    assert review.findings == 1
+    summary = next(c for c in github.issue_comments(REPO, 2) if "arbiter:summary" in c["body"])
+    body = str(summary["body"])
+    assert "### Not reviewed: 1 file" in body and "generated" in body  # said, with the reason
