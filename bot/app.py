@@ -1,13 +1,18 @@
-"""The HTTP surface: webhooks, health, metrics. One aiohttp application per process."""
+"""The HTTP surface: webhooks, health, metrics, the operator API and dashboard. One aiohttp
+application per process."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import __version__
+from bot.api import add_dashboard_and_api
+from bot.metrics import ReportsPool
+from bot.reviewer.policy import utc_day_start
 from bot.runtime import Runtime
 from bot.setup import add_setup_routes
 from bot.store import StoreUnavailable
@@ -35,7 +40,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/", index)
+    add_dashboard_and_api(app, runtime)  # /api/… (index at /api/) and the dashboard at /
     add_setup_routes(app, runtime)  # /setup and /setup/callback, open until an App is set up
     return app
 
@@ -66,29 +71,19 @@ async def ready(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    runtime.metrics.daily_budget.set(runtime.settings.daily_budget_usd)
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             counts = await runtime.store.job_counts()
+            spent_today = await runtime.store.spent_since(utc_day_start(time.time()))
     except (StoreUnavailable, TimeoutError):
         runtime.metrics.store_up.set(0)
     else:
         runtime.metrics.store_up.set(1)
         runtime.metrics.set_job_counts(counts)
+        runtime.metrics.cost_today.set(spent_today)
+    if isinstance(runtime.store, ReportsPool) and (usage := runtime.store.pool_usage()):
+        runtime.metrics.set_pool(usage)
     return web.Response(
         body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
-
-
-async def index(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    return web.json_response(
-        {
-            "name": "arbiter",
-            "version": __version__,
-            "platforms": {
-                name: {"enabled": s.enabled, "missing": list(s.missing)}
-                for name, s in runtime.platforms.items()
-            },
-            "endpoints": ["/webhooks/github", "/webhooks/gitlab", "/health/ready", "/metrics"],
-        }
     )

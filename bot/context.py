@@ -10,6 +10,7 @@ from bot.events import Event
 from bot.logs import Logger, get_logger
 from bot.metrics import Metrics
 from bot.repo_config import RepoConfigs, report_problems_logged, shared_repo_configs
+from bot.reviewer.answer import Answerer
 from bot.reviewer.policy import review_job_key
 from bot.reviewer.request import REVIEW_JOB, ReviewRequest
 from bot.store import Enqueued, NewJob, Store
@@ -29,6 +30,7 @@ class Context:
     platform_factory: PlatformFactory
     job_id: int | None = None
     reviewer: Any = None
+    answerer: Answerer | None = None  # answers questions put to the bot (bot/reviewer/answer.py)
     repo_configs: RepoConfigs | None = None  # the runtime's; None: one shared per settings
     notify: Callable[[], None] = field(default=lambda: None, repr=False)  # wakes local workers
     log: Logger = field(init=False)

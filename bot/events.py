@@ -209,11 +209,16 @@ _GITLAB_MR_ACTIONS = {
 }
 
 
+def is_gitlab_bot(username: str) -> bool:
+    """Whether a GitLab username is a service account's: hook payloads carry no bot flag."""
+    return bool(_GITLAB_BOT_NAME.search(username))
+
+
 def _gitlab_sender(user: Any, bot_names: frozenset[str] = frozenset()) -> Sender | None:
     if not isinstance(user, dict) or not user.get("username"):
         return None
     login = str(user["username"])
-    is_bot = bool(user.get("bot")) or bool(_GITLAB_BOT_NAME.search(login))
+    is_bot = bool(user.get("bot")) or is_gitlab_bot(login)
     return Sender(login=login, is_bot=is_bot or login.lower() in bot_names, id=user.get("id"))
 
 
@@ -243,12 +248,18 @@ def from_gitlab(
             raise PayloadError("a merge_request delivery must carry 'object_attributes'")
         name, number = "pull_request", attrs.get("iid")
         action = _gitlab_mr_action(attrs, payload.get("changes"))
-    elif kind == "note" and attrs.get("noteable_type") == "MergeRequest":
+    elif (
+        kind == "note" and attrs.get("noteable_type") == "MergeRequest" and not attrs.get("system")
+    ):
+        # System notes ("added 1 commit") are GitLab's own, not someone talking.
         mr = payload.get("merge_request")
         if not isinstance(mr, dict):
             raise PayloadError("a note on a merge request must carry 'merge_request'")
         name, number = "comment", mr.get("iid")
-        action = {"create": "created", "update": "edited"}.get(str(action), action)
+        # Older GitLab sends note hooks without an action, and for new notes only.
+        action = {"create": "created", "update": "edited", "None": "created"}.get(
+            str(action), action
+        )
         comment = _gitlab_comment(attrs, payload.get("user"), bot_names)
 
     return Event(

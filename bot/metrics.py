@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,6 +16,22 @@ from prometheus_client import (
 )
 
 REVIEW_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600)
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """A database connection pool at one moment: lent out, idle, and the most it may open."""
+
+    in_use: int
+    idle: int
+    limit: int
+
+
+@runtime_checkable
+class ReportsPool(Protocol):
+    """A store with a connection pool worth watching (PostgreSQL); others report nothing."""
+
+    def pool_usage(self) -> PoolUsage | None: ...
 
 
 class Metrics:
@@ -57,10 +75,36 @@ class Metrics:
         self.store_up = Gauge(
             "arbiter_store_up", "1 when the store answered the last scrape", registry=r
         )
+        # Set at each scrape, for the alerts of deploy/prometheus/alerts.yml: the pool is this
+        # process's; the cost comes from the store, so it counts what every process spent.
+        self.db_pool = Gauge(
+            "arbiter_db_pool_connections",
+            "Database connections of this process by state (in_use, idle)",
+            ["state"],
+            registry=r,
+        )
+        self.db_pool_max = Gauge(
+            "arbiter_db_pool_max_connections",
+            "The most database connections this process may hold (pool size + max overflow)",
+            registry=r,
+        )
+        self.cost_today = Gauge(
+            "arbiter_cost_usd_today",
+            "LLM cost in US dollars since 00:00 UTC, all processes, from the store",
+            registry=r,
+        )
+        self.daily_budget = Gauge(
+            "arbiter_daily_budget_usd", "ARBITER_DAILY_BUDGET_USD (0: no daily budget)", registry=r
+        )
 
     def set_job_counts(self, counts: Mapping[str, int]) -> None:
         for state, n in counts.items():
             self.jobs.labels(state=state).set(n)
+
+    def set_pool(self, usage: PoolUsage) -> None:
+        self.db_pool.labels(state="in_use").set(usage.in_use)
+        self.db_pool.labels(state="idle").set(usage.idle)
+        self.db_pool_max.set(usage.limit)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ from bot.llm import LLM, make_llm
 from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.repo_config import RepoConfigs
+from bot.reviewer.answer import Answerer
 from bot.reviewer.pull_request import Attempt, PullRequestReviewer
 from bot.reviewer.request import REVIEW_JOB, ReviewRequest
 from bot.router import HandlerFailed, Router
@@ -29,6 +30,7 @@ from config.settings import Settings, platform_status
 from handlers import build_router
 from platforms.base import Platform, PlatformNotConfigured
 from platforms.github import USER_AGENT, GitHub
+from platforms.gitlab import GitLab
 
 
 class UnknownJobKind(Exception):
@@ -48,15 +50,18 @@ class Runtime:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.store = store or make_store(settings, clock=clock)
+        self.clock = clock
         self.router = router or build_router(settings.handlers)
         self.platforms = platform_status(settings)
         self.log = get_logger(component="runtime")
         self._session: aiohttp.ClientSession | None = None
         self.worker: Worker | None = None
         self.github: GitHub | None = None
+        self.gitlab: GitLab | None = None
         self.repo_configs = RepoConfigs(settings)
         self.llm: LLM | None = None
         self.reviewer: PullRequestReviewer | None = None
+        self.answerer: Answerer | None = None
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -90,13 +95,19 @@ class Runtime:
         if self.platforms["github"].mode:
             # Raises SettingsError, naming the setting, for a private key that is not valid.
             self.github = GitHub(self.settings, self._session)
+        if self.settings.gitlab_token is not None:
+            self.gitlab = GitLab(self.settings)  # its own thread and connection pools
         self.llm = make_llm(self.settings, self.store, self.metrics)
         self.reviewer = PullRequestReviewer(self.llm)
+        self.answerer = Answerer(self.llm, clock=self.clock)
 
     async def close(self) -> None:
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
+        if self.gitlab is not None:
+            self.gitlab.close()
+            self.gitlab = None
         if self.llm is not None:
             await self.llm.close()
             self.llm = None
@@ -161,6 +172,8 @@ class Runtime:
             return self.github.for_repo(
                 event.repo, event.installation_id, delivery_id=event.delivery_id
             )
+        if event.platform == "gitlab" and self.gitlab is not None:
+            return self.gitlab.for_repo(event.repo, delivery_id=event.delivery_id)
         status = self.platforms[event.platform]
         if not status.enabled:
             raise PlatformNotConfigured(
@@ -177,6 +190,7 @@ class Runtime:
             platform_factory=self.platform_for,
             job_id=job_id,
             reviewer=self.reviewer,
+            answerer=self.answerer,
             repo_configs=self.repo_configs,
             notify=self.notify_worker,
         )

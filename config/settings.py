@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     gitlab_token: SecretStr | None = Field(None, description="a project, group or bot user token")
     gitlab_webhook_token: SecretStr | None = Field(None, description="the webhook secret token")
     gitlab_base_url: str = Field("https://gitlab.com", description="the GitLab instance URL")
+    gitlab_rate_limit_max_wait: float = Field(
+        60,
+        ge=0,
+        description="seconds, zero or more: the longest GitLab rate-limit wait accepted per call",
+    )
 
     # --- API ------------------------------------------------------------------------------------
     api_title: str = Field("Arbiter API", description="OpenAPI title")

@@ -6,12 +6,12 @@ import importlib
 from collections.abc import Iterable
 
 from bot.router import Router
-from handlers import installation, pull_request
+from handlers import comment, installation, pull_request
 
 
 def build_router(extra_modules: Iterable[str] = ()) -> Router:
     """Arbiter's handlers, then those of `ARBITER_HANDLERS` modules, in the order given."""
-    children = [installation.router, pull_request.router]
+    children = [installation.router, pull_request.router, comment.router]
     for dotted in extra_modules:
         try:
             module = importlib.import_module(dotted)

@@ -1,4 +1,4 @@
-"""The store: everything that must survive a restart. `open_store(settings)` picks the backend
+"""The store: everything that must survive a restart. `make_store(settings)` picks the backend
 from the scheme of `ARBITER_DATABASE_URL`."""
 
 from __future__ import annotations
@@ -45,7 +45,17 @@ def make_store(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             max_overflow=settings.database_max_overflow,
             clock=clock,
         )
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from bot.store.mongo import MongoStore
+
+        return MongoStore(
+            url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            delivery_ttl_seconds=settings.delivery_retention_days * 86400,
+            clock=clock,
+        )
     raise ValueError(
-        f"ARBITER_DATABASE_URL: no store for {url.split('://', 1)[0]!r} yet; "
-        "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://…"
+        f"ARBITER_DATABASE_URL: no store for {url.split('://', 1)[0]!r}; use "
+        "sqlite+aiosqlite:///PATH, postgresql+asyncpg://…, mongodb://… or mongodb+srv://…"
     )

@@ -6,7 +6,7 @@ A store takes a `clock` so tests can move time (lease expiry, TTLs) without slee
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -196,6 +196,85 @@ class UsageRecord:
     review_id: int | None = None
 
 
+ExchangeKind = Literal["question", "command"]
+# pending: being handled. A question ends answered, unsure (below the confidence threshold),
+# no_reply (nothing was asked), failed (the model could not answer), or is refused: off,
+# not_allowed, rate_limited, over_budget. A command ends done or not_allowed.
+ExchangeOutcome = Literal[
+    "pending",
+    "answered",
+    "unsure",
+    "no_reply",
+    "failed",
+    "off",
+    "not_allowed",
+    "rate_limited",
+    "over_budget",
+    "done",
+]
+
+
+@dataclass(frozen=True)
+class ExchangeStart:
+    """A comment that talks to Arbiter, as it arrives: one per delivery."""
+
+    platform: str
+    delivery_id: str
+    repo: str
+    number: int
+    comment_id: str
+    author: str
+    kind: ExchangeKind
+    question: str
+    command: str | None = None
+    thread: str | None = None
+    path: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class ExchangeRecord:
+    id: int
+    platform: str
+    delivery_id: str
+    repo: str
+    number: int
+    comment_id: str
+    author: str
+    kind: ExchangeKind
+    question: str
+    outcome: ExchangeOutcome
+    created_at: float
+    command: str | None = None
+    thread: str | None = None
+    path: str | None = None
+    line: int | None = None
+    answer: str | None = None  # what Arbiter replied (None: silence)
+    confidence: float | None = None
+    reply_id: str | None = None  # the platform's id of Arbiter's reply
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    finished_at: float | None = None
+
+
+# Columns an exchange's update may set (the rest are fixed when it starts).
+EXCHANGE_UPDATABLE = frozenset(
+    {
+        "outcome",
+        "answer",
+        "confidence",
+        "reply_id",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "finished_at",
+    }
+)
+
+
 @dataclass(frozen=True)
 class SchemaStatus:
     current: str | None
@@ -204,6 +283,58 @@ class SchemaStatus:
     @property
     def up_to_date(self) -> bool:
         return self.current == self.head
+
+
+# --- What the operator API reads: a page of reviews, activity over a period ------------------
+
+
+@dataclass(frozen=True)
+class ReviewQuery:
+    """A page of reviews, newest (highest id) first. `before_id` is where the previous page
+    ended (the cursor); `since` keeps reviews created at or after it (UNIX seconds)."""
+
+    platform: str | None = None
+    repo: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    before_id: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """One UTC day: reviews started, and LLM usage recorded (reviews and follow-ups)."""
+
+    day: int  # days since 1970-01-01 UTC: floor(UNIX seconds / 86400)
+    reviews: int = 0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ReviewActivity:
+    """What happened since a moment: per UTC day (days with nothing are left out, oldest
+    first), and over the whole period."""
+
+    days: tuple[DayTotals, ...]
+    outcomes: dict[str, int]  # reviews started by outcome; "unfinished" when it has none yet
+    calls: int  # model calls billed by those reviews
+    cached_calls: int  # model answers they took from the cache instead
+    findings_by_severity: dict[str, int]  # findings those reviews recorded
+    durations: tuple[float, ...]  # seconds each finished ("done") review took, ascending
+
+
+@dataclass(frozen=True)
+class RepoActivity:
+    """Every review of one repository, summed."""
+
+    platform: str
+    repo: str
+    reviews: int
+    cost_usd: float
+    findings: int
+    last_review_at: float
 
 
 class Store(Protocol):
@@ -350,6 +481,42 @@ class Store(Protocol):
     async def spent_since(self, since: float) -> float:
         """LLM dollars recorded since `since` (UNIX seconds), across every repository."""
 
+    # --- Exchanges: questions and commands put to Arbiter ---------------------------------------
+
+    async def start_exchange(self, start: ExchangeStart) -> ExchangeRecord:
+        """The exchange of `start.delivery_id`, created "pending" on first call; a retried job
+        gets the same record back (its outcome says whether it was already handled)."""
+
+    async def update_exchange(self, exchange_id: int, **changes: Any) -> None:
+        """Set columns of EXCHANGE_UPDATABLE."""
+
+    async def list_exchanges(
+        self,
+        *,
+        platform: str | None = None,
+        repo: str | None = None,
+        number: int | None = None,
+        author: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[ExchangeRecord]:
+        """Newest first; `since` keeps those created at or after it (UNIX seconds)."""
+
+    async def count_exchanges(
+        self,
+        platform: str,
+        repo: str,
+        number: int,
+        *,
+        author: str,
+        since: float,
+        outcomes: Collection[str],
+        through_id: int | None = None,
+    ) -> int:
+        """How many exchanges `author` started on this pull request since `since` whose outcome
+        is one of `outcomes`, and (with `through_id`) that started no later than that exchange:
+        what the follow-up rate limit counts, in arrival order when questions come at once."""
+
     # --- Installations -----------------------------------------------------------------------
 
     async def upsert_installation(
@@ -382,3 +549,15 @@ class Store(Protocol):
     ) -> Installation | None: ...
 
     async def list_installations(self, platform: str | None = None) -> list[Installation]: ...
+
+    # --- Operator views (the dashboard's API) ------------------------------------------------
+
+    async def find_reviews(self, query: ReviewQuery) -> list[ReviewRecord]:
+        """Up to `query.limit` reviews matching every filter given, newest (highest id) first."""
+
+    async def review_activity(self, since: float) -> ReviewActivity:
+        """Reviews started, usage recorded and findings found since `since` (UNIX seconds)."""
+
+    async def repo_activity(self) -> list[RepoActivity]:
+        """Per repository that has reviews: how many, their cost and findings; most recently
+        reviewed first."""

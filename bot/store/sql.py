@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,12 +26,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.metrics import PoolUsage
 from bot.store import migrations
 from bot.store.base import (
+    EXCHANGE_UPDATABLE,
     JOB_STATES,
     REVIEW_UPDATABLE,
+    DayTotals,
     Delivery,
     Enqueued,
+    ExchangeRecord,
+    ExchangeStart,
     FindingRecord,
     Installation,
     InstallationState,
@@ -39,6 +44,9 @@ from bot.store.base import (
     JobState,
     NewJob,
     PullRequestState,
+    RepoActivity,
+    ReviewActivity,
+    ReviewQuery,
     ReviewRecord,
     ReviewStart,
     SchemaStatus,
@@ -48,6 +56,7 @@ from bot.store.base import (
 from bot.store.batching import GroupCommit
 from bot.store.schema import (
     deliveries,
+    exchanges,
     findings,
     installation_repositories,
     installations,
@@ -101,6 +110,17 @@ class SQLStore:
                 pool_pre_ping=True,
                 pool_recycle=1800,
             )
+
+    def pool_usage(self) -> PoolUsage | None:
+        """The PostgreSQL connection pool now, for /metrics (None on SQLite: one thread)."""
+        pool = self._async_engine.pool if self._async_engine is not None else None
+        if not isinstance(pool, sa.pool.QueuePool):
+            return None
+        return PoolUsage(
+            in_use=pool.checkedout(),
+            idle=pool.checkedin(),
+            limit=pool.size() + self._max_overflow,
+        )
 
     async def close(self) -> None:
         await self._deliveries.drain()
@@ -568,6 +588,96 @@ class SQLStore:
         )
         return await self._run(lambda conn: float(conn.execute(statement).scalar_one()))
 
+    # --- Exchanges ---------------------------------------------------------------------------
+
+    async def start_exchange(self, start: ExchangeStart) -> ExchangeRecord:
+        row = {
+            "platform": start.platform,
+            "delivery_id": start.delivery_id,
+            "repo": start.repo,
+            "number": start.number,
+            "comment_id": start.comment_id,
+            "thread": start.thread,
+            "path": start.path,
+            "line": start.line,
+            "author": start.author,
+            "kind": start.kind,
+            "command": start.command,
+            "question": start.question,
+            "outcome": "pending",
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+            "created_at": self._clock(),
+        }
+        insert = (
+            _insert(self.backend, exchanges)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["platform", "delivery_id"])
+        )
+        read = sa.select(exchanges).where(
+            exchanges.c.platform == start.platform, exchanges.c.delivery_id == start.delivery_id
+        )
+
+        def begin(conn: Connection) -> ExchangeRecord:
+            conn.execute(insert)
+            return _exchange(conn.execute(read).mappings().one())
+
+        return await self._run(begin)
+
+    async def update_exchange(self, exchange_id: int, **changes: Any) -> None:
+        unknown = set(changes) - EXCHANGE_UPDATABLE
+        if unknown:
+            raise ValueError(f"not exchange columns that may change: {sorted(unknown)}")
+        if not changes:
+            return
+        statement = sa.update(exchanges).where(exchanges.c.id == exchange_id).values(**changes)
+        await self._run(lambda conn: conn.execute(statement))
+
+    async def list_exchanges(
+        self,
+        *,
+        platform: str | None = None,
+        repo: str | None = None,
+        number: int | None = None,
+        author: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[ExchangeRecord]:
+        statement = sa.select(exchanges).order_by(exchanges.c.id.desc()).limit(limit)
+        given = (("platform", platform), ("repo", repo), ("number", number), ("author", author))
+        for column, value in given:
+            if value is not None:
+                statement = statement.where(exchanges.c[column] == value)
+        if since is not None:
+            statement = statement.where(exchanges.c.created_at >= since)
+        return await self._run(
+            lambda conn: [_exchange(row) for row in conn.execute(statement).mappings()]
+        )
+
+    async def count_exchanges(
+        self,
+        platform: str,
+        repo: str,
+        number: int,
+        *,
+        author: str,
+        since: float,
+        outcomes: Collection[str],
+        through_id: int | None = None,
+    ) -> int:
+        statement = sa.select(sa.func.count()).where(
+            exchanges.c.platform == platform,
+            exchanges.c.repo == repo,
+            exchanges.c.number == number,
+            exchanges.c.author == author,
+            exchanges.c.created_at >= since,
+            exchanges.c.outcome.in_(list(outcomes)),
+        )
+        if through_id is not None:
+            statement = statement.where(exchanges.c.id <= through_id)
+        return await self._run(lambda conn: int(conn.execute(statement).scalar_one()))
+
     # --- Installations -----------------------------------------------------------------------
 
     async def upsert_installation(
@@ -657,8 +767,133 @@ class SQLStore:
         where = [] if platform is None else [installations.c.platform == platform]
         return await self._run(lambda conn: _installations(conn, *where))
 
+    # --- Operator views (the dashboard's API) ------------------------------------------------
+
+    async def find_reviews(self, query: ReviewQuery) -> list[ReviewRecord]:
+        statement = sa.select(reviews).order_by(reviews.c.id.desc()).limit(query.limit)
+        for column, value in (
+            ("platform", query.platform),
+            ("repo", query.repo),
+            ("outcome", query.outcome),
+        ):
+            if value is not None:
+                statement = statement.where(reviews.c[column] == value)
+        if query.since is not None:
+            statement = statement.where(reviews.c.created_at >= query.since)
+        if query.before_id is not None:
+            statement = statement.where(reviews.c.id < query.before_id)
+        return await self._run(
+            lambda conn: [_review(row) for row in conn.execute(statement).mappings()]
+        )
+
+    async def review_activity(self, since: float) -> ReviewActivity:
+        return await self._run(lambda conn: _review_activity(conn, since))
+
+    async def repo_activity(self) -> list[RepoActivity]:
+        last = sa.func.max(reviews.c.created_at)
+        statement = (
+            sa.select(
+                reviews.c.platform,
+                reviews.c.repo,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(reviews.c.cost_usd), 0.0),
+                sa.func.coalesce(sa.func.sum(reviews.c.findings), 0),
+                last,
+            )
+            .group_by(reviews.c.platform, reviews.c.repo)
+            .order_by(last.desc(), reviews.c.platform, reviews.c.repo)
+        )
+
+        def read(conn: Connection) -> list[RepoActivity]:
+            return [
+                RepoActivity(
+                    platform=str(platform),
+                    repo=str(repo),
+                    reviews=int(n),
+                    cost_usd=float(cost),
+                    findings=int(found),
+                    last_review_at=float(at),
+                )
+                for platform, repo, n, cost, found, at in conn.execute(statement)
+            ]
+
+        return await self._run(read)
+
 
 # --- The SQL, one transaction's worth at a time --------------------------------------------------
+
+
+def _utc_day(conn: Connection, seconds: Any) -> Any:
+    """The UTC day number of a UNIX-seconds column, floor(seconds / 86400), in each dialect."""
+    if conn.dialect.name == "postgresql":
+        return sa.cast(sa.func.floor(seconds / 86400), sa.BigInteger)
+    return sa.cast(seconds / 86400, sa.Integer)  # truncation is floor for times after 1970
+
+
+def _review_activity(conn: Connection, since: float) -> ReviewActivity:
+    started = reviews.c.created_at >= since
+    review_day = _utc_day(conn, reviews.c.created_at).label("day")
+    per_day: dict[int, int] = {
+        int(day): int(n)
+        for day, n in conn.execute(
+            sa.select(review_day, sa.func.count()).where(started).group_by(review_day)
+        )
+    }
+    usage_day = _utc_day(conn, usage.c.at).label("day")
+    spent: dict[int, tuple[float, int, int]] = {
+        int(day): (float(cost), int(tokens_in), int(tokens_out))
+        for day, cost, tokens_in, tokens_out in conn.execute(
+            sa.select(
+                usage_day,
+                sa.func.sum(usage.c.cost_usd),
+                sa.func.sum(usage.c.input_tokens),
+                sa.func.sum(usage.c.output_tokens),
+            )
+            .where(usage.c.at >= since)
+            .group_by(usage_day)
+        )
+    }
+    days = tuple(
+        DayTotals(day, per_day.get(day, 0), *spent.get(day, (0.0, 0, 0)))
+        for day in sorted(per_day.keys() | spent.keys())
+    )
+    outcomes: dict[str, int] = {
+        str(outcome or "unfinished"): int(n)
+        for outcome, n in conn.execute(
+            sa.select(reviews.c.outcome, sa.func.count()).where(started).group_by(reviews.c.outcome)
+        )
+    }
+    calls, cached = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(reviews.c.calls), 0),
+            sa.func.coalesce(sa.func.sum(reviews.c.cached_calls), 0),
+        ).where(started)
+    ).one()
+    severities: dict[str, int] = {
+        str(severity): int(n)
+        for severity, n in conn.execute(
+            sa.select(findings.c.severity, sa.func.count())
+            .select_from(findings.join(reviews, findings.c.review_id == reviews.c.id))
+            .where(started)
+            .group_by(findings.c.severity)
+        )
+    }
+    durations = tuple(
+        float(d)
+        for d in conn.execute(
+            sa.select(reviews.c.duration_seconds)
+            .where(started, reviews.c.state == "done", reviews.c.duration_seconds.is_not(None))
+            .order_by(reviews.c.duration_seconds)
+        ).scalars()
+    )
+    return ReviewActivity(
+        days=days,
+        outcomes=outcomes,
+        calls=int(calls),
+        cached_calls=int(cached),
+        findings_by_severity=severities,
+        durations=durations,
+    )
 
 
 def _in_transaction(engine: Engine, operation: Callable[[Connection], T]) -> T:
@@ -956,6 +1191,34 @@ def _pr_state(platform: str, repo: str, number: int, row: Any) -> PullRequestSta
         last_reviewed_head=row["last_reviewed_head"],
         paused=bool(row["paused"]),
         full_requested=bool(row["full_requested"]),
+    )
+
+
+def _exchange(row: Any) -> ExchangeRecord:
+    return ExchangeRecord(
+        id=int(row["id"]),
+        platform=row["platform"],
+        delivery_id=row["delivery_id"],
+        repo=row["repo"],
+        number=int(row["number"]),
+        comment_id=row["comment_id"],
+        thread=row["thread"],
+        path=row["path"],
+        line=row["line"],
+        author=row["author"],
+        kind=row["kind"],
+        command=row["command"],
+        question=row["question"],
+        outcome=row["outcome"],
+        answer=row["answer"],
+        confidence=row["confidence"],
+        reply_id=row["reply_id"],
+        model=row["model"],
+        input_tokens=int(row["input_tokens"]),
+        output_tokens=int(row["output_tokens"]),
+        cost_usd=float(row["cost_usd"]),
+        created_at=float(row["created_at"]),
+        finished_at=row["finished_at"],
     )
 
 

@@ -33,9 +33,10 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "ARBITER_HANDLERS": "tests.e2e.handlers",
         "ARBITER_TEST_RECORD": str(tmp_path / "calls.tsv"),
         "ARBITER_WORKER_POLL_INTERVAL": "0.2",
-        # The built-in pull-request handler queues reviews; keep their GitHub calls local
+        # The built-in pull-request handler queues reviews; keep their GitHub and GitLab calls local
         # (nothing listens on port 9: they fail at once and are retried later).
         "ARBITER_GITHUB_BASE_URL": "http://127.0.0.1:9",
+        "ARBITER_GITLAB_BASE_URL": "http://127.0.0.1:9",
         "ARBITER_WORKER_RETRY_BACKOFF_SECONDS": "60",
         **extra,
     }

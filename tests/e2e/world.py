@@ -75,6 +75,20 @@ class World:
         payload.update(extra)
         return payload
 
+    def issue_comment_payload(
+        self, number: int, comment: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
+        """An issue_comment delivery for a comment on pull request `number` (see module-level
+        `issue_comment_payload` for the options)."""
+        return issue_comment_payload(number, comment, **options)
+
+    def review_comment_payload(
+        self, number: int, comment: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
+        """A pull_request_review_comment delivery for an inline comment on pull request
+        `number`, carrying the fake's pull request."""
+        return review_comment_payload(self.github, number, comment, **options)
+
     async def deliver(
         self, event: str, payload: dict[str, Any], *, delivery: str | None = None
     ) -> tuple[int, dict[str, Any]]:
@@ -119,6 +133,57 @@ class World:
 
         await wait_for(done, timeout, f"a final status on {sha[:7]}")
         return self.statuses(sha)
+
+
+def issue_comment_payload(
+    number: int,
+    comment: dict[str, Any],
+    *,
+    action: str = "created",
+    previous_body: str | None = None,
+    sender: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An issue_comment delivery (the shared fixture's shape) for `comment` (as the fake GitHub
+    returns it) on pull request `number`: GitHub marks the issue as a pull request with
+    `issue.pull_request`. An edit carries the text before it in `changes.body.from`."""
+    payload: dict[str, Any] = copy.deepcopy(
+        fixture_json("github/webhooks/issue_comment/created.payload.json")
+    )
+    payload["action"] = action
+    issue = payload["issue"]
+    issue["number"] = number
+    issue["pull_request"] = {
+        "url": f"https://api.github.com/repos/{REPO}/pulls/{number}",
+        "html_url": f"https://github.com/{REPO}/pull/{number}",
+    }
+    payload["comment"] = comment
+    payload["sender"] = sender or comment["user"]
+    if previous_body is not None:
+        payload["changes"] = {"body": {"from": previous_body}}
+    return payload
+
+
+def review_comment_payload(
+    github: FakeGitHub,
+    number: int,
+    comment: dict[str, Any],
+    *,
+    action: str = "created",
+    previous_body: str | None = None,
+    sender: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A pull_request_review_comment delivery for `comment` (as the fake GitHub returns it; a
+    reply carries `in_reply_to_id`) on pull request `number`."""
+    payload: dict[str, Any] = copy.deepcopy(
+        fixture_json("github/webhooks/pull_request_review_comment/created.payload.json")
+    )
+    payload["action"] = action
+    payload["pull_request"] = github.update_pull(REPO, number)
+    payload["comment"] = comment
+    payload["sender"] = sender or comment["user"]
+    if previous_body is not None:
+        payload["changes"] = {"body": {"from": previous_body}}
+    return payload
 
 
 async def wait_for(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import aiohttp
@@ -11,7 +12,9 @@ from pydantic import SecretStr
 
 from config.settings import Settings, load_settings
 from platforms.github import GitHub, GitHubPlatform
+from platforms.gitlab import GitLab, GitLabPlatform
 from tests.fakes.github import AppKey, FakeGitHub, ManualClock
+from tests.fakes.gitlab import FakeGitLab
 
 APP_ID = "4242"
 PAT = "ghp_" + "t" * 36
@@ -81,3 +84,63 @@ def mode(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def platform(make_github: MakeGitHub, mode: str) -> GitHubPlatform:
     return make_github(mode).for_repo(REPO, INSTALLATION, delivery_id=DELIVERY)
+
+
+# --- GitLab ---------------------------------------------------------------------------------------
+
+GL_TOKEN = "glpat-" + "g" * 20
+GL_PROJECT = "acme/shop"
+GL_DELIVERY = "delivery-gl-1"
+
+MakeGitLab = Callable[..., GitLab]
+
+
+class Sleeps:
+    """The GitLab client's blocking sleep, recorded instead of slept (it runs in the pool)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+async def gitlab_fake() -> AsyncIterator[FakeGitLab]:
+    async with FakeGitLab(token=GL_TOKEN) as fake:
+        fake.add_project(GL_PROJECT)
+        yield fake
+
+
+def gitlab_settings(fake: FakeGitLab, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "gitlab_base_url": fake.url,
+        "gitlab_token": SecretStr(GL_TOKEN),
+        "integration_timeout": 5,
+        "integration_max_retries": 3,
+    }
+    return load_settings(**(values | overrides))
+
+
+@pytest.fixture
+async def make_gitlab(gitlab_fake: FakeGitLab, sleeps: Sleeps) -> AsyncIterator[MakeGitLab]:
+    made: list[GitLab] = []
+
+    def make(*, executor: Executor | None = None, **overrides: Any) -> GitLab:
+        client = GitLab(gitlab_settings(gitlab_fake, **overrides), sleep=sleeps, executor=executor)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def gitlab_platform(make_gitlab: MakeGitLab) -> GitLabPlatform:
+    return make_gitlab().for_repo(GL_PROJECT, delivery_id=GL_DELIVERY)

@@ -7,9 +7,17 @@ import asyncio
 import pytest
 
 from bot.store import Delivery, NewJob, Store
-from bot.store.base import FindingRecord, ReviewStart, UsageRecord
+from bot.store.base import (
+    ExchangeStart,
+    FindingRecord,
+    ReviewQuery,
+    ReviewRecord,
+    ReviewStart,
+    UsageRecord,
+)
 from bot.store.sql import SQLStore
 from tests.conftest import FakeClock
+from tests.store.conftest import Backend
 
 
 def _job(key: str | None = None, payload: str = "{}", max_attempts: int = 3) -> NewJob:
@@ -173,33 +181,26 @@ async def test_cancel_queued(store: Store) -> None:
     assert await store.cancel_queued(key, "again") == []
 
 
-async def test_concurrent_claims_never_share_a_job(store: Store) -> None:
+async def test_concurrent_claims_never_share_a_job(store: Store, backend: Backend) -> None:
     total = 60
     for i in range(total):
         await store.enqueue(_job(payload=str(i)))
     # Separate store objects: separate connections, as separate processes would have.
-    url = store.url if isinstance(store, SQLStore) else pytest.skip("SQL stores only")
-    others = [SQLStore(url) for _ in range(3)]
-    for other in others:
-        await other.open()
-    claimers = [store, *others]
-    seen: list[int] = []
+    claimers = [store, *[await backend.open() for _ in range(3)]]
+    seen: list[tuple[int, str]] = []
 
     async def drain(s: Store, worker: str) -> None:
         while True:
             jobs = await s.claim(worker, limit=4, lease_seconds=60)
             if not jobs:
                 return
-            seen.extend(j.id for j in jobs)
+            seen.extend((j.id, worker) for j in jobs)
             await asyncio.sleep(0)
 
-    try:
-        await asyncio.gather(*(drain(s, f"w{i}") for i, s in enumerate(claimers * 2)))
-    finally:
-        for other in others:
-            await other.close()
+    await asyncio.gather(*(drain(s, f"w{i}") for i, s in enumerate(claimers * 2)))
     assert len(seen) == total
-    assert len(set(seen)) == total
+    assert len({job_id for job_id, _ in seen}) == total
+    assert len({worker for _, worker in seen}) > 1  # they did compete
 
 
 async def test_purge_forgets_old_deliveries_and_finished_jobs(
@@ -398,3 +399,460 @@ async def test_the_schema_matches_the_migrations(store: Store) -> None:
         lambda conn: compare_metadata(MigrationContext.configure(conn), metadata)
     )
     assert diff == []
+
+
+# --- Exchanges: questions and commands put to Arbiter ------------------------------------------
+
+
+def _question(delivery: str, author: str = "alice", number: int = 1) -> ExchangeStart:
+    return ExchangeStart(
+        platform="github",
+        delivery_id=delivery,
+        repo="o/r",
+        number=number,
+        comment_id=f"c-{delivery}",
+        author=author,
+        kind="question",
+        question="@arbiter why is this a bug?",
+        thread="501",
+        path="app.py",
+        line=5,
+    )
+
+
+async def test_an_exchange_is_started_once_per_delivery(store: Store, clock: FakeClock) -> None:
+    first = await store.start_exchange(_question("d-1"))
+    assert (first.outcome, first.answer, first.input_tokens, first.cost_usd) == (
+        "pending",
+        None,
+        0,
+        0.0,
+    )
+    assert (first.thread, first.path, first.line, first.created_at) == (
+        "501",
+        "app.py",
+        5,
+        clock.now,
+    )
+    await store.update_exchange(
+        first.id,
+        outcome="answered",
+        answer="Because the input reaches a shell.",
+        confidence=0.82,
+        reply_id="9001",
+        model="gpt-4o",
+        input_tokens=900,
+        output_tokens=60,
+        cost_usd=0.003,
+        finished_at=clock.now + 2,
+    )
+    again = await store.start_exchange(_question("d-1"))  # a retried job: the same record
+    assert again.id == first.id
+    assert (again.outcome, again.answer, again.confidence, again.reply_id) == (
+        "answered",
+        "Because the input reaches a shell.",
+        0.82,
+        "9001",
+    )
+    assert (again.model, again.input_tokens, again.output_tokens) == ("gpt-4o", 900, 60)
+    assert again.cost_usd == pytest.approx(0.003) and again.finished_at == clock.now + 2
+    with pytest.raises(ValueError, match="not exchange columns"):
+        await store.update_exchange(first.id, author="mallory")
+    other = await store.start_exchange(_question("d-2"))
+    assert other.id != first.id
+
+
+async def test_a_command_exchange_keeps_its_command(store: Store) -> None:
+    start = ExchangeStart(
+        platform="gitlab",
+        delivery_id="d-9",
+        repo="g/p",
+        number=4,
+        comment_id="77",
+        author="bob",
+        kind="command",
+        command="pause",
+        question="@arbiter pause",
+    )
+    record = await store.start_exchange(start)
+    await store.update_exchange(record.id, outcome="done")
+    (listed,) = await store.list_exchanges(platform="gitlab")
+    assert (listed.kind, listed.command, listed.outcome, listed.thread) == (
+        "command",
+        "pause",
+        "done",
+        None,
+    )
+
+
+async def test_exchanges_are_listed_newest_first_and_filtered(
+    store: Store, clock: FakeClock
+) -> None:
+    a = await store.start_exchange(_question("d-1", author="alice"))
+    clock.advance(10)
+    b = await store.start_exchange(_question("d-2", author="bob"))
+    c = await store.start_exchange(_question("d-3", author="alice", number=2))
+    assert [e.id for e in await store.list_exchanges()] == [c.id, b.id, a.id]
+    assert [e.id for e in await store.list_exchanges(author="alice")] == [c.id, a.id]
+    assert [e.id for e in await store.list_exchanges(repo="o/r", number=1)] == [b.id, a.id]
+    assert [e.id for e in await store.list_exchanges(since=clock.now)] == [c.id, b.id]
+    assert [e.id for e in await store.list_exchanges(limit=1)] == [c.id]
+    assert await store.list_exchanges(platform="gitlab") == []
+
+
+async def test_exchanges_are_counted_per_author_pull_request_window_and_outcome(
+    store: Store, clock: FakeClock
+) -> None:
+    old = await store.start_exchange(_question("d-0"))
+    await store.update_exchange(old.id, outcome="answered")
+    clock.advance(3600)
+    window = clock.now
+    started = []
+    for i, outcome in enumerate(["answered", "unsure", "rate_limited", "pending"]):
+        record = await store.start_exchange(_question(f"d-{i + 1}"))
+        started.append(record)
+        if outcome != "pending":
+            await store.update_exchange(record.id, outcome=outcome)
+    first = started[0]
+    await store.start_exchange(_question("d-other-user", author="bob"))
+    await store.start_exchange(_question("d-other-pr", number=2))
+
+    async def count(
+        outcomes: list[str], since: float = window, through_id: int | None = None
+    ) -> int:
+        return await store.count_exchanges(
+            "github",
+            "o/r",
+            1,
+            author="alice",
+            since=since,
+            outcomes=outcomes,
+            through_id=through_id,
+        )
+
+    assert await count(["answered", "unsure", "pending"]) == 3
+    assert await count(["rate_limited"]) == 1
+    assert await count([]) == 0
+    assert await count(["answered"]) == 1
+    assert await count(["answered"], since=window - 3600) == 2  # the old one too
+    # Only those that started no later than a given one (questions arriving at once).
+    assert await count(["answered", "unsure", "pending"], through_id=first.id) == 1
+
+
+# --- Every Store call, concurrency, leases, coalescing, TTLs ------------------------------------
+
+
+async def test_the_store_answers_a_ping(store: Store) -> None:
+    await store.ping()
+
+
+async def test_a_delivered_job_keeps_what_it_was_given(store: Store, clock: FakeClock) -> None:
+    job = NewJob(kind="event", payload='{"a": 1}', max_attempts=5, delivery_id="d-7")
+    accepted = await store.accept_delivery(Delivery("github", "d-7", "pull_request.opened"), job)
+    found = await store.get_job(accepted.job_id or 0)
+    assert found is not None
+    assert (found.kind, found.payload, found.delivery_id, found.key) == (
+        "event",
+        '{"a": 1}',
+        "d-7",
+        None,
+    )
+    assert (found.state, found.attempts, found.max_attempts) == ("queued", 0, 5)
+    assert found.created_at == found.run_at == clock.now
+    assert (found.worker_id, found.lease_until, found.started_at, found.progress) == (
+        None,
+        None,
+        None,
+        {},
+    )
+    assert await store.get_job(10_000) is None
+
+
+async def test_jobs_are_listed_newest_first_by_kind_and_state(store: Store) -> None:
+    events = [(await store.enqueue(_job())).job_id for _ in range(3)]
+    review = (await store.enqueue(NewJob(kind="review", payload="{}"))).job_id
+    assert [j.id for j in await store.list_jobs()] == [review, *reversed(events)]
+    assert [j.id for j in await store.list_jobs(kind="event", limit=2)] == events[:0:-1]
+    assert [j.id for j in await store.list_jobs(kind="review", state="queued")] == [review]
+    assert await store.list_jobs(state="running") == []
+
+
+async def test_only_the_lease_holder_retries_buries_or_releases(store: Store) -> None:
+    await store.enqueue(_job())
+    (job,) = await store.claim("w1", limit=1, lease_seconds=30)
+    assert not await store.retry_later(job.id, "w2", error="x", delay=0)
+    assert not await store.bury(job.id, "w2", error="x")
+    assert not await store.release(job.id, "w2")
+    still = await store.get_job(job.id)
+    assert still is not None and (still.state, still.worker_id) == ("running", "w1")
+    assert await store.release(job.id, "w1")
+    assert not await store.complete(job.id, "w1")  # given back: no longer w1's
+
+
+async def test_a_delivery_with_a_key_replaces_a_queued_job_of_that_key(store: Store) -> None:
+    key = "review:github:o/r#3"
+    first = await store.accept_delivery(Delivery("github", "k-1", "x"), _job(key=key))
+    second = await store.accept_delivery(Delivery("github", "k-2", "x"), _job(key=key))
+    assert second.replaced == (first.job_id,)
+    (queued,) = await store.list_jobs(state="queued")
+    assert queued.id == second.job_id
+
+
+async def test_concurrent_copies_of_a_delivery_queue_one_job(
+    store: Store, backend: Backend
+) -> None:
+    """The platform sends a delivery again while the first copy is being stored."""
+    stores = [store, *[await backend.open() for _ in range(3)]]
+    delivery = Delivery("github", "twice", "pull_request.opened")
+    results = await asyncio.gather(
+        *(s.accept_delivery(delivery, _job(payload=str(i))) for i, s in enumerate(stores * 3))
+    )
+    accepted = [r for r in results if not r.duplicate]
+    assert len(accepted) == 1 and accepted[0].job_id is not None
+    assert all(r.job_id is None for r in results if r.duplicate)
+    assert [j.id for j in await store.list_jobs()] == [accepted[0].job_id]
+
+
+async def test_concurrent_enqueues_of_one_key_leave_the_newest_queued(
+    store: Store, backend: Backend
+) -> None:
+    key = "review:github:o/r#9"
+    stores = [store, *[await backend.open() for _ in range(3)]]
+    results = await asyncio.gather(
+        *(s.enqueue(_job(key=key, payload=str(i))) for i, s in enumerate(stores * 3))
+    )
+    ids = sorted(r.job_id for r in results if r.job_id is not None)
+    assert len(ids) == 12
+    (survivor,) = await store.list_jobs(state="queued")
+    assert survivor.id == ids[-1]
+    for job in await store.list_jobs(state="cancelled"):
+        assert job.last_error is not None and job.last_error.startswith("superseded by job ")
+        assert int(job.last_error.rsplit(" ", 1)[1]) > job.id  # by a newer one
+    replaced = [i for r in results for i in r.replaced]
+    assert len(replaced) == len(set(replaced))  # each replaced once
+
+
+async def test_an_expired_lease_is_taken_over_by_one_claimer(
+    store: Store, backend: Backend, clock: FakeClock
+) -> None:
+    await store.enqueue(_job())
+    (job,) = await store.claim("gone", limit=1, lease_seconds=10)
+    clock.advance(11)
+    stores = [store, *[await backend.open() for _ in range(3)]]
+    claims = await asyncio.gather(
+        *(s.claim(f"w{i}", limit=5, lease_seconds=10) for i, s in enumerate(stores))
+    )
+    taken = [j for jobs in claims for j in jobs]
+    assert [(j.id, j.attempts) for j in taken] == [(job.id, 2)]
+    assert await store.renew_leases("gone", [job.id], 10) == 0
+    assert await store.renew_leases(taken[0].worker_id or "", [job.id], 10) == 1
+
+
+async def test_two_queued_jobs_of_one_key_never_run_at_once(
+    store: Store, backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    """A retried job and its queued successor are both queued: only one of them may run."""
+    if backend.name in ("sqlite", "postgresql"):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="the SQL claim checks a key's running jobs before it claims, so one "
+                "claim (or two at once) can take both queued jobs of a key",
+            )
+        )
+    key = "review:github:o/r#4"
+    await store.enqueue(_job(key=key, payload="head-1"))
+    (first,) = await store.claim("w1", limit=1, lease_seconds=30)
+    await store.enqueue(_job(key=key, payload="head-2"))
+    assert await store.retry_later(first.id, "w1", error="boom", delay=0)
+    stores = [store, *[await backend.open() for _ in range(2)]]
+    claims = await asyncio.gather(
+        *(s.claim(f"w{i}", limit=5, lease_seconds=30) for i, s in enumerate(stores * 2))
+    )
+    (running,) = [j for jobs in claims for j in jobs]
+    assert await store.claim("w9", limit=5, lease_seconds=30) == []
+    assert await store.complete(running.id, running.worker_id or "")
+    (other,) = await store.claim("w9", limit=5, lease_seconds=30)
+    assert other.id != running.id and other.key == key
+
+
+async def test_cache_entries_expire_one_by_one(store: Store, clock: FakeClock) -> None:
+    await store.cache_put("s" * 64, "short", ttl_seconds=10)
+    await store.cache_put("l" * 64, "long", ttl_seconds=100)
+    clock.advance(9)
+    assert await store.cache_get("s" * 64) == "short"
+    clock.advance(2)
+    assert await store.cache_get("s" * 64) is None
+    assert await store.cache_get("l" * 64) == "long"
+    assert await store.purge(max_age=86400) == 1  # the expired entry only
+    await store.cache_put("s" * 64, "again", ttl_seconds=10)  # an expired key is written anew
+    assert await store.cache_get("s" * 64) == "again"
+
+
+async def test_an_installation_upsert_replaces_the_repositories_it_is_given(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.add_repositories("github", 7, ["o/early"])  # before the installation is known
+    assert await store.get_installation("github", 7) is None
+    created = clock.now
+    await store.upsert_installation("github", 7, account="o", repositories=["o/a", "o/b"])
+    clock.advance(5)
+    await store.upsert_installation("github", 7, account="o", state="suspended")
+    kept = await store.get_installation("github", 7)
+    assert kept is not None and kept.repositories == ("o/a", "o/b")
+    assert (kept.state, kept.created_at, kept.updated_at) == ("suspended", created, clock.now)
+    await store.upsert_installation("github", 7, account="o", repositories=["o/c"])
+    replaced = await store.get_installation("github", 7)
+    assert replaced is not None and replaced.repositories == ("o/c",)
+    await store.upsert_installation("gitlab", 3, account="g")
+    assert [(i.platform, i.installation_id) for i in await store.list_installations()] == [
+        ("github", 7),
+        ("gitlab", 3),
+    ]
+
+
+async def test_reviews_are_listed_newest_first_by_pull_request(store: Store) -> None:
+    a = await store.start_review(ReviewStart("github", "o/r", 1, "a" * 40, "full"))
+    b = await store.start_review(ReviewStart("github", "o/r", 2, "b" * 40, "full"))
+    c = await store.start_review(ReviewStart("github", "o/other", 1, "c" * 40, "full"))
+    assert [r.id for r in await store.list_reviews()] == [c.id, b.id, a.id]
+    assert [r.id for r in await store.list_reviews(repo="o/r")] == [b.id, a.id]
+    assert [r.id for r in await store.list_reviews(repo="o/r", number=1)] == [a.id]
+    assert [r.id for r in await store.list_reviews(limit=1)] == [c.id]
+    fresh = await store.get_review(a.id)
+    assert fresh is not None
+    assert (fresh.state, fresh.outcome, fresh.calls, fresh.cost_usd, fresh.findings) == (
+        "running",
+        None,
+        0,
+        0.0,
+        0,
+    )
+
+
+# --- Operator views ------------------------------------------------------------------------------
+
+
+async def _review(
+    store: Store, platform: str, repo: str, number: int = 1, **changes: object
+) -> ReviewRecord:
+    review = await store.start_review(ReviewStart(platform, repo, number, "a" * 40, "full"))
+    if changes:
+        await store.update_review(review.id, **changes)
+    return review
+
+
+async def test_find_reviews_pages_newest_first_with_filters(store: Store, clock: FakeClock) -> None:
+    old = await _review(store, "github", "o/a", outcome="success")
+    clock.advance(100)
+    since = clock.now
+    b = await _review(store, "github", "o/a", outcome="failure")
+    c = await _review(store, "gitlab", "g/b", outcome="success")
+    d = await _review(store, "github", "o/a", outcome="success")
+    assert [r.id for r in await store.find_reviews(ReviewQuery())] == [d.id, c.id, b.id, old.id]
+    assert [r.id for r in await store.find_reviews(ReviewQuery(limit=2))] == [d.id, c.id]
+    page = await store.find_reviews(ReviewQuery(before_id=c.id, limit=2))
+    assert [r.id for r in page] == [b.id, old.id]
+    by_repo = ReviewQuery(platform="github", repo="o/a", outcome="success")
+    assert [r.id for r in await store.find_reviews(by_repo)] == [d.id, old.id]
+    recent = ReviewQuery(outcome="success", since=since)
+    assert [r.id for r in await store.find_reviews(recent)] == [d.id, c.id]
+
+
+async def test_review_activity_sums_a_period_per_utc_day(store: Store, clock: FakeClock) -> None:
+    day = int(clock.now // 86400)
+    before = await _review(store, "github", "o/a", outcome="success", calls=9)
+    await store.record_findings(before.id, "github", "o/a", 1, [_finding("old", severity="nit")])
+    await store.record_usage(UsageRecord("review", 1000, 100, 9.0))
+    clock.advance(60)
+    since = clock.now
+    first = await _review(
+        store, "github", "o/a", outcome="success", state="done", calls=3, cached_calls=1,
+        duration_seconds=4.0,
+    )  # fmt: skip
+    await store.record_findings(
+        first.id, "github", "o/a", 1, [_finding("f1"), _finding("f2", severity="minor")]
+    )
+    await store.record_usage(UsageRecord("review", 100, 10, 0.1))
+    clock.advance(86400)
+    second = await _review(store, "github", "o/b", calls=2)  # not finished
+    await store.record_findings(second.id, "github", "o/b", 1, [_finding("f3")])
+    await _review(store, "gitlab", "g/c", outcome="failure", state="done", duration_seconds=2.0)
+    await store.record_usage(UsageRecord("followup", 200, 20, 0.2))
+    activity = await store.review_activity(since)
+    first_day = int(since // 86400)
+    assert first_day in (day, day + 1)
+    assert [(d.day, d.reviews, d.input_tokens, d.output_tokens) for d in activity.days] == [
+        (first_day, 1, 100, 10),
+        (first_day + 1, 2, 200, 20),
+    ]
+    assert [d.cost_usd for d in activity.days] == [pytest.approx(0.1), pytest.approx(0.2)]
+    assert activity.outcomes == {"success": 1, "unfinished": 1, "failure": 1}
+    assert (activity.calls, activity.cached_calls) == (5, 1)
+    assert activity.findings_by_severity == {"major": 2, "minor": 1}
+    assert activity.durations == (2.0, 4.0)
+    empty = await store.review_activity(clock.now + 1)
+    assert (empty.days, empty.outcomes, empty.calls, empty.durations) == ((), {}, 0, ())
+
+
+async def test_repo_activity_sums_each_repository_most_recent_first(
+    store: Store, clock: FakeClock
+) -> None:
+    assert await store.repo_activity() == []
+    await _review(store, "github", "o/a", cost_usd=0.25, findings=1)
+    clock.advance(10)
+    await _review(store, "github", "o/a", number=2, cost_usd=0.5, findings=2)
+    clock.advance(10)
+    await _review(store, "gitlab", "g/c")
+    await _review(store, "github", "o/b", findings=4)
+    activity = await store.repo_activity()
+    assert [(a.platform, a.repo, a.reviews, a.findings) for a in activity] == [
+        ("github", "o/b", 1, 4),
+        ("gitlab", "g/c", 1, 0),
+        ("github", "o/a", 2, 3),
+    ]
+    assert activity[2].cost_usd == pytest.approx(0.75)
+    assert activity[2].last_review_at == clock.now - 10
+
+
+async def test_a_utc_day_ends_at_midnight_exactly(store: Store, clock: FakeClock) -> None:
+    midnight = (int(clock.now // 86400) + 1) * 86400.0
+    clock.now = midnight - 0.25  # late on the first day: must not round up into the next
+    await _review(store, "github", "o/a")
+    await store.record_usage(UsageRecord("review", 1, 1, 0.5))
+    clock.now = midnight
+    await _review(store, "github", "o/a")
+    await _review(store, "github", "o/a")
+    activity = await store.review_activity(midnight - 86400)
+    first = int(midnight // 86400) - 1
+    assert [(d.day, d.reviews, d.cost_usd) for d in activity.days] == [
+        (first, 1, 0.5),
+        (first + 1, 2, 0.0),
+    ]
+    # `since` is inclusive, to the second.
+    assert (await store.review_activity(midnight)).outcomes == {"unfinished": 2}
+    assert len(await store.find_reviews(ReviewQuery(since=midnight))) == 2
+
+
+async def test_a_late_renewal_and_a_takeover_never_both_win(
+    store: Store, backend: Backend, clock: FakeClock
+) -> None:
+    """A worker renews leases that just expired while other workers sweep and claim."""
+    total = 20
+    for i in range(total):
+        await store.enqueue(_job(payload=str(i)))
+    held = await store.claim("slow", limit=total, lease_seconds=10)
+    clock.advance(11)
+    others = [await backend.open() for _ in range(3)]
+    renewals = [store.renew_leases("slow", [job.id], 10) for job in held]
+    claims = [s.claim(f"w{i}", limit=3, lease_seconds=10) for i, s in enumerate(others * 3)]
+    results = await asyncio.gather(*renewals, *claims)
+    renewed = {job.id for job, n in zip(held, results[:total], strict=True) if n == 1}
+    taken = {job.id for jobs in results[total:] for job in jobs}
+    assert not renewed & taken  # never both: the sweep leaves a renewed lease alone
+    for job_id in renewed:
+        job = await store.get_job(job_id)
+        assert job is not None and (job.state, job.worker_id) == ("running", "slow")
+    for job_id in taken:
+        job = await store.get_job(job_id)
+        assert job is not None and job.worker_id != "slow" and job.attempts == 2

@@ -1,0 +1,38 @@
+"""Comments: people talking to Arbiter on a pull request, with commands or questions.
+
+What counts as talking to it, and who may, is decided in bot/reviewer/conversation.py; the
+commands run in bot/reviewer/commands.py and questions are answered by the reviewer's
+Answerer (bot/reviewer/answer.py). Both platforms' comments arrive here as `comment` events.
+"""
+
+from __future__ import annotations
+
+from bot.context import Context
+from bot.reviewer.commands import run_command
+from bot.reviewer.conversation import Command, Question, ThreadReply, classify, thread_findings
+from bot.router import Router
+
+router = Router()
+
+
+@router.register("comment", action="created")
+@router.register("comment", action="edited")
+async def talk(ctx: Context) -> None:
+    e = ctx.event
+    asked = classify(e, ctx.settings.bot_name)
+    if isinstance(asked, ThreadReply):
+        assert e.repo is not None  # classify() let only comments on a pull request through
+        assert e.number is not None
+        findings = await ctx.store.findings_for(e.platform, e.repo, e.number)
+        # A reply without a mention is for Arbiter only in a thread one of its findings started.
+        asked = Question(asked.comment.body) if thread_findings(asked.comment, findings) else None
+    if asked is None:
+        return
+    if isinstance(asked, Command):
+        ctx.log.info("command", command=asked.name)
+        await run_command(ctx, asked)
+        return
+    if ctx.answerer is None:
+        raise RuntimeError("this runtime has no answerer: questions cannot be answered")
+    ctx.log.info("question")
+    await ctx.answerer.answer(ctx, asked)

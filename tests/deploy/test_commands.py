@@ -1,0 +1,72 @@
+"""Every command that the Procfile, the image, docker-compose.yml, the Kubernetes manifests and
+docs/deployment.md run is a real `arbiter` subcommand with real flags, and each process kind
+runs the command its role needs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy import project
+
+COMMANDS = [
+    *project.procfile_commands(),
+    *project.dockerfile_commands(),
+    *project.compose_commands(),
+    *project.k8s_commands(),
+    *project.doc_commands(),
+]
+
+
+@pytest.mark.parametrize("line", COMMANDS, ids=[c.where for c in COMMANDS])
+def test_command_is_a_real_arbiter_command(line: project.CommandLine) -> None:
+    try:
+        project.parse_arbiter(line.argv)
+    except AssertionError as exc:
+        pytest.fail(f"{line.where}: `{' '.join(line.argv)}`: {exc}", pytrace=False)
+
+
+def test_every_source_of_commands_was_read() -> None:
+    # A reader that silently finds nothing would make the test above pass vacuously.
+    wheres = {c.where.split(":")[0] for c in COMMANDS}
+    assert {"Procfile", "Dockerfile", "docker-compose.yml", "docs/deployment.md"} <= wheres
+    assert any(w.startswith("deploy/k8s/") for w in wheres)
+    assert len(project.doc_commands()) >= 5
+
+
+def _command(argv: tuple[str, ...]) -> tuple[str, bool]:
+    args = project.parse_arbiter(argv)
+    return args.command, bool(getattr(args, "no_workers", False))
+
+
+def test_each_process_runs_what_its_role_needs() -> None:
+    services = {c.where.split("services.")[-1]: c.argv for c in project.compose_commands()}
+    assert _command(services["api"]) == ("serve", True), "compose api: serve --no-workers"
+    assert _command(services["worker"]) == ("worker", False)
+    assert _command(services["migrate"]) == ("migrate", False)
+    procfile = {c.where.split(": ")[-1]: c.argv for c in project.procfile_commands()}
+    assert _command(procfile["web"])[0] == "serve"
+    assert _command(procfile["worker"])[0] == "worker"
+    k8s = {c.where.split("/")[-1]: c.argv for c in project.k8s_commands()}
+    assert _command(k8s["api"]) == ("serve", True)
+    assert _command(k8s["worker"]) == ("worker", False)
+    assert _command(k8s["migrate"]) == ("migrate", False)
+
+
+def test_containers_with_http_probes_run_the_web_server() -> None:
+    # A probe against `arbiter worker` or `migrate` would never pass: they serve no HTTP.
+    for path, document in project.k8s_documents():
+        spec = project.pod_spec(document)
+        for container in spec["containers"] if spec else []:
+            probes = [k for k in container if k.endswith("Probe")]
+            if probes and project.is_arbiter_image(container.get("image")):
+                argv = tuple(project.image_entrypoint() + container.get("args", []))
+                assert _command(argv)[0] == "serve", f"{path.name}: {probes} on {argv}"
+    for name, service in project.compose()["services"].items():
+        if service.get("image", "").startswith("arbiter") or "build" in service:
+            command = project.parse_arbiter(
+                tuple(project.image_entrypoint() + service.get("command", project.image_cmd()))
+            ).command
+            disabled = (service.get("healthcheck") or {}).get("disable", False)
+            assert command == "serve" or disabled, (
+                f"compose {name} runs `{command}` under the image's HTTP HEALTHCHECK: disable it"
+            )
