@@ -27,6 +27,20 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./arbiter.db"
 MIB = 1024 * 1024
 
 StrList = Annotated[list[str], NoDecode]
+
+# Secrets that, left blank, mean "not set" (a blank webhook secret would verify anything).
+_SECRET_FIELD_NAMES = frozenset(
+    {
+        "github_token",
+        "github_webhook_secret",
+        "github_private_key",
+        "gitlab_token",
+        "gitlab_webhook_token",
+        "openai_api_key",
+        "anthropic_api_key",
+        "setup_token",
+    }
+)
 SecretList = Annotated[list[SecretStr], NoDecode]
 API_ROLES = ("read", "admin")
 MIN_API_TOKEN_LENGTH = 16
@@ -57,6 +71,9 @@ class Settings(BaseSettings):
         case_sensitive=False,
         frozen=True,
         validate_default=True,
+        # `ARBITER_GITHUB_WEBHOOK_SECRET=` must mean "not set", never "an empty secret": an
+        # empty HMAC key would let anyone sign a webhook (verification must fail closed).
+        env_ignore_empty=True,
     )
 
     # --- Server -------------------------------------------------------------------------------
@@ -294,6 +311,14 @@ class Settings(BaseSettings):
     @classmethod
     def _unset_when_empty(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(*sorted(_SECRET_FIELD_NAMES), mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

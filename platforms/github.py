@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -242,10 +243,10 @@ class Transport(gh_aiohttp.GitHubAPI):
         bound = self._policy.max_rate_limit_wait
         if waited + limit.seconds <= bound:
             return
-        already = f", after {waited:g} s of waiting already" if waited else ""
+        already = f", after {math.ceil(waited)} s of waiting already" if waited else ""
         raise RateLimited(
             f"GitHub's {limit.kind} rate limit would make {method} {urlsplit(url).path} wait "
-            f"{limit.seconds:g} s more{already}; Arbiter waits at most {bound:g} s "
+            f"{math.ceil(limit.seconds)} s more{already}; Arbiter waits at most {bound:g} s "
             f"(ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT)",
             retry_after=limit.seconds,
             status=limit.status,

@@ -215,3 +215,23 @@ def test_unknown_prefixed_variables_are_reported() -> None:
 def test_mask_url() -> None:
     assert mask_url("postgresql+asyncpg://u:p%40ss@h/db") == "postgresql+asyncpg://u:***@h/db"
     assert mask_url("sqlite+aiosqlite:///./arbiter.db") == "sqlite+aiosqlite:///./arbiter.db"
+
+
+@pytest.mark.parametrize(
+    "variable", ["ARBITER_GITHUB_WEBHOOK_SECRET", "ARBITER_GITLAB_WEBHOOK_TOKEN"]
+)
+def test_a_blank_webhook_secret_is_no_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str
+) -> None:
+    """A blank HMAC key would verify anything: blank means unset, and the platform is off."""
+    monkeypatch.setenv("ARBITER_GITHUB_TOKEN", "ghp_x")
+    monkeypatch.setenv("ARBITER_GITLAB_TOKEN", "glpat-x")
+    monkeypatch.setenv(variable, "")
+    settings = load_settings()
+    status = platform_status(settings)
+    platform = "github" if "GITHUB" in variable else "gitlab"
+    assert not status[platform].enabled
+    assert variable in status[platform].missing
+    (tmp_path / ".env").write_text(f"{variable}=   \n")
+    monkeypatch.delenv(variable)
+    assert not platform_status(load_settings())[platform].enabled
