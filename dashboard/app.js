@@ -556,7 +556,7 @@ function baseOptions({ integerTicks = false, money = false, horizontal = false }
 function moneyTick(value) {
   const v = Number(value);
   if (v === 0) return "$0";
-  return "$" + (Math.abs(v) < 1 ? v.toPrecision(2) : v.toFixed(2));
+  return "$" + (Math.abs(v) < 1 ? String(Number(v.toPrecision(2))) : v.toFixed(2));
 }
 
 function plural(n, word) {

@@ -165,7 +165,7 @@ class GitLab:
         try:
             return work(self.client(delivery_id))
         except GitlabError as exc:
-            raise platform_error(action, exc) from None
+            raise platform_error(action, exc) from exc
 
     def client(self, delivery_id: str | None = None) -> gitlab.Gitlab:
         """A python-gitlab client on this thread's session (cheap: no request is made)."""
@@ -195,7 +195,8 @@ class GitLab:
 def platform_error(action: str, exc: GitlabError) -> PlatformError:
     status = exc.response_code
     detail = str(exc.error_message or "").strip() or "no message"
-    code = f"{status} " if status else ""
+    # GitLab's messages mostly start with the status already ("404 Project Not Found").
+    code = f"{status} " if status and not detail.startswith(str(status)) else ""
     return PlatformError(f"GitLab refused to {action}: {code}{detail}", status=status)
 
 

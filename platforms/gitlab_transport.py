@@ -15,6 +15,7 @@ each thread has its own `Session`, as requests does not promise a Session is thr
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -128,9 +129,10 @@ class RetryingAdapter(HTTPAdapter):
         bound = self.policy.max_rate_limit_wait
         if waited + wait <= bound:
             return
-        already = f", after {waited:g} s of waiting already" if waited else ""
+        already = f", after {math.ceil(waited)} s of waiting already" if waited else ""
         raise RateLimited(
-            f"GitLab's rate limit would make {method} {path} wait {wait:g} s more{already}; "
+            f"GitLab's rate limit would make {method} {path} wait {math.ceil(wait)} s more"
+            f"{already}; "
             f"Arbiter waits at most {bound:g} s (ARBITER_GITLAB_RATE_LIMIT_MAX_WAIT)",
             retry_after=wait,
             status=429,

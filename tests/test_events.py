@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.events import Event, PayloadError, Sender, from_github, from_gitlab
+from bot.events import Event, PayloadError, Sender, from_github, from_gitlab, is_gitlab_bot
 from tests.conftest import fixture_json, fixtures_dir
 
 HELLO = "Codertocat/Hello-World"
@@ -249,3 +249,57 @@ def test_events_survive_the_queue_round_trip() -> None:
     again = Event.from_json(event.to_json())
     assert again == event
     assert again.payload == payload
+
+
+def test_gitlab_note_without_an_action_is_a_new_comment() -> None:
+    payload = fixture_json("gitlab/webhooks/note_merge_request.json")
+    del payload["object_attributes"]["action"]  # older GitLab sends none
+    event = from_gitlab("u", payload)
+    assert (event.name, event.action) == ("comment", "created")
+
+
+def test_gitlab_system_notes_are_not_comments() -> None:
+    payload = fixture_json("gitlab/webhooks/note_merge_request.json")
+    payload["object_attributes"].update(system=True, note="added 1 commit")
+    event = from_gitlab("u", payload)
+    assert (event.name, event.comment) == ("note", None)
+
+
+def test_gitlab_reply_on_a_removed_line_carries_its_old_line_and_thread() -> None:
+    payload = fixture_json("gitlab/webhooks/note_merge_request.json")
+    payload["object_attributes"].update(
+        type="DiffNote",
+        discussion_id="d" * 40,
+        position={"old_path": "a.py", "new_path": "a.py", "old_line": 7, "new_line": None},
+        action="create",
+    )
+    comment = from_gitlab("u", payload).comment
+    assert comment is not None
+    assert (comment.kind, comment.path, comment.line, comment.thread) == (
+        "inline",
+        "a.py",
+        7,
+        "d" * 40,
+    )
+
+
+@pytest.mark.parametrize("key", ["draft", "work_in_progress"])
+def test_gitlab_ready_for_review_from_either_draft_key(key: str) -> None:
+    payload = fixture_json("gitlab/webhooks/merge_request.json")
+    payload["object_attributes"]["action"] = "update"
+    payload["changes"] = {key: {"previous": True, "current": False}}
+    assert from_gitlab("u", payload).action == "ready_for_review"
+
+
+@pytest.mark.parametrize(
+    ("username", "bot"),
+    [
+        ("project_12_bot_9f8e7d", True),
+        ("group_3_bot", True),
+        ("deploy-bot", True),
+        ("robert", False),
+        ("botanist", False),
+    ],
+)
+def test_gitlab_bot_names(username: str, bot: bool) -> None:
+    assert is_gitlab_bot(username) is bot

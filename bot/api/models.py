@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-Role = Literal["read", "admin"]
+from bot.api.access import Role
+from bot.store.base import JobState, ReviewState
+from bot.store.base import ReviewOutcome as Outcome
+
 Platform = Literal["github", "gitlab"]
-Outcome = Literal["success", "failure", "error", "skipped"]
-ReviewState = Literal["running", "done", "failed", "skipped", "waiting"]
-JobState = Literal["queued", "running", "done", "dead", "cancelled"]
 
 MAX_ID = 2**63 - 1  # the stores' 64-bit ids
 # RFC 3339 (the date-time format of JSON Schema); Python alone would accept far more.

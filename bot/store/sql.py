@@ -90,7 +90,7 @@ class SQLStore:
         self._async_engine: AsyncEngine | None = None
         self._sqlite_engine: Engine | None = None
         self._sqlite_thread: ThreadPoolExecutor | None = None
-        self._last_sweep = float("-inf")
+        self._last_sweep: dict[str, float] = {}  # by claiming worker: its sweep spares its jobs
         self._deliveries = GroupCommit(self._accept_batch)
         self._completions = GroupCommit(self._complete_batch)
 
@@ -190,9 +190,10 @@ class SQLStore:
             return []
         now = self._clock()
         # Leases are seconds long: looking for expired ones once a second is often enough.
-        sweep = now - self._last_sweep >= LEASE_SWEEP_INTERVAL or now < self._last_sweep
+        last = self._last_sweep.get(worker_id, float("-inf"))
+        sweep = now - last >= LEASE_SWEEP_INTERVAL or now < last
         if sweep:
-            self._last_sweep = now
+            self._last_sweep[worker_id] = now
         return await self._run(
             lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep)
         )
@@ -989,9 +990,15 @@ def _enqueue(conn: Connection, job: NewJob, now: float) -> Enqueued:
     return Enqueued(job_id=job_id, replaced=replaced)
 
 
-def _sweep_expired_leases(conn: Connection, now: float) -> None:
-    """Jobs whose worker stopped renewing: queued again, or dead if that was the last attempt."""
-    expired = sa.and_(jobs.c.state == "running", jobs.c.lease_until < now)
+def _sweep_expired_leases(conn: Connection, now: float, claimer: str) -> None:
+    """Jobs whose worker stopped renewing: queued again, or dead if that was the last attempt.
+
+    The claiming worker's own jobs are left alone: it is alive (it is claiming), so a lease of
+    its that ran out means a late heartbeat, not a dead worker, and running the job a second
+    time beside the first would be wrong."""
+    expired = sa.and_(
+        jobs.c.state == "running", jobs.c.lease_until < now, jobs.c.worker_id != claimer
+    )
     conn.execute(
         sa.update(jobs)
         .where(expired, jobs.c.attempts >= jobs.c.max_attempts)
@@ -1080,7 +1087,7 @@ def _claim(
     conn: Connection, worker_id: str, limit: int, lease_seconds: float, now: float, sweep: bool
 ) -> list[Job]:
     if sweep:
-        _sweep_expired_leases(conn, now)
+        _sweep_expired_leases(conn, now, worker_id)
     statement = _CLAIM[conn.dialect.name == "postgresql"]
     rows = conn.execute(
         statement,

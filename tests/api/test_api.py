@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel
 
+from bot.api import add_dashboard_and_api
 from bot.api.models import (
     ApiIndex,
     JobList,
@@ -23,8 +26,11 @@ from bot.api.models import (
 )
 from bot.api.openapi import openapi_document
 from bot.api.views import OPERATIONS, percentile
+from bot.runtime import Runtime
 from bot.store.base import UsageRecord
-from tests.api.conftest import READ, Api, MakeApi
+from bot.store.sql import SQLStore
+from config.settings import load_settings
+from tests.api.conftest import DASHBOARD, READ, TOKENS, Api, MakeApi
 from tests.api.seed import MARKUP
 
 DAY = 86400
@@ -357,3 +363,26 @@ def test_nearest_rank_percentiles(
     values: list[float], fraction: float, expected: float | None
 ) -> None:
     assert percentile(values, fraction) == expected
+
+
+async def test_a_store_that_cannot_be_reached_is_503_not_500(clock: Any) -> None:
+    settings = load_settings(
+        database_url="postgresql+asyncpg://arbiter:secret@127.0.0.1:1/arbiter", api_tokens=TOKENS
+    )
+    store = SQLStore(settings.database_url)  # nothing listens on port 1
+    await store.open()
+    app = web.Application()
+    add_dashboard_and_api(app, Runtime(settings, store=store), clock=clock)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        answer = await client.get(
+            "/api/reviews", headers={"Authorization": f"Bearer {READ}", "Origin": DASHBOARD}
+        )
+        assert answer.status == 503
+        assert (await answer.json())["error"] == "store_unavailable"
+        assert answer.headers["Access-Control-Allow-Origin"] == DASHBOARD
+        assert "X-RateLimit-Remaining" in answer.headers
+    finally:
+        await client.close()
+        await store.close()

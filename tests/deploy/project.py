@@ -214,11 +214,19 @@ def shell_lines(markdown: str) -> Iterator[str]:
 
 
 def doc_commands() -> list[CommandLine]:
-    """`arbiter …` and `docker run … arbiter:TAG …` in docs/deployment.md's shell blocks."""
-    found = []
-    for line in shell_lines(DEPLOYMENT_DOC.read_text(encoding="utf-8")):
+    """`arbiter …` and `docker run … arbiter:TAG …` in docs/deployment.md's shell blocks, and
+    `arbiter …` in its inline code."""
+    text = DEPLOYMENT_DOC.read_text(encoding="utf-8")
+    found = [
+        CommandLine(f"docs/deployment.md: `{span}`", tuple(shlex.split(span)))
+        for span in re.findall(r"`(arbiter [a-z][^`]*)`", text)
+    ]
+    for line in shell_lines(text):
         for part in re.split(r"&&|\|\||;|\|", line):
-            words = shlex.split(part, comments=True)
+            try:
+                words = shlex.split(part, comments=True)
+            except ValueError:  # a quote split by the line's `|` or `;`: not an arbiter command
+                words = part.split()
             if words[:1] == ["arbiter"]:
                 found.append(CommandLine(f"docs/deployment.md: {part.strip()}", tuple(words)))
             elif words[:2] == ["docker", "run"]:

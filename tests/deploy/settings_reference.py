@@ -145,7 +145,7 @@ def render_reference() -> str:
         head, note = _title_and_note(title)
         lines += ["", f"#### {head}", ""]
         if note:
-            lines += [f"{note[0].upper()}{note[1:]}.", ""]
+            lines += [f"*({_markdown(note)})*", ""]
         lines += ["| Variable | Default | Accepts |", "|---|---|---|"]
         for name in names:
             value = env_value(default_value(name))

@@ -8,13 +8,19 @@ import pytest
 
 from tests.deploy import project
 
-COMMANDS = [
-    *project.procfile_commands(),
-    *project.dockerfile_commands(),
-    *project.compose_commands(),
-    *project.k8s_commands(),
-    *project.doc_commands(),
-]
+# Keyed by where they are, so a command the docs repeat is checked once.
+COMMANDS = list(
+    {
+        c.where: c
+        for c in (
+            *project.procfile_commands(),
+            *project.dockerfile_commands(),
+            *project.compose_commands(),
+            *project.k8s_commands(),
+            *project.doc_commands(),
+        )
+    }.values()
+)
 
 
 @pytest.mark.parametrize("line", COMMANDS, ids=[c.where for c in COMMANDS])

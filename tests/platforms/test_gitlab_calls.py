@@ -104,9 +104,12 @@ async def test_a_project_the_token_cannot_see_is_a_404(
     gitlab_fake.add_project("other/secret", bot_access=None)
     gitlab_fake.add_merge_request("other/secret", 1)
 
-    with pytest.raises(PlatformError, match="404 Project Not Found") as caught:
+    with pytest.raises(PlatformError) as caught:
         await make_gitlab().for_repo("other/secret").pull_request(1)
     assert caught.value.status == 404
+    assert str(caught.value) == (
+        "GitLab refused to read merge request !1 of other/secret: 404 Project Not Found"
+    )
 
 
 async def test_a_project_can_be_named_by_its_numeric_id(

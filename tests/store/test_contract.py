@@ -100,8 +100,8 @@ async def test_a_lease_expiring_on_the_last_attempt_buries_the_job(
     store: Store, clock: FakeClock
 ) -> None:
     await store.enqueue(_job(max_attempts=2))
-    for _ in range(2):
-        assert len(await store.claim("crashy", limit=1, lease_seconds=10)) == 1
+    for attempt in range(2):  # each time a worker takes it and dies (a new worker id each time)
+        assert len(await store.claim(f"crashy-{attempt}", limit=1, lease_seconds=10)) == 1
         clock.advance(11)
     assert await store.claim("w", limit=1, lease_seconds=10) == []
     (dead,) = await store.list_jobs(state="dead")
@@ -616,16 +616,17 @@ async def test_concurrent_copies_of_a_delivery_queue_one_job(
 async def test_concurrent_enqueues_of_one_key_leave_the_newest_queued(
     store: Store, backend: Backend
 ) -> None:
-    key = "review:github:o/r#9"
+    keys = [f"review:github:o/r#{n}" for n in range(4)]  # four races at once
     stores = [store, *[await backend.open() for _ in range(3)]]
-    results = await asyncio.gather(
-        *(s.enqueue(_job(key=key, payload=str(i))) for i, s in enumerate(stores * 3))
-    )
-    ids = sorted(r.job_id for r in results if r.job_id is not None)
-    assert len(ids) == 12
-    (survivor,) = await store.list_jobs(state="queued")
-    assert survivor.id == ids[-1]
-    for job in await store.list_jobs(state="cancelled"):
+    sent = [(key, s) for key in keys for s in stores * 3]
+    results = await asyncio.gather(*(s.enqueue(_job(key=key)) for key, s in sent))
+    newest: dict[str | None, int] = {}
+    for (key, _), result in zip(sent, results, strict=True):
+        assert result.job_id is not None
+        newest[key] = max(newest.get(key, 0), result.job_id)
+    queued = {job.key: job.id for job in await store.list_jobs(state="queued")}
+    assert queued == newest  # one queued job per key: its newest
+    for job in await store.list_jobs(state="cancelled", limit=1000):
         assert job.last_error is not None and job.last_error.startswith("superseded by job ")
         assert int(job.last_error.rsplit(" ", 1)[1]) > job.id  # by a newer one
     replaced = [i for r in results for i in r.replaced]
@@ -844,11 +845,14 @@ async def test_a_late_renewal_and_a_takeover_never_both_win(
     held = await store.claim("slow", limit=total, lease_seconds=10)
     clock.advance(11)
     others = [await backend.open() for _ in range(3)]
-    renewals = [store.renew_leases("slow", [job.id], 10) for job in held]
-    claims = [s.claim(f"w{i}", limit=3, lease_seconds=10) for i, s in enumerate(others * 3)]
-    results = await asyncio.gather(*renewals, *claims)
-    renewed = {job.id for job, n in zip(held, results[:total], strict=True) if n == 1}
-    taken = {job.id for jobs in results[total:] for job in jobs}
+    renewals, claims = await asyncio.gather(
+        asyncio.gather(*(store.renew_leases("slow", [job.id], 10) for job in held)),
+        asyncio.gather(
+            *(s.claim(f"w{i}", limit=3, lease_seconds=10) for i, s in enumerate(others * 3))
+        ),
+    )
+    renewed = {job.id for job, n in zip(held, renewals, strict=True) if n == 1}
+    taken = {job.id for jobs in claims for job in jobs}
     assert not renewed & taken  # never both: the sweep leaves a renewed lease alone
     for job_id in renewed:
         job = await store.get_job(job_id)
@@ -856,3 +860,14 @@ async def test_a_late_renewal_and_a_takeover_never_both_win(
     for job_id in taken:
         job = await store.get_job(job_id)
         assert job is not None and job.worker_id != "slow" and job.attempts == 2
+
+
+async def test_a_worker_does_not_take_back_its_own_job_after_a_late_heartbeat(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.enqueue(_job())
+    (job,) = await store.claim("busy-worker", limit=1, lease_seconds=10)
+    clock.advance(11)  # its heartbeat was late: the lease ran out while the job still runs
+    assert await store.claim("busy-worker", limit=1, lease_seconds=10) == []
+    (taken,) = await store.claim("another-worker", limit=1, lease_seconds=10)
+    assert taken.id == job.id and taken.attempts == 2
