@@ -45,6 +45,18 @@ def create_app(runtime: Runtime) -> web.Application:
     return app
 
 
+def create_worker_app(runtime: Runtime) -> web.Application:
+    """What `arbiter worker` serves: health and metrics, for probes and Prometheus (a worker
+    process counts the reviews, LLM calls and cost it runs; only it can report them)."""
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app.router.add_get("/health", live)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
 async def live(request: web.Request) -> web.Response:
     """The process is up and serving HTTP."""
     return web.json_response({"status": "ok", "version": __version__})

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from bot import __version__
-from bot.app import create_app
+from bot.app import create_app, create_worker_app
 from bot.events import Event, PayloadError, from_github, from_gitlab
 from bot.logs import configure_logging, get_logger
 from bot.repo_config import validate_command as validate_repo_config
@@ -204,12 +204,27 @@ async def work(settings: Settings) -> int:
     log = get_logger(component="worker")
     runtime = Runtime(settings)
     await runtime.start()
+    runner: web.AppRunner | None = None
     try:
+        port = settings.worker_http_port
+        if port:
+            runner = web.AppRunner(
+                create_worker_app(runtime), access_log=None, handle_signals=False
+            )
+            await runner.setup()
+            await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
         runtime.make_worker().start()
-        log.info("worker running", store=runtime.store.backend, max_jobs=settings.worker_max_jobs)
+        log.info(
+            "worker running",
+            store=runtime.store.backend,
+            max_jobs=settings.worker_max_jobs,
+            metrics=f"http://{settings.host}:{port}/metrics" if port else None,
+        )
         await _stop_event().wait()
         log.info("shutting down")
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await runtime.close()
     return 0
 

@@ -233,6 +233,15 @@ class Settings(BaseSettings):
     worker_shutdown_grace_seconds: float = Field(
         30, ge=0, description="on SIGTERM, seconds running jobs get to finish"
     )
+    worker_http_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description=(
+            "the port where `arbiter worker` serves /health, /health/live, /health/ready and "
+            "/metrics (0: none)"
+        ),
+    )
     delivery_retention_days: float = Field(
         14, gt=0, description="days seen delivery ids and finished jobs are kept"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from config.settings import Settings
 from tests.deploy import project
 
 # Keyed by where they are, so a command the docs repeat is checked once.
@@ -59,20 +60,32 @@ def test_each_process_runs_what_its_role_needs() -> None:
 
 
 def test_containers_with_http_probes_run_the_web_server() -> None:
-    # A probe against `arbiter worker` or `migrate` would never pass: they serve no HTTP.
+    # Probes need HTTP: `serve` answers on ARBITER_PORT, `worker` on ARBITER_WORKER_HTTP_PORT;
+    # a probe on `migrate` (or on the wrong port) would never pass.
+    ports = {
+        "serve": Settings.model_fields["port"].default,
+        "worker": Settings.model_fields["worker_http_port"].default,
+    }
     for path, document in project.k8s_documents():
         spec = project.pod_spec(document)
         for container in spec["containers"] if spec else []:
             probes = [k for k in container if k.endswith("Probe")]
             if probes and project.is_arbiter_image(container.get("image")):
                 argv = tuple(project.image_entrypoint() + container.get("args", []))
-                assert _command(argv)[0] == "serve", f"{path.name}: {probes} on {argv}"
+                command = _command(argv)[0]
+                assert command in ports, f"{path.name}: {probes} on {argv}"
+                named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+                for probe in probes:
+                    port = container[probe]["httpGet"]["port"]
+                    assert named.get(port, port) == ports[command], f"{path.name}: {probe}"
     for name, service in project.compose()["services"].items():
         if service.get("image", "").startswith("arbiter") or "build" in service:
             command = project.parse_arbiter(
                 tuple(project.image_entrypoint() + service.get("command", project.image_cmd()))
             ).command
-            disabled = (service.get("healthcheck") or {}).get("disable", False)
-            assert command == "serve" or disabled, (
-                f"compose {name} runs `{command}` under the image's HTTP HEALTHCHECK: disable it"
+            check = service.get("healthcheck") or {}
+            own_check = f":{ports.get(command)}/" in " ".join(check.get("test") or [])
+            assert command == "serve" or check.get("disable", False) or own_check, (
+                f"compose {name} runs `{command}` under the image's HTTP HEALTHCHECK (port "
+                f"{ports['serve']}): disable it, or check the port `{command}` listens on"
             )

@@ -12,21 +12,27 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import create_app
+from bot.app import create_app, create_worker_app
 from bot.runtime import Runtime
 from config.settings import Settings, load_settings
 from tests.deploy import project
 
 API_PORT = Settings.model_fields["port"].default
+WORKER_PORT = Settings.model_fields["worker_http_port"].default  # `arbiter worker`
 _URL_PATH = re.compile(r"https?://[^/'\"\s]+(/[^'\"\s)]*)")
 
 
 @pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[web.Application]:
-    runtime = Runtime(load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/deploy.db"))
-    await runtime.start()
-    yield create_app(runtime)
-    await runtime.close()
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    started = Runtime(load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/deploy.db"))
+    await started.start()
+    yield started
+    await started.close()
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> web.Application:
+    return create_app(runtime)
 
 
 @pytest.fixture
@@ -35,6 +41,21 @@ async def client(app: web.Application) -> AsyncIterator[TestClient[Any, Any]]:
     await test_client.start_server()
     yield test_client
     await test_client.close()
+
+
+@pytest.fixture
+async def by_port(
+    runtime: Runtime, app: web.Application, client: TestClient[Any, Any]
+) -> AsyncIterator[dict[int, tuple[TestClient[Any, Any], set[tuple[str, str]]]]]:
+    """What answers on each port Arbiter listens on: `serve`'s app, and `worker`'s."""
+    worker_app = create_worker_app(runtime)
+    worker = TestClient(TestServer(worker_app))
+    await worker.start_server()
+    yield {
+        API_PORT: (client, project.app_routes(app)),
+        WORKER_PORT: (worker, project.app_routes(worker_app)),
+    }
+    await worker.close()
 
 
 @pytest.fixture
@@ -83,12 +104,13 @@ def test_the_guides_probes_are_in_the_manifests() -> None:
 
 
 async def test_every_probe_path_answers_on_the_port_arbiter_listens_on(
-    client: TestClient[Any, Any], routes: set[tuple[str, str]]
+    by_port: dict[int, tuple[TestClient[Any, Any], set[tuple[str, str]]]],
 ) -> None:
     probes = _k8s_probes()
     assert probes, "no httpGet probe found in deploy/k8s"
     for where, path, port in probes:
-        assert port == API_PORT, f"{where}: port {port}, Arbiter listens on {API_PORT}"
+        assert port in by_port, f"{where}: port {port}, Arbiter listens on {sorted(by_port)}"
+        client, routes = by_port[port]
         assert project.route_matches(path, routes), f"{where}: no route for {path}"
         response = await client.get(path)
         assert response.status == 200, f"{where}: GET {path} answered {response.status}"
@@ -105,32 +127,40 @@ async def test_every_health_check_path_answers(
         assert response.status == 200, f"{where}: GET {path} answered {response.status}"
 
 
-async def test_the_scraped_metrics_path_answers(client: TestClient[Any, Any]) -> None:
-    paths = set()
+async def test_the_scraped_metrics_path_answers(
+    by_port: dict[int, tuple[TestClient[Any, Any], set[tuple[str, str]]]],
+) -> None:
+    scraped: set[tuple[int, str]] = set()
     for config in ("prometheus.yml", "prometheus-kubernetes.yml"):
         for job in project.load_yaml(project.PROMETHEUS / config)["scrape_configs"]:
-            paths.add(job.get("metrics_path", "/metrics"))
+            scraped.update((port, job.get("metrics_path", "/metrics")) for port in by_port)
     for _, document in project.k8s_documents():
         annotations = (
             document.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
         )
         if annotations and "prometheus.io/path" in annotations:
-            paths.add(annotations["prometheus.io/path"])
-            assert int(annotations["prometheus.io/port"]) == API_PORT
-    for path in paths:
-        response = await client.get(path)
-        assert response.status == 200, f"GET {path} answered {response.status}"
+            port = int(annotations["prometheus.io/port"])
+            assert port in by_port, f"scraped on {port}, Arbiter listens on {sorted(by_port)}"
+            scraped.add((port, annotations["prometheus.io/path"]))
+    for port, path in scraped:
+        response = await by_port[port][0].get(path)
+        assert response.status == 200, f"GET {path} on {port} answered {response.status}"
         assert "arbiter_store_up" in await response.text()
 
 
 def test_prometheus_scrapes_the_compose_api_on_its_port() -> None:
     services = project.compose()["services"]
+    listens = {"serve": API_PORT, "worker": WORKER_PORT}
     for job in project.load_yaml(project.PROMETHEUS / "prometheus.yml")["scrape_configs"]:
         for static in job.get("static_configs", []):
             for target in static["targets"]:
                 host, _, port = target.partition(":")
                 assert host in services, f"prometheus.yml scrapes {host}: no such compose service"
-                assert int(port) == API_PORT
+                argv = project.image_entrypoint() + services[host].get(
+                    "command", project.image_cmd()
+                )
+                command = project.parse_arbiter(tuple(argv)).command
+                assert int(port) == listens.get(command), f"{target}: `{command}` listens elsewhere"
 
 
 # --- The proxies -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -227,3 +228,45 @@ async def test_a_failing_handler_retries_then_dies_while_the_others_ran_once(
     ]
     log = server.log()
     assert "job failed; will retry" in log and "job dead after its last attempt" in log
+
+
+async def test_a_worker_process_serves_health_and_metrics(tmp_path: Path) -> None:
+    """`arbiter worker` has no webhooks, but probes and Prometheus can still reach it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+        "PYTHONPATH": str(ROOT),
+        "ARBITER_HOST": "127.0.0.1",
+        "ARBITER_WORKER_HTTP_PORT": str(port),
+        "ARBITER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/worker.db",
+        "ARBITER_LOG_FORMAT": "json",
+    }
+    script = Path(sys.executable).with_name("arbiter")
+    with open(tmp_path / "worker.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(script), "worker"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def up() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/health/ready") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await _wait_for(up, what="the worker's health endpoint")
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                text = await r.text()
+            assert "arbiter_job_runs_total" in text and 'arbiter_jobs{state="queued"}' in text
+            async with http.post(f"http://127.0.0.1:{port}/webhooks/github", data=b"{}") as r:
+                assert r.status in (404, 405)  # a worker takes no deliveries
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
