@@ -108,12 +108,12 @@ class MongoStore:
         self.url = url
         self._client = client
         self._owns_client = client is None
-        self._database_name = database or urlsplit(url).path.lstrip("/") or "arbiter"
+        self.database_name = database or urlsplit(url).path.lstrip("/") or "arbiter"
         self._pool_size = pool_size + max_overflow
         self._delivery_ttl = delivery_ttl_seconds
         self._clock = clock
         self._db: AsyncDatabase[Doc] | None = None
-        self._last_sweep = float("-inf")
+        self._last_sweep: dict[str, float] = {}  # by claiming worker: its sweep spares its jobs
 
     # --- Connection and indexes --------------------------------------------------------------
 
@@ -129,7 +129,7 @@ class MongoStore:
                 tz_aware=True,
                 appname="arbiter",
             )
-        self._db = self._client[self._database_name]
+        self._db = self._client[self.database_name]
         try:
             await self.migrate()
         except BaseException:
@@ -143,19 +143,20 @@ class MongoStore:
         self._db = None
 
     @property
-    def _database(self) -> AsyncDatabase[Doc]:
+    def database(self) -> AsyncDatabase[Doc]:
+        """The PyMongo database (tests, tools), as `SQLStore.run_sql` is for SQL."""
         if self._db is None:
             raise RuntimeError("the store is not open: call `await store.open()` first")
         return self._db
 
     def _c(self, name: str) -> AsyncCollection[Doc]:
-        return self._database[name]
+        return self.database[name]
 
     @_guarded
     async def ping(self) -> None:
         try:
             async with asyncio.timeout(5):
-                await self._database.command("ping")
+                await self.database.command("ping")
         except TimeoutError as exc:
             raise StoreUnavailable("mongodb store did not answer within 5 s") from exc
 
@@ -197,7 +198,7 @@ class MongoStore:
         answered. When the delivery comes again, its job is written under the id it names.
         """
         now = self._clock()
-        (job_id,) = await mongo_records.next_ids(self._database, JOBS)
+        (job_id,) = await mongo_records.next_ids(self.database, JOBS)
         document = {
             "platform": delivery.platform,
             "delivery_id": delivery.delivery_id,
@@ -250,7 +251,7 @@ class MongoStore:
     @_guarded
     async def enqueue(self, job: NewJob) -> Enqueued:
         now = self._clock()
-        (job_id,) = await mongo_records.next_ids(self._database, JOBS)
+        (job_id,) = await mongo_records.next_ids(self.database, JOBS)
         return await self._write_job(job_id, job, now)
 
     async def _coalesce(self, job_id: int, key: str, now: float) -> tuple[int, ...]:
@@ -296,9 +297,11 @@ class MongoStore:
         if limit <= 0:
             return []
         now = self._clock()
-        if now - self._last_sweep >= LEASE_SWEEP_INTERVAL or now < self._last_sweep:
-            self._last_sweep = now
-            await self._sweep_expired_leases(now)
+        # Leases are seconds long: looking for expired ones once a second is often enough.
+        last = self._last_sweep.get(worker_id, float("-inf"))
+        if now - last >= LEASE_SWEEP_INTERVAL or now < last:
+            self._last_sweep[worker_id] = now
+            await self._sweep_expired_leases(now, worker_id)
         jobs = self._c(JOBS)
         busy = {
             doc["key"]
@@ -352,14 +355,18 @@ class MongoStore:
                 busy.add(job.key)
         return sorted(claimed, key=lambda j: (j.run_at, j.id))
 
-    async def _sweep_expired_leases(self, now: float) -> None:
+    async def _sweep_expired_leases(self, now: float, claimer: str) -> None:
         """Jobs whose worker stopped renewing: queued again, or dead after the last attempt.
 
-        Each is changed only if it is still the same lease (state, worker and expiry as read),
-        so a renewal or a completion that lands in between wins.
+        The claiming worker's own jobs are left alone: it is alive (it is claiming), so a lease
+        of its that ran out means a late heartbeat, not a dead worker. Each job is changed only
+        if it still holds the lease that was read (state, worker, expiry), so a renewal or a
+        completion that lands in between wins.
         """
         jobs = self._c(JOBS)
-        expired = jobs.find({"state": "running", "lease_until": {"$lt": now}})
+        expired = jobs.find(
+            {"state": "running", "lease_until": {"$lt": now}, "worker_id": {"$ne": claimer}}
+        )
         async for doc in expired:
             same_lease = {
                 "_id": doc["_id"],
@@ -491,10 +498,9 @@ class MongoStore:
 
     @_guarded
     async def job_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
-        cursor = await self._c(JOBS).aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])
-        counts.update({str(doc["_id"]): int(doc["n"]) async for doc in cursor})
-        return counts
+        # One indexed count per state: a $group would read every job the store retains.
+        jobs = self._c(JOBS)
+        return {state: await jobs.count_documents({"state": state}) for state in JOB_STATES}
 
     @_guarded
     async def seen_delivery(self, platform: str, delivery_id: str) -> bool:
@@ -544,15 +550,15 @@ class MongoStore:
 
     @_guarded
     async def start_review(self, start: ReviewStart) -> ReviewRecord:
-        return await mongo_records.start_review(self._database, start, self._clock())
+        return await mongo_records.start_review(self.database, start, self._clock())
 
     @_guarded
     async def update_review(self, review_id: int, **changes: Any) -> None:
-        await mongo_records.update_review(self._database, review_id, changes)
+        await mongo_records.update_review(self.database, review_id, changes)
 
     @_guarded
     async def get_review(self, review_id: int) -> ReviewRecord | None:
-        return await mongo_records.get_review(self._database, review_id)
+        return await mongo_records.get_review(self.database, review_id)
 
     @_guarded
     async def list_reviews(
@@ -564,7 +570,7 @@ class MongoStore:
         limit: int = 100,
     ) -> list[ReviewRecord]:
         query = {"platform": platform, "repo": repo, "number": number}
-        return await mongo_records.list_reviews(self._database, query, limit)
+        return await mongo_records.list_reviews(self.database, query, limit)
 
     @_guarded
     async def record_findings(
@@ -576,18 +582,18 @@ class MongoStore:
         records: Iterable[FindingRecord],
     ) -> int:
         return await mongo_records.record_findings(
-            self._database, review_id, (platform, repo, number), records, self._clock()
+            self.database, review_id, (platform, repo, number), records, self._clock()
         )
 
     @_guarded
     async def findings_for(
         self, platform: str, repo: str, number: int, *, review_id: int | None = None
     ) -> list[FindingRecord]:
-        return await mongo_records.findings_for(self._database, platform, repo, number, review_id)
+        return await mongo_records.findings_for(self.database, platform, repo, number, review_id)
 
     @_guarded
     async def pr_state(self, platform: str, repo: str, number: int) -> PullRequestState:
-        return await mongo_records.pr_state(self._database, platform, repo, number)
+        return await mongo_records.pr_state(self.database, platform, repo, number)
 
     @_guarded
     async def update_pr_state(
@@ -606,26 +612,26 @@ class MongoStore:
             "full_requested": full_requested,
         }
         return await mongo_records.update_pr_state(
-            self._database, (platform, repo, number), given, self._clock()
+            self.database, (platform, repo, number), given, self._clock()
         )
 
     @_guarded
     async def record_usage(self, record: UsageRecord) -> None:
-        await mongo_records.record_usage(self._database, record, self._clock())
+        await mongo_records.record_usage(self.database, record, self._clock())
 
     @_guarded
     async def spent_since(self, since: float) -> float:
-        return await mongo_records.spent_since(self._database, since)
+        return await mongo_records.spent_since(self.database, since)
 
     # --- Exchanges ---------------------------------------------------------------------------
 
     @_guarded
     async def start_exchange(self, start: ExchangeStart) -> ExchangeRecord:
-        return await mongo_records.start_exchange(self._database, start, self._clock())
+        return await mongo_records.start_exchange(self.database, start, self._clock())
 
     @_guarded
     async def update_exchange(self, exchange_id: int, **changes: Any) -> None:
-        await mongo_records.update_exchange(self._database, exchange_id, changes)
+        await mongo_records.update_exchange(self.database, exchange_id, changes)
 
     @_guarded
     async def list_exchanges(
@@ -639,7 +645,7 @@ class MongoStore:
         limit: int = 100,
     ) -> list[ExchangeRecord]:
         filters = {"platform": platform, "repo": repo, "number": number, "author": author}
-        return await mongo_records.list_exchanges(self._database, filters, since, limit)
+        return await mongo_records.list_exchanges(self.database, filters, since, limit)
 
     @_guarded
     async def count_exchanges(
@@ -654,7 +660,7 @@ class MongoStore:
         through_id: int | None = None,
     ) -> int:
         return await mongo_records.count_exchanges(
-            self._database, (platform, repo, number), author, since, outcomes, through_id
+            self.database, (platform, repo, number), author, since, outcomes, through_id
         )
 
     # --- Installations -----------------------------------------------------------------------
@@ -678,7 +684,7 @@ class MongoStore:
             "repository_selection": repository_selection,
         }
         await mongo_records.upsert_installation(
-            self._database, platform, installation_id, fields, repositories, self._clock()
+            self.database, platform, installation_id, fields, repositories, self._clock()
         )
 
     @_guarded
@@ -686,43 +692,41 @@ class MongoStore:
         self, platform: str, installation_id: int, state: InstallationState
     ) -> bool:
         return await mongo_records.set_installation_state(
-            self._database, platform, installation_id, state, self._clock()
+            self.database, platform, installation_id, state, self._clock()
         )
 
     @_guarded
     async def add_repositories(
         self, platform: str, installation_id: int, repositories: Iterable[str]
     ) -> None:
-        await mongo_records.add_repositories(
-            self._database, platform, installation_id, repositories
-        )
+        await mongo_records.add_repositories(self.database, platform, installation_id, repositories)
 
     @_guarded
     async def remove_repositories(
         self, platform: str, installation_id: int, repositories: Iterable[str]
     ) -> None:
         await mongo_records.remove_repositories(
-            self._database, platform, installation_id, repositories
+            self.database, platform, installation_id, repositories
         )
 
     @_guarded
     async def get_installation(self, platform: str, installation_id: int) -> Installation | None:
-        return await mongo_records.get_installation(self._database, platform, installation_id)
+        return await mongo_records.get_installation(self.database, platform, installation_id)
 
     @_guarded
     async def list_installations(self, platform: str | None = None) -> list[Installation]:
-        return await mongo_records.list_installations(self._database, platform)
+        return await mongo_records.list_installations(self.database, platform)
 
     # --- Operator views (the dashboard's API) ------------------------------------------------
 
     @_guarded
     async def find_reviews(self, query: ReviewQuery) -> list[ReviewRecord]:
-        return await mongo_records.find_reviews(self._database, query)
+        return await mongo_records.find_reviews(self.database, query)
 
     @_guarded
     async def review_activity(self, since: float) -> ReviewActivity:
-        return await mongo_records.review_activity(self._database, since)
+        return await mongo_records.review_activity(self.database, since)
 
     @_guarded
     async def repo_activity(self) -> list[RepoActivity]:
-        return await mongo_records.repo_activity(self._database)
+        return await mongo_records.repo_activity(self.database)

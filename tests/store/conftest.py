@@ -26,7 +26,8 @@ MONGODB_ENV = "ARBITER_TEST_MONGODB_URL"
 STANDIN_ID = "mongodb-standin(mongomock)"
 
 
-def _mongodb_param() -> Any:
+def mongodb_param() -> Any:
+    """The MongoDB backend's parameter: the real server when configured, else the stand-in."""
     if os.environ.get(MONGODB_ENV):
         return pytest.param("mongodb", id="mongodb")
     return pytest.param("mongodb-standin", id=STANDIN_ID)
@@ -36,13 +37,14 @@ class Backend:
     """Opens stores on one database: each a separate store object with its own connections,
     as separate processes would have. The first one opened is the test's `store`."""
 
-    def __init__(self, name: str, make: Callable[[], Store]) -> None:
+    def __init__(self, name: str, make: Callable[..., Store]) -> None:
         self.name = name
         self._make = make
         self.opened: list[Store] = []
 
-    async def open(self) -> Store:
-        store = self._make()
+    async def open(self, **options: Any) -> Store:
+        """Another store on the same database; `options` go to its constructor."""
+        store = self._make(**options)
         await store.open()
         self.opened.append(store)
         return store
@@ -89,7 +91,7 @@ async def _drop_database(url: str, name: str) -> None:
         await client.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql", _mongodb_param()])
+@pytest.fixture(params=["sqlite", "postgresql", mongodb_param()])
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Backend]:
@@ -99,7 +101,7 @@ async def backend(
             url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
         else:
             url = request.getfixturevalue("postgres_url")
-        backend = Backend(name, lambda: SQLStore(url, clock=clock))
+        backend = Backend(name, lambda **options: SQLStore(url, clock=clock, **options))
         sql = cast(SQLStore, await backend.open())
         if name == "postgresql":
             await reset_sql_schema(sql)
@@ -107,14 +109,19 @@ async def backend(
     elif name == "mongodb":
         base, database = request.getfixturevalue("mongodb_url")
         await _drop_database(base, database)  # each test starts from an empty database
-        backend = Backend(name, lambda: MongoStore(base, database=database, clock=clock))
+        backend = Backend(
+            name,
+            lambda **options: MongoStore(base, database=database, clock=clock, **options),
+        )
         await backend.open()  # creates the indexes
     else:
         # One in-memory server per test, shared by every store the test opens.
         server = cast("AsyncMongoClient[dict[str, Any]]", StandInClient())
         backend = Backend(
             name,
-            lambda: MongoStore("mongodb://stand-in/arbiter", client=server, clock=clock),
+            lambda **options: MongoStore(
+                "mongodb://stand-in/arbiter", client=server, clock=clock, **options
+            ),
         )
         await backend.open()
     try:
