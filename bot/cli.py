@@ -181,7 +181,7 @@ async def serve(
     bind_host, bind_port = host or settings.host, port or settings.port
     try:
         site = web.TCPSite(runner, bind_host, bind_port, reuse_address=True)
-        await site.start()
+        await _listen(site, "ARBITER_PORT (or --port)")
         _log_platforms(runtime)
         if workers:
             runtime.make_worker().start()
@@ -200,6 +200,16 @@ async def serve(
     return 0
 
 
+async def _listen(site: web.TCPSite, setting: str) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ValueError(
+            f"cannot listen on {site.name}: {exc.strerror or exc}; choose another port with "
+            f"{setting}"
+        ) from exc
+
+
 async def work(settings: Settings) -> int:
     log = get_logger(component="worker")
     runtime = Runtime(settings)
@@ -212,7 +222,8 @@ async def work(settings: Settings) -> int:
                 create_worker_app(runtime), access_log=None, handle_signals=False
             )
             await runner.setup()
-            await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
+            site = web.TCPSite(runner, settings.host, port, reuse_address=True)
+            await _listen(site, "ARBITER_WORKER_HTTP_PORT (0 for none)")
         runtime.make_worker().start()
         log.info(
             "worker running",

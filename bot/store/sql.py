@@ -1033,14 +1033,23 @@ def _claim_statement(*, skip_locked: bool) -> sa.Update:
     many finished jobs the table holds.
     """
     now = sa.bindparam("now", type_=sa.Float)
-    cand, busy = jobs.alias("cand"), jobs.alias("busy")
+    cand, busy, first = jobs.alias("cand"), jobs.alias("busy"), jobs.alias("first")
     key_free = ~sa.exists().where(
         busy.c.key == cand.c.key, busy.c.state == "running", busy.c.lease_until >= now
+    )
+    # Of a key's due jobs, only the oldest may be taken: a retried job and the newer one that
+    # queued behind it must not both run (one claim, or two at once, could take both).
+    first_of_key = cand.c.id == (
+        sa.select(sa.func.min(first.c.id))
+        .where(first.c.key == cand.c.key, first.c.state == "queued", first.c.run_at <= now)
+        .scalar_subquery()
     )
     candidates = (
         sa.select(cand.c.id)
         .where(
-            cand.c.state == "queued", cand.c.run_at <= now, sa.or_(cand.c.key.is_(None), key_free)
+            cand.c.state == "queued",
+            cand.c.run_at <= now,
+            sa.or_(cand.c.key.is_(None), sa.and_(key_free, first_of_key)),
         )
         .order_by(cand.c.run_at, cand.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer))

@@ -649,18 +649,8 @@ async def test_an_expired_lease_is_taken_over_by_one_claimer(
     assert await store.renew_leases(taken[0].worker_id or "", [job.id], 10) == 1
 
 
-async def test_two_queued_jobs_of_one_key_never_run_at_once(
-    store: Store, backend: Backend, request: pytest.FixtureRequest
-) -> None:
+async def test_two_queued_jobs_of_one_key_never_run_at_once(store: Store, backend: Backend) -> None:
     """A retried job and its queued successor are both queued: only one of them may run."""
-    if backend.name in ("sqlite", "postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="the SQL claim checks a key's running jobs before it claims, so one "
-                "claim (or two at once) can take both queued jobs of a key",
-            )
-        )
     key = "review:github:o/r#4"
     await store.enqueue(_job(key=key, payload="head-1"))
     (first,) = await store.claim("w1", limit=1, lease_seconds=30)
