@@ -83,7 +83,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 async def test_the_dashboard_shows_what_a_review_did(world: World, tmp_path: Path) -> None:
     executable = chromium()
-    from playwright.async_api import Page, async_playwright
+    from playwright.async_api import Page, async_playwright, expect
 
     # --- An end-to-end review, then a review whose model always fails (a dead job) ---------
     server = await world.start(
@@ -188,9 +188,10 @@ async def test_the_dashboard_shows_what_a_review_did(world: World, tmp_path: Pat
             await page.select_option("#filter-outcome", "error")
             await page.click("#filters button[type=submit]")
             await page.wait_for_url("**/#/reviews?outcome=error")
-            await page.wait_for_selector("table.reviews")
-            rows = await page.locator("table.reviews tbody tr").all_inner_texts()
-            assert len(rows) == 1 and "Codertocat/Hello-World #3" in rows[0]
+            # The list renders after its fetch: wait for the filtered rows, not just the table.
+            filtered = page.locator("table.reviews tbody tr")
+            await expect(filtered).to_have_count(1)
+            await expect(filtered.first).to_contain_text("Codertocat/Hello-World #3")
 
             # --- Repositories -------------------------------------------------------------
             await page.click("nav a[data-route=repos]")
