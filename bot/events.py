@@ -18,6 +18,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 Platform = Literal["github", "gitlab"]
 
 # GitLab service-account and bot users: project/group access tokens and `*-bot` accounts.
@@ -90,7 +92,7 @@ class Event:
 
     @classmethod
     def from_json(cls, text: str) -> Event:
-        data = json.loads(text)
+        data = orjson.loads(text)
         sender = Sender(**data["sender"]) if data.get("sender") else None
         comment = None
         if data.get("comment"):

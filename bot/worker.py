@@ -234,7 +234,8 @@ class Worker:
             return
         ok = await _quietly(self.store.complete(job.id, self.worker_id), log)
         self._count(job, "done" if ok else "lost")
-        log.info(
+        # A finished job is routine (its handlers log what they did); a lost lease is not.
+        (log.debug if ok else log.warning)(
             "job done" if ok else "job finished after its lease was taken over",
             seconds=round(time.monotonic() - started, 3),
         )

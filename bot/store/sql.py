@@ -17,8 +17,9 @@ import json
 import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -93,6 +94,7 @@ class SQLStore:
         self._last_sweep: dict[str, float] = {}  # by claiming worker: its sweep spares its jobs
         self._deliveries = GroupCommit(self._accept_batch)
         self._completions = GroupCommit(self._complete_batch)
+        self._operations = GroupCommit(self._run_together)
 
     # --- Connection --------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class SQLStore:
     async def close(self) -> None:
         await self._deliveries.drain()
         await self._completions.drain()
+        await self._operations.drain()
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = None
@@ -134,10 +137,18 @@ class SQLStore:
             thread.shutdown(wait=True)
             self._sqlite_engine, self._sqlite_thread = None, None
 
-    async def _run(self, operation: Callable[[Connection], T]) -> T:
-        """Run `operation` in one transaction; database failures surface as StoreUnavailable."""
+    async def _run(self, operation: Callable[[Connection], T], *, alone: bool = False) -> T:
+        """Run `operation` in a transaction; database failures surface as StoreUnavailable.
+
+        On SQLite, operations that arrive while a commit is in flight share the next
+        transaction, each in a savepoint of its own (so one that fails fails alone); `alone`
+        runs it in a transaction of its own (migrations, and work that is already a batch).
+        """
         try:
             if self._sqlite_engine is not None and self._sqlite_thread is not None:
+                if not alone:
+                    outcome: _Outcome[T] = await self._operations.submit(operation)
+                    return outcome.unwrap()
                 engine = self._sqlite_engine
                 return await asyncio.get_running_loop().run_in_executor(
                     self._sqlite_thread, _in_transaction, engine, operation
@@ -148,6 +159,15 @@ class SQLStore:
                 return await conn.run_sync(operation)
         except _DB_ERRORS as exc:
             raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+
+    async def _run_together(
+        self, operations: list[Callable[[Connection], Any]]
+    ) -> list[_Outcome[Any]]:
+        if self._sqlite_engine is None or self._sqlite_thread is None:
+            raise RuntimeError("the store is not open: call `await store.open()` first")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._sqlite_thread, _in_one_transaction, self._sqlite_engine, operations
+        )
 
     async def ping(self) -> None:
         try:
@@ -163,10 +183,10 @@ class SQLStore:
     # --- Schema ------------------------------------------------------------------------------
 
     async def migrate(self) -> list[str]:
-        return await self._run(migrations.upgrade)
+        return await self._run(migrations.upgrade, alone=True)
 
     async def schema_status(self) -> SchemaStatus:
-        current = await self._run(migrations.current_revision)
+        current = await self._run(migrations.current_revision, alone=True)
         return SchemaStatus(current=current, head=migrations.head_revision())
 
     # --- Deliveries and jobs -----------------------------------------------------------------
@@ -179,7 +199,7 @@ class SQLStore:
 
     async def _accept_batch(self, items: list[tuple[Delivery, NewJob]]) -> list[Enqueued]:
         now = self._clock()
-        return await self._run(lambda conn: _accept_many(conn, items, now))
+        return await self._run(lambda conn: _accept_many(conn, items, now), alone=True)
 
     async def enqueue(self, job: NewJob) -> Enqueued:
         now = self._clock()
@@ -220,7 +240,7 @@ class SQLStore:
 
     async def _complete_batch(self, items: list[tuple[int, str]]) -> list[bool]:
         now = self._clock()
-        return await self._run(lambda conn: _complete_many(conn, items, now))
+        return await self._run(lambda conn: _complete_many(conn, items, now), alone=True)
 
     async def _finish(self, job_id: int, worker_id: str, **values: Any) -> bool:
         values.setdefault("updated_at", self._clock())
@@ -900,6 +920,40 @@ def _review_activity(conn: Connection, since: float) -> ReviewActivity:
 def _in_transaction(engine: Engine, operation: Callable[[Connection], T]) -> T:
     with engine.begin() as conn:
         return operation(conn)
+
+
+@dataclass(frozen=True)
+class _Outcome(Generic[T]):
+    """What one operation of a shared transaction came to: its value, or its error."""
+
+    value: T | None = None
+    error: Exception | None = None
+
+    def unwrap(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
+def _in_one_transaction(
+    engine: Engine, operations: list[Callable[[Connection], Any]]
+) -> list[_Outcome[Any]]:
+    if len(operations) == 1:  # no savepoint needed for one
+        try:
+            return [_Outcome(_in_transaction(engine, operations[0]))]
+        except _DB_ERRORS:
+            raise
+        except Exception as exc:
+            return [_Outcome(error=exc)]
+    outcomes: list[_Outcome[Any]] = []
+    with engine.begin() as conn:
+        for operation in operations:
+            try:
+                with conn.begin_nested():
+                    outcomes.append(_Outcome(operation(conn)))
+            except Exception as exc:
+                outcomes.append(_Outcome(error=exc))
+    return outcomes
 
 
 def _insert(backend: str, table: sa.Table) -> Any:
