@@ -56,17 +56,23 @@ from platforms.github_auth import (
     load_private_key,
     parse_expiry,
 )
+from platforms.retry import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    DELIVERY_HEADER,
+    RETRYABLE_STATUSES,
+    backoff,
+    header_seconds,
+)
 
 __all__ = ["USER_AGENT", "GitHub", "GitHubPlatform", "load_private_key"]
 
 USER_AGENT = f"Arbiter/{__version__} (+https://github.com/arbiter-review/arbiter)"
-DELIVERY_HEADER = "X-Arbiter-Delivery"
 RAW_MEDIA_TYPE = "application/vnd.github.raw"
 
 MAX_PR_FILES = 3000  # GitHub lists at most this many files of a pull request
 MAX_COMPARE_FILES = 300  # and at most this many of a comparison
 STATUS_DESCRIPTION_LIMIT = 140
-RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 SECONDARY_LIMIT_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when it names no time
 ETAG_CACHE_ENTRIES = 2048
 
@@ -85,8 +91,8 @@ class RequestPolicy:
     max_rate_limit_wait: float
     clock: Clock = time.time
     sleep: Sleep = asyncio.sleep
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
+    backoff_base: float = BACKOFF_BASE
+    backoff_cap: float = BACKOFF_CAP
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock, sleep: Sleep) -> RequestPolicy:
@@ -99,7 +105,7 @@ class RequestPolicy:
         )
 
     def backoff(self, failures: int) -> float:
-        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_cap))
+        return backoff(failures, self.backoff_base, self.backoff_cap)
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,8 @@ def rate_limit_wait(
     """How long GitHub asks us to wait before trying again, or None when this is no rate limit."""
     if status not in (403, 429):
         return None
-    retry_after = _seconds(headers.get("retry-after"))
-    reset = _seconds(headers.get("x-ratelimit-reset"))
+    retry_after = header_seconds(headers.get("retry-after"))
+    reset = header_seconds(headers.get("x-ratelimit-reset"))
     if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
         return RateLimitWait(retry_after or max(reset - now, 1.0), "primary", status)
     if retry_after is not None:
@@ -124,13 +130,6 @@ def rate_limit_wait(
     if status == 429 or b"rate limit" in body.lower():
         return RateLimitWait(SECONDARY_LIMIT_DEFAULT_WAIT, "secondary", status)
     return None  # a 403 that is a refusal, not a limit
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 # --- Transport --------------------------------------------------------------------------------
@@ -217,7 +216,7 @@ class Transport(gh_aiohttp.GitHubAPI):
                 if status not in RETRYABLE_STATUSES or failures >= self._policy.max_retries:
                     return response
                 failures += 1
-                asked = _seconds(response_headers.get("retry-after")) or 0.0
+                asked = header_seconds(response_headers.get("retry-after")) or 0.0
                 delay = min(asked, self._policy.backoff_cap) or self._policy.backoff(failures)
                 reason = str(status)
             self._log.warning(

@@ -61,12 +61,12 @@ from platforms.gitlab_diff import (
     place,
 )
 from platforms.gitlab_transport import (
-    DELIVERY_HEADER,
     RequestPolicy,
     RetryingAdapter,
     Sessions,
     Sleep,
 )
+from platforms.retry import DELIVERY_HEADER
 
 __all__ = ["EMOJI", "STATES", "GitLab", "GitLabPlatform", "permission_from", "pull_request_from"]
 

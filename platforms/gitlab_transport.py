@@ -28,9 +28,15 @@ from requests.adapters import HTTPAdapter
 
 from bot.logs import Logger, get_logger
 from platforms.base import PlatformError, RateLimited
+from platforms.retry import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    DELIVERY_HEADER,
+    RETRYABLE_STATUSES,
+    backoff,
+    header_seconds,
+)
 
-DELIVERY_HEADER = "X-Arbiter-Delivery"
-RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 RATE_LIMIT_DEFAULT_WAIT = 60.0  # a 429 that names no time: GitLab's limits reset each minute
 
 Sleep = Callable[[float], None]
@@ -44,29 +50,22 @@ class RequestPolicy:
     max_rate_limit_wait: float
     sleep: Sleep = time.sleep
     clock: Clock = time.time
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
+    backoff_base: float = BACKOFF_BASE
+    backoff_cap: float = BACKOFF_CAP
 
     def backoff(self, failures: int) -> float:
-        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_cap))
+        return backoff(failures, self.backoff_base, self.backoff_cap)
 
 
 def rate_limit_wait(headers: Mapping[str, str], now: float) -> float:
     """How long a 429 asks us to wait: `Retry-After`, else until `RateLimit-Reset`."""
-    retry_after = _seconds(headers.get("Retry-After"))
+    retry_after = header_seconds(headers.get("Retry-After"))
     if retry_after is not None:
         return max(retry_after, 0.0)
-    reset = _seconds(headers.get("RateLimit-Reset"))
+    reset = header_seconds(headers.get("RateLimit-Reset"))
     if reset is not None:
         return max(reset - now, 1.0)
     return RATE_LIMIT_DEFAULT_WAIT
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class RetryingAdapter(HTTPAdapter):
@@ -110,7 +109,7 @@ class RetryingAdapter(HTTPAdapter):
                 if status not in RETRYABLE_STATUSES or failures >= self.policy.max_retries:
                     return response
                 failures += 1
-                asked = _seconds(response.headers.get("Retry-After")) or 0.0
+                asked = header_seconds(response.headers.get("Retry-After")) or 0.0
                 delay = min(asked, self.policy.backoff_cap) or self.policy.backoff(failures)
                 reason = str(status)
                 response.close()
