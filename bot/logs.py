@@ -124,8 +124,6 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> Redactor:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiosqlite logs every statement at DEBUG: keep it out unless asked for by name.
-    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
     # Alembic narrates every step at INFO, the LLM SDKs' HTTP client logs every request:
     # Arbiter's own events say what matters, once.
     for chatty in ("alembic", "httpx", "httpx2"):

@@ -1,8 +1,9 @@
 """Group commit: calls that arrive while a write is in flight are written together in the next.
 
-SQLite has one writer, and each transaction through aiosqlite costs several thread hops; under
-load, writing N deliveries in one transaction costs little more than writing one. Every caller
-still gets its own answer only after the transaction that holds its write has committed.
+SQLite has one writer, and each transaction costs a hop to the store's SQLite thread and a
+commit; under load, writing N deliveries in one transaction costs little more than writing
+one. Every caller still gets its own answer only after the transaction that holds its write
+has committed.
 """
 
 from __future__ import annotations
