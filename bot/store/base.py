@@ -7,7 +7,7 @@ A store takes a `clock` so tests can move time (lease expiry, TTLs) without slee
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 JobState = Literal["queued", "running", "done", "dead", "cancelled"]
@@ -259,19 +259,11 @@ class ExchangeRecord:
     finished_at: float | None = None
 
 
-# Columns an exchange's update may set (the rest are fixed when it starts).
-EXCHANGE_UPDATABLE = frozenset(
-    {
-        "outcome",
-        "answer",
-        "confidence",
-        "reply_id",
-        "model",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "finished_at",
-    }
+# Columns an exchange's update may set: what it did not know when it started.
+EXCHANGE_UPDATABLE = (
+    frozenset(f.name for f in fields(ExchangeRecord))
+    - {f.name for f in fields(ExchangeStart)}
+    - {"id", "created_at"}
 )
 
 
