@@ -17,6 +17,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,11 @@ class WorkerOptions:
     lease_seconds: float = 30
     poll_interval: float = 1.0
     claim_delay: float = 0.01
+    # While deliveries pour in (more than `busy_arrivals` within `busy_window` seconds), claim
+    # at most every `busy_claim_delay`: answering webhooks fast comes first, the work can wait.
+    busy_arrivals: int = 20
+    busy_window: float = 0.1
+    busy_claim_delay: float = 0.05
     backoff_base: float = 5
     backoff_max: float = 600
     shutdown_grace: float = 30
@@ -86,6 +92,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+        self._arrivals: deque[float] = deque(maxlen=max(options.busy_arrivals, 1))
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -97,7 +104,14 @@ class Worker:
 
     def notify(self) -> None:
         """A job was just enqueued in this process: look now instead of at the next poll."""
+        self._arrivals.append(time.monotonic())
         self._wake.set()
+
+    def _busy(self) -> bool:
+        """Are deliveries arriving faster than `busy_arrivals` per `busy_window`?"""
+        if len(self._arrivals) < self.options.busy_arrivals:
+            return False
+        return time.monotonic() - self._arrivals[0] < self.options.busy_window
 
     @property
     def active(self) -> int:
@@ -155,7 +169,10 @@ class Worker:
             if self._wake.is_set() and not self._stopping.is_set():
                 # Woken by an enqueue or a freed slot: let a few more gather, so one claim
                 # takes a batch instead of one transaction per job.
-                await asyncio.sleep(self.options.claim_delay)
+                busy = self._busy()
+                await asyncio.sleep(
+                    self.options.busy_claim_delay if busy else self.options.claim_delay
+                )
 
     async def _claim_once(self) -> int:
         free = self.options.max_jobs - self.active

@@ -229,3 +229,18 @@ async def test_a_deferred_job_waits_without_using_an_attempt(sqlite_store: SQLSt
             await worker.run_until_idle()
             await asyncio.sleep(0.02)
     assert calls == [1, 1]  # the deferral gave its attempt back: a one-attempt job still ran
+
+
+async def test_a_flood_of_deliveries_makes_the_worker_claim_less_often(
+    sqlite_store: SQLStore,
+) -> None:
+    async def run(job: Job) -> None:
+        pass
+
+    worker = Worker(sqlite_store, run, FAST)
+    assert not worker._busy()
+    for _ in range(FAST.busy_arrivals - 1):
+        worker.notify()
+    assert not worker._busy()  # below the threshold
+    worker.notify()
+    assert worker._busy()  # 20 arrivals well within 0.1 s: intake comes first
