@@ -74,10 +74,10 @@ def _code(rng: random.Random) -> str:
 
 
 async def measure(changed_lines: int, files: int) -> dict[str, Any]:
+    from bot.core import ReviewOptions, review_changes
+    from bot.core.diff import parse_diff
     from bot.llm import make_llm
     from bot.metrics import Metrics
-    from bot.reviewer import ReviewOptions, review_changes
-    from bot.reviewer.diff import parse_diff
     from config.settings import load_settings
     from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt
 

@@ -11,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import __version__
 from bot.api import add_dashboard_and_api
+from bot.core.budget import utc_day_start
 from bot.metrics import ReportsPool
-from bot.reviewer.policy import utc_day_start
 from bot.runtime import Runtime
 from bot.setup import add_setup_routes
 from bot.store import StoreUnavailable

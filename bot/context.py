@@ -1,19 +1,23 @@
-"""The one argument every handler gets: the event and what it needs to act on it."""
+"""The one argument every handler gets: the event and what it needs to act on it.
+
+A Context knows the framework's parts (settings, store, the LLM client, the platform bound to
+the event's repository, the repository's configuration, a bound logger) and no use case: the
+review (bot/review/) and the conversation (bot/conversation/) take a Context, never the other
+way round.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from bot.events import Event
+from bot.llm import LLM
 from bot.logs import Logger, get_logger
 from bot.metrics import Metrics
-from bot.repo_config import RepoConfigs, report_problems_logged, shared_repo_configs
-from bot.reviewer.answer import Answerer
-from bot.reviewer.policy import review_job_key
-from bot.reviewer.request import REVIEW_JOB, ReviewRequest
-from bot.store import Enqueued, NewJob, Store
+from bot.repo_config import RepoConfigs
+from bot.store import Store
 from config.repo import EffectiveConfig
 from config.settings import Settings
 from platforms.base import Platform, PullRequest
@@ -29,10 +33,10 @@ class Context:
     metrics: Metrics
     platform_factory: PlatformFactory
     job_id: int | None = None
-    reviewer: Any = None
-    answerer: Answerer | None = None  # answers questions put to the bot (bot/reviewer/answer.py)
-    repo_configs: RepoConfigs | None = None  # the runtime's; None: one shared per settings
+    llm: LLM | None = None  # the runtime's model client; None where no model is wired
+    repo_configs: RepoConfigs | None = None  # the runtime's (its cache outlives the event)
     notify: Callable[[], None] = field(default=lambda: None, repr=False)  # wakes local workers
+    clock: Callable[[], float] = field(default=time.time, repr=False)
     log: Logger = field(init=False)
     _platform: Platform | None = field(default=None, init=False, repr=False)
     _repo_config: EffectiveConfig | None = field(default=None, init=False, repr=False)
@@ -47,6 +51,9 @@ class Context:
             number=e.number,
             job_id=self.job_id,
         )
+        if self.repo_configs is None:
+            # Built without the runtime's (a test, a one-off): a cache of its own.
+            self.repo_configs = RepoConfigs(self.settings)
 
     @property
     def platform(self) -> Platform:
@@ -58,67 +65,23 @@ class Context:
             self._platform = self.platform_factory(self.event)
         return self._platform
 
+    @property
+    def model(self) -> LLM:
+        """The LLM client; raises RuntimeError when this context was built without one."""
+        if self.llm is None:
+            raise RuntimeError("this context has no LLM client: the runtime is not started")
+        return self.llm
+
     async def repo_config(self, pr: PullRequest | None = None) -> EffectiveConfig:
         """The `.arbiter.yml` of the repository's default branch, merged over the operator's
-        defaults and the built-in ones; cached per repository and commit (bot/repo_config.py).
+        defaults and the built-in ones; loaded once per event, cached per repository and
+        commit (bot/repo_config.py). `pr`, when known, saves asking for the default branch.
 
-        A bad file does not raise: `.problems` says what is wrong and the defaults apply. With
-        `pr`, those problems are also reported on it, in one comment edited in place (unless
-        ARBITER_POST_COMMENTS is false). Raises PlatformError when the platform cannot be asked.
+        A bad file does not raise: `.problems` says what is wrong and the defaults apply.
+        Raises PlatformError when the platform cannot be asked.
         """
         if self._repo_config is None:
-            configs = self.repo_configs or shared_repo_configs(self.settings)
+            assert self.repo_configs is not None  # set in __post_init__
             branch = pr.default_branch if pr is not None else None
-            self._repo_config = await configs.load(self.platform, default_branch=branch)
-        if pr is not None and self.settings.post_comments:
-            await report_problems_logged(self.platform, pr, self._repo_config, self.log)
+            self._repo_config = await self.repo_configs.load(self.platform, default_branch=branch)
         return self._repo_config
-
-    async def schedule_review(
-        self,
-        *,
-        full: bool = False,
-        reason: str = "pull_request",
-        requested_by: str | None = None,
-        fresh: bool = False,
-    ) -> Enqueued:
-        """Queue a review of this event's pull request, replacing one queued but not started.
-
-        `full` reviews everything rather than what changed since the last review; `fresh`
-        also ignores earlier findings; `requested_by` names the person who asked (their
-        request overrides the automatic-review rules and a pause).
-        """
-        e = self.event
-        if e.repo is None or e.number is None:
-            raise ValueError(f"{e.label} is not about a pull request")
-        if full:
-            # Kept on the pull request, not the job: a later push may replace the queued job.
-            await self.store.update_pr_state(e.platform, e.repo, e.number, full_requested=True)
-        request = ReviewRequest(
-            platform=e.platform,
-            repo=e.repo,
-            number=e.number,
-            installation_id=e.installation_id,
-            delivery_id=e.delivery_id,
-            reason=reason,
-            requested_by=requested_by,
-            fresh=fresh,
-        )
-        queued = await self.store.enqueue(
-            NewJob(
-                kind=REVIEW_JOB,
-                payload=request.to_json(),
-                key=review_job_key(e.platform, e.repo, e.number),
-                max_attempts=self.settings.worker_retry_attempts + 1,
-                delivery_id=e.delivery_id,
-            )
-        )
-        self.notify()
-        return queued
-
-    async def cancel_review(self, reason: str) -> list[int]:
-        """Cancel this pull request's queued (not yet running) review."""
-        e = self.event
-        if e.repo is None or e.number is None:
-            return []
-        return await self.store.cancel_queued(review_job_key(e.platform, e.repo, e.number), reason)

@@ -19,9 +19,7 @@ from bot.llm import LLM, make_llm
 from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.repo_config import RepoConfigs
-from bot.reviewer.answer import Answerer
-from bot.reviewer.pull_request import Attempt, PullRequestReviewer
-from bot.reviewer.request import REVIEW_JOB, ReviewRequest
+from bot.review import REVIEW_JOB, Attempt, ReviewRequest, review_pull_request
 from bot.router import HandlerFailed, Router
 from bot.store import Job, SchemaOutOfDate, Store, make_store
 from bot.webhooks import EVENT_JOB
@@ -60,8 +58,6 @@ class Runtime:
         self.gitlab: GitLab | None = None
         self.repo_configs = RepoConfigs(settings)
         self.llm: LLM | None = None
-        self.reviewer: PullRequestReviewer | None = None
-        self.answerer: Answerer | None = None
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -98,8 +94,6 @@ class Runtime:
         if self.settings.gitlab_token is not None:
             self.gitlab = GitLab(self.settings)  # its own thread and connection pools
         self.llm = make_llm(self.settings, self.store, self.metrics)
-        self.reviewer = PullRequestReviewer(self.llm)
-        self.answerer = Answerer(self.llm, clock=self.clock)
 
     async def close(self) -> None:
         if self.worker is not None:
@@ -189,10 +183,10 @@ class Runtime:
             metrics=self.metrics,
             platform_factory=self.platform_for,
             job_id=job_id,
-            reviewer=self.reviewer,
-            answerer=self.answerer,
+            llm=self.llm,
             repo_configs=self.repo_configs,
             notify=self.notify_worker,
+            clock=self.clock,
         )
 
     async def run_job(self, job: Job) -> None:
@@ -205,7 +199,7 @@ class Runtime:
             raise UnknownJobKind(f"no runner for job kind {job.kind!r}")
 
     async def _run_review(self, job: Job) -> None:
-        if self.reviewer is None:
+        if self.llm is None:
             raise RuntimeError("the runtime is not started")
         request = ReviewRequest.from_json(job.payload)
         # The review's own context: its platform binding and log fields, as an event's would be.
@@ -219,7 +213,7 @@ class Runtime:
             installation_id=request.installation_id,
         )
         attempt = Attempt(job_id=job.id, last=job.attempts >= job.max_attempts)
-        await self.reviewer.review(self.context(event, job_id=job.id), request, attempt)
+        await review_pull_request(self.context(event, job_id=job.id), request, attempt)
 
     async def _run_event(self, job: Job) -> None:
         """Dispatch to the handlers that have not yet succeeded on an earlier attempt."""

@@ -24,19 +24,9 @@ from typing import Any
 
 from bot.logs import Logger, get_logger
 from bot.metrics import Metrics
-from bot.store import Job, Store, StoreUnavailable
+from bot.store import Job, JobDeferred, Store, StoreUnavailable
 
 RunJob = Callable[[Job], Awaitable[None]]
-
-
-class JobDeferred(Exception):
-    """Raised by a job that must wait (e.g. for the daily budget): it is queued again after
-    `delay` seconds without using up an attempt."""
-
-    def __init__(self, delay: float, reason: str) -> None:
-        super().__init__(reason)
-        self.delay = delay
-        self.reason = reason
 
 
 @dataclass(frozen=True)

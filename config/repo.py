@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bot.reviewer.findings import Severity
-from bot.reviewer.globs import compile_glob
+from config.globs import compile_glob
+from config.severity import Severity
 
 if TYPE_CHECKING:
     from config.settings import Settings

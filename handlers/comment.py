@@ -1,15 +1,18 @@
 """Comments: people talking to Arbiter on a pull request, with commands or questions.
 
-What counts as talking to it, and who may, is decided in bot/reviewer/conversation.py; the
-commands run in bot/reviewer/commands.py and questions are answered by the reviewer's
-Answerer (bot/reviewer/answer.py). Both platforms' comments arrive here as `comment` events.
+What counts as talking to it, and who may, is decided by the conversation's rules
+(bot/conversation/rules.py); commands run from the table of bot/conversation/commands.py and
+questions are answered by bot/conversation/answer.py. Both platforms' comments arrive here as
+`comment` events.
 """
 
 from __future__ import annotations
 
 from bot.context import Context
-from bot.reviewer.commands import run_command
-from bot.reviewer.conversation import Command, Question, ThreadReply, classify, thread_findings
+from bot.conversation.answer import answer
+from bot.conversation.commands import run_command
+from bot.conversation.mentions import Command, Question
+from bot.conversation.rules import ThreadReply, classify, thread_findings
 from bot.router import Router
 
 router = Router()
@@ -32,7 +35,5 @@ async def talk(ctx: Context) -> None:
         ctx.log.info("command", command=asked.name)
         await run_command(ctx, asked)
         return
-    if ctx.answerer is None:
-        raise RuntimeError("this runtime has no answerer: questions cannot be answered")
     ctx.log.info("question")
-    await ctx.answerer.answer(ctx, asked)
+    await answer(ctx, asked)

@@ -7,6 +7,7 @@ winning), where the repository's configuration decides whether and how to review
 from __future__ import annotations
 
 from bot.context import Context
+from bot.review import cancel_review, schedule_review
 from bot.router import Router
 
 router = Router()
@@ -25,7 +26,7 @@ async def review_wanted(ctx: Context) -> None:
         ctx.log.info("no review: the event comes from a bot", sender=sender.login)
         return
     full = ctx.event.action in FULL_REVIEW
-    queued = await ctx.schedule_review(full=full, reason=ctx.event.action or "pull_request")
+    queued = await schedule_review(ctx, full=full, reason=ctx.event.action or "pull_request")
     ctx.log.info(
         "review queued",
         review_job=queued.job_id,
@@ -40,6 +41,6 @@ UNWANTED = {"closed": "the pull request was closed", "converted_to_draft": "it b
 @router.register("pull_request", action="converted_to_draft")
 @router.register("pull_request", action="closed")
 async def review_unwanted(ctx: Context) -> None:
-    cancelled = await ctx.cancel_review(UNWANTED.get(ctx.event.action or "", "not wanted"))
+    cancelled = await cancel_review(ctx, UNWANTED.get(ctx.event.action or "", "not wanted"))
     if cancelled:
         ctx.log.info("queued review cancelled", jobs=cancelled)

@@ -171,3 +171,12 @@ class Platform(Protocol):
     async def permission(self, user: str) -> Permission: ...
 
     async def react(self, comment: CommentRef, reaction: Reaction) -> None: ...
+
+
+# TEMPORARY (until the platforms split lands): the hidden markers Arbiter writes.
+MARKER_PREFIX = "<!-- arbiter:"
+REPLY_MARKER = "<!-- arbiter:reply -->"
+
+
+def finding_marker(fingerprint: str) -> str:
+    return f"<!-- arbiter:finding {fingerprint} -->"

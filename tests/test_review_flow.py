@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bot.events import from_github
-from bot.reviewer.request import REVIEW_JOB
+from bot.review.request import REVIEW_JOB
 from bot.runtime import Runtime
 from config.settings import load_settings
 from tests.conftest import fixture_json

@@ -213,7 +213,7 @@ def test_backoff_grows_exponentially_within_jitter_and_cap(attempt: int) -> None
 
 
 async def test_a_deferred_job_waits_without_using_an_attempt(sqlite_store: SQLStore) -> None:
-    from bot.worker import JobDeferred
+    from bot.store import JobDeferred
 
     calls: list[int] = []
 

@@ -39,9 +39,9 @@ from bot.api.models import (
 )
 from bot.api.operations import ApiFailure, Call, Operation
 from bot.logs import get_logger
-from bot.reviewer.findings import SEVERITY_RANK
 from bot.store.base import FindingRecord, Job, ReviewQuery, ReviewRecord
 from config.settings import Settings
+from config.severity import SEVERITY_RANK
 from platforms.github_manifest import github_web_url
 
 DAY = 86400

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
 
 from bot.logs import get_logger
-from bot.store import Store
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 KEY_VERSION = "v1"
 MEMORY_ENTRIES = 1024

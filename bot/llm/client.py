@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,7 +39,6 @@ from bot.llm.types import Completion, ModelRef, Prompt, Provider
 from bot.llm.wire import ProviderAdapter, RawAnswer, TimedOut, Transient
 from bot.logs import get_logger
 from bot.metrics import Metrics
-from bot.store import Store
 from config.prices import (
     DEFAULT_CONTEXT_TOKENS,
     ModelPrice,
@@ -48,6 +47,9 @@ from config.prices import (
     missing_price_message,
 )
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 T = TypeVar("T", bound=BaseModel)
 

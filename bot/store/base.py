@@ -61,6 +61,16 @@ class Job:
     finished_at: float | None = None
 
 
+class JobDeferred(Exception):
+    """Raised by a job that must wait (e.g. for the daily budget): it is queued again after
+    `delay` seconds without using up an attempt."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Enqueued:
     """The outcome of accepting a delivery: a new job, or a delivery already seen."""

@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.reviewer.answer import AnswerModel
+from bot.conversation.answer import AnswerModel
 from tests.fakes.openai import Answer, LLMRequest, Reply, Responder, findings_in_prompt
 
 TEXT = "Because `shell=True` hands the whole string to `/bin/sh`, so input can run commands."
 
 
 def answer(text: str = TEXT, confidence: float = 0.9, *, reply_needed: bool = True) -> Answer:
-    """An Answer in the schema of bot.reviewer.answer.AnswerModel."""
+    """An Answer in the schema of bot.conversation.answer.AnswerModel."""
     data = {"answer": text, "confidence": confidence, "reply_needed": reply_needed}
     AnswerModel.model_validate(data)  # a test's typo fails here, not deep in the answerer
     return Answer(data)

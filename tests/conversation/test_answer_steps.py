@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bot.reviewer.answer import (
+from bot.conversation.answer import (
     ARBITER,
     AnswerContext,
     AnswerModel,
@@ -20,8 +20,8 @@ from bot.reviewer.answer import (
     thread_entries,
     verdict,
 )
-from bot.reviewer.diff import parse_diff
-from bot.reviewer.render import ZWSP
+from bot.core.diff import parse_diff
+from bot.core.markdown import ZWSP
 from bot.store.base import ExchangeRecord, FindingRecord
 from tests.repo_config.conftest import numbered, patch_of
 

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.reviewer.mentions import (
-    Command,
-    Question,
-    handle_for,
-    mentions,
-    parse_request,
-    readable_text,
-)
+from bot.conversation.mentions import Command, Question, handle_for, mentions, readable_text
+from bot.conversation.rules import parse_request
 
 BOT = "arbiter"
 
@@ -96,7 +90,7 @@ def test_a_mention_the_reader_does_not_see_as_one_does_not_count(body: str, why:
     ],
 )
 def test_the_first_word_after_the_mention_is_the_command(body: str, name: str) -> None:
-    assert parse_request(body, BOT) == Command(name)  # type: ignore[arg-type]
+    assert parse_request(body, BOT) == Command(name)
 
 
 @pytest.mark.parametrize(

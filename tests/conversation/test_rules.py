@@ -8,20 +8,14 @@ from typing import Any
 
 import pytest
 
+from bot.conversation.commands import COMMAND_NAMES as COMMANDS
+from bot.conversation.commands import may_command
+from bot.conversation.exchange import as_reply, exchange_start, requester
+from bot.conversation.mentions import Command, Question
+from bot.conversation.rules import ThreadReply, classify, thread_findings, written_by_a_bot
 from bot.events import Comment, Event, Sender
-from bot.reviewer.conversation import (
-    REPLY_MARKER,
-    ThreadReply,
-    as_reply,
-    classify,
-    exchange_start,
-    may_command,
-    requester,
-    thread_findings,
-    written_by_a_bot,
-)
-from bot.reviewer.mentions import COMMANDS, Command, Question
 from bot.store.base import FindingRecord
+from platforms.base import REPLY_MARKER
 
 ALICE = Sender("alice")
 BOT = "arbiter"

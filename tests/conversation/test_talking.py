@@ -4,7 +4,7 @@ the fake model answer over real HTTP."""
 
 from __future__ import annotations
 
-from bot.reviewer.request import ReviewRequest
+from bot.review.request import ReviewRequest
 from bot.store.base import UsageRecord
 from tests.conversation.conftest import ARBITER_LOGIN, FINDING_LINE, NUMBER, MakeTalk
 from tests.conversation.model import TEXT, answer, answering, questions

@@ -20,7 +20,7 @@ import dockerfile
 import yaml
 from aiohttp import web
 
-from bot.cli import _parser
+from bot.cli.commands import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

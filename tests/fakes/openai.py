@@ -42,7 +42,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from bot.reviewer.findings import FindingAnswer, ReviewAnswer
+from bot.core.findings import FindingAnswer, ReviewAnswer
 
 # --- The script vocabulary ---------------------------------------------------------------------
 
@@ -107,7 +107,7 @@ def finding(path: str, line: int, **fields: Any) -> dict[str, Any]:
 
 
 def review_answer(*findings: Mapping[str, Any], summary: str = "Changes reviewed.") -> Answer:
-    """An Answer in Arbiter's review schema (bot.reviewer.findings.ReviewAnswer)."""
+    """An Answer in Arbiter's review schema (bot.core.findings.ReviewAnswer)."""
     data = {"summary": summary, "findings": [dict(f) for f in findings]}
     ReviewAnswer.model_validate(data)
     return Answer(data)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bot.core.findings import ReviewAnswer
 from bot.llm import (
     LLMNotConfigured,
     LLMRefused,
@@ -18,7 +19,6 @@ from bot.llm import (
     RateLimited,
 )
 from bot.metrics import Metrics
-from bot.reviewer.findings import ReviewAnswer
 from bot.store.sql import SQLStore
 from config.prices import load_prices
 from tests.fakes.openai import (

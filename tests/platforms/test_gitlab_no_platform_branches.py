@@ -2,8 +2,8 @@
 
 Everything a platform does differently lives behind the Platform protocol (platforms/); a
 handler or the reviewer that asked "is this GitLab?" would be a second implementation hiding
-in the shared core. This checks `handlers/` and `bot/reviewer/` both with a grep and with
-Python's parser (which also sees `match` statements and comparisons split over lines).
+in the shared core. This checks `handlers/`, the review core and the use cases both with a grep
+and with Python's parser (which also sees `match` statements and comparisons split over lines).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SHARED = ("handlers", "bot/reviewer")
+SHARED = ("handlers", "bot/core", "bot/review", "bot/conversation")
 PLATFORM_NAMES = frozenset({"github", "gitlab"})
 IMPLEMENTATIONS = ("platforms.github", "platforms.gitlab", "gidgethub", "gitlab")
 # `x.platform == …`, `platform != …`, `… == "gitlab"`, `"github" in …`

@@ -10,12 +10,8 @@ import pytest
 from bot.context import Context
 from bot.events import Event, Sender
 from bot.metrics import Metrics
-from bot.repo_config import (
-    CONFIG_COMMENT_KEY,
-    RepoConfigs,
-    report_problems,
-    shared_repo_configs,
-)
+from bot.repo_config import RepoConfigs
+from bot.review.config_problems import CONFIG_COMMENT_KEY, config_for_review, report_problems
 from bot.router import Router
 from config.repo import PROFILES, EffectiveConfig, defaults
 from config.settings import Settings
@@ -251,7 +247,7 @@ async def test_cached_per_repository_and_default_branch_commit(
     assert len(fake.requests_to("GET", CONTENTS)) == 2
 
 
-async def test_a_context_loads_once_per_event_and_shares_the_process_cache(
+async def test_a_context_loads_once_per_event_and_shares_the_runtime_cache(
     fake: FakeGitHub, settings: Settings, platform: Platform
 ) -> None:
     fake.add_file(REPO, ".arbiter.yml", "profile: quiet\n")
@@ -259,12 +255,11 @@ async def test_a_context_loads_once_per_event_and_shares_the_process_cache(
 
     first = await ctx.repo_config()
     assert await ctx.repo_config() is first
-    assert await context(settings, platform).repo_config() is first  # shared_repo_configs
-    assert len(fake.requests_to("GET", CONTENTS)) == 1
-    assert shared_repo_configs(settings) is shared_repo_configs(settings)
-
-    given = RepoConfigs(settings)
-    assert await context(settings, platform, repo_configs=given).repo_config() is not first
+    shared = RepoConfigs(settings)  # the runtime's, handed to every context
+    second = await context(settings, platform, repo_configs=shared).repo_config()
+    assert await context(settings, platform, repo_configs=shared).repo_config() is second
+    assert len(fake.requests_to("GET", CONTENTS)) == 2  # one per RepoConfigs, not per context
+    assert second is not first  # no hidden process-wide cache: each RepoConfigs is its own
 
 
 # --- Acceptance 2 over the platform: a handler with a bad file ---------------------------------
@@ -282,10 +277,12 @@ async def test_a_bad_file_never_breaks_a_handler_and_is_reported_once(
     @router.register("pull_request", action="opened")
     async def review(ctx: Context) -> None:
         pr = await ctx.platform.pull_request(1)
-        seen.append(await ctx.repo_config(pr=pr))  # with `pr`: its problems are reported there
+        seen.append(await config_for_review(ctx, pr))  # its problems are reported on `pr`
 
-    result = await router.dispatch(context(settings, platform))
-    result_again = await router.dispatch(context(settings, platform))  # the next push
+    configs = RepoConfigs(settings)
+    result = await router.dispatch(context(settings, platform, repo_configs=configs))
+    # the next push
+    result_again = await router.dispatch(context(settings, platform, repo_configs=configs))
 
     assert result.ok and result_again.ok, result.failed
     effective = seen[0]
@@ -358,7 +355,7 @@ async def test_no_comment_in_a_dry_run_and_a_failed_comment_does_not_stop_the_re
     platform = make_platform(dry)
     pr = await platform.pull_request(1)
 
-    effective = await context(dry, platform).repo_config(pr=pr)
+    effective = await config_for_review(context(dry, platform), pr)
 
     assert [p.key for p in effective.problems] == ["profile"]
     assert fake.issue_comments(REPO, 1) == []
@@ -367,7 +364,7 @@ async def test_no_comment_in_a_dry_run_and_a_failed_comment_does_not_stop_the_re
     platform = make_platform(settings)
     fake.fail("POST", f"/repos/{REPO}/issues/1/comments", 422, times=10)
 
-    effective = await context(settings, platform).repo_config(pr=pr)
+    effective = await config_for_review(context(settings, platform), pr)
 
     assert [p.key for p in effective.problems] == ["profile"]
     assert fake.issue_comments(REPO, 1) == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from bot.core import review_changes
 from bot.llm import LLM
-from bot.repo_config import review_options
-from bot.reviewer import review_changes
+from bot.review.policy import review_options
 from config.repo import Policy, resolve
 from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt, review_answer
 from tests.repo_config.conftest import numbered, patch_of

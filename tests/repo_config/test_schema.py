@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.reviewer.filters import PathFilters
+from bot.core.filters import PathFilters
 from config.repo import (
     MAX_FILE_BYTES,
     PROFILES,

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from bot.repo_config import may_ask, skip_reason
+from bot.conversation.rules import may_ask
+from bot.review.policy import skip_reason
 from config.repo import EffectiveConfig, resolve
 from platforms.base import Permission, PlatformError, PullRequest
 from platforms.github import GitHubPlatform

@@ -1,0 +1,97 @@
+"""Who is talking to the bot, and may they: the conversation's rules, as pure functions.
+
+A comment talks to Arbiter when it mentions the bot (mentions.py), or when it is
+a reply in an inline thread that one of Arbiter's findings started. An edit counts only when
+it adds the mention. Nothing a bot writes counts, Arbiter's own comments least of all: they
+are recognised by their author and by the hidden marker every one of them carries, so a
+comment Arbiter posts can never start another exchange.
+
+Which thread a reply belongs to is matched against the findings Arbiter recorded: a reply sits
+on its thread's file and line, so the findings posted there are the ones the thread is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.conversation.commands import COMMAND_NAMES, WRITERS
+from bot.conversation.mentions import Request, mentions, read_request
+from bot.events import Comment, Event
+from bot.store.base import FindingRecord
+from config.repo import EffectiveConfig
+from platforms.base import MARKER_PREFIX, Permission
+
+
+@dataclass(frozen=True)
+class ThreadReply:
+    """A reply without a mention in an inline thread: a question if the thread is Arbiter's."""
+
+    comment: Comment
+
+
+def classify(event: Event, bot_name: str) -> Request | ThreadReply | None:
+    """What a `comment` event asks of the bot (None: nothing)."""
+    comment = event.comment
+    if comment is None or event.repo is None or event.number is None:
+        return None
+    if written_by_a_bot(event, bot_name):
+        return None
+    request = parse_request(comment.body, bot_name)
+    if event.action == "edited":
+        # Only an edit that adds the mention; GitLab does not say what the text was before.
+        before = comment.previous_body
+        if request is None or before is None or mentions(before, bot_name):
+            return None
+        return request
+    if event.action != "created":
+        return None
+    if request is not None:
+        return request
+    return ThreadReply(comment) if is_thread_reply(comment) else None
+
+
+def written_by_a_bot(event: Event, bot_name: str) -> bool:
+    """A bot wrote or changed the comment, or it is one of Arbiter's (with an App, Arbiter is a
+    bot; with a personal token it is a user, known by its name or its comments' marker)."""
+    comment = event.comment
+    people = [p for p in (comment.author if comment else None, event.sender) if p is not None]
+    if any(p.is_bot or is_arbiter(p.login, bot_name) for p in people):
+        return True
+    return comment is not None and MARKER_PREFIX in comment.body
+
+
+def is_arbiter(login: str, bot_name: str) -> bool:
+    name = bot_name.removesuffix("[bot]").casefold()
+    return login.casefold() in (name, f"{name}[bot]")
+
+
+def is_thread_reply(comment: Comment) -> bool:
+    """An inline comment that answers another: GitHub names the comment replied to; a GitLab
+    note in a diff discussion carries the discussion's id, never its own."""
+    if comment.kind != "inline":
+        return False
+    if comment.in_reply_to is not None:
+        return True
+    return comment.thread is not None and comment.thread != str(comment.id)
+
+
+def thread_findings(comment: Comment, findings: Iterable[FindingRecord]) -> list[FindingRecord]:
+    """Arbiter's posted findings whose inline comment started the thread `comment` replies in."""
+    if not is_thread_reply(comment) or comment.path is None or comment.line is None:
+        return []
+    return [f for f in findings if f.posted and f.path == comment.path and f.line == comment.line]
+
+
+def parse_request(body: str, bot_name: str) -> Request | None:
+    """What a comment's text asks of the bot (None: it does not mention it), with Arbiter's
+    commands (the table of commands.py)."""
+    return read_request(body, bot_name, COMMAND_NAMES)
+
+
+def may_ask(effective: EffectiveConfig, permission: Permission) -> bool:
+    """Whether someone with `permission` may put questions to the bot on this repository."""
+    followup = effective.config.followup
+    if not (effective.config.enabled and followup.enabled):
+        return False
+    return followup.allow == "everyone" or permission in WRITERS

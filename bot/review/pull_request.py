@@ -1,0 +1,346 @@
+"""Reviewing a pull request on its platform: from a review job to what the PR shows.
+
+One review is idempotent in effect. The review record is tied to its job, so a retried job
+finds it again; the review is posted under that record's key, which the platform recognises;
+the summary is one comment found again by its marker; the model's answers are cached. A
+worker killed anywhere in between leaves, once the job is retried, one review, one summary
+and one set of inline comments.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, replace
+
+from bot.context import Context
+from bot.core.budget import seconds_to_next_utc_day, utc_day_start
+from bot.core.findings import Finding
+from bot.core.render import summary_markdown
+from bot.core.review import ReviewResult, review_changes
+from bot.llm import LLMNotConfigured, ModelPriceUnknown
+from bot.review.config_problems import config_for_review
+from bot.review.policy import (
+    REVIEWING,
+    earlier_counts,
+    final_status,
+    review_options,
+    severity_counts,
+    skip_reason,
+)
+from bot.review.request import ReviewRequest
+from bot.store import JobDeferred
+from bot.store.base import (
+    FindingRecord,
+    PullRequestState,
+    ReviewRecord,
+    ReviewStart,
+    UsageRecord,
+)
+from config.repo import EffectiveConfig
+from platforms.base import (
+    Changes,
+    InlineComment,
+    Platform,
+    PostedReview,
+    PullRequest,
+    SinceNotAncestor,
+    StatusState,
+)
+
+SUMMARY_KEY = "summary"
+
+
+class ReviewFailed(Exception):
+    """The model could not review this pull request now; the job is retried."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    job_id: int | None = None
+    last: bool = True  # no retry will follow a failure
+
+
+async def review_pull_request(
+    ctx: Context, request: ReviewRequest, attempt: Attempt = Attempt()
+) -> ReviewRecord | None:
+    """Review the pull request's current head: the whole review job. None when it was skipped
+    (and why is logged)."""
+    store, platform = ctx.store, ctx.platform
+    pr = await platform.pull_request(request.number)
+    loaded = await config_for_review(ctx, pr)
+    config = loaded.config
+    state = await store.pr_state(request.platform, request.repo, request.number)
+    requested = request.requested_by is not None
+    reason = _why_not(loaded, pr, state, requested=requested)
+    if reason is not None:
+        ctx.log.info("review skipped", reason=reason, head=pr.head_sha[:12])
+        return None
+    await _wait_for_budget(ctx, pr)
+
+    full = request.fresh or state.full_requested or not config.auto_review.incremental
+    since = None if full else state.last_reviewed_head
+    record = await store.start_review(
+        ReviewStart(
+            platform=request.platform,
+            repo=request.repo,
+            number=request.number,
+            head_sha=pr.head_sha,
+            base_sha=pr.base_sha,
+            mode="incremental" if since else "full",
+            job_id=attempt.job_id,
+            delivery_id=request.delivery_id,
+        )
+    )
+    started = time.monotonic()
+    await _status(ctx, pr, "pending", REVIEWING)
+    changes = await _changes(platform, pr, since, ctx)
+    if since and not changes.incremental:
+        await store.update_review(record.id, mode="full")
+
+    earlier = [
+        f
+        for f in await store.findings_for(request.platform, request.repo, request.number)
+        if f.posted
+    ]
+    known = frozenset() if request.fresh else frozenset(f.fingerprint for f in earlier)
+    options = review_options(loaded, known_fingerprints=known)
+    if config.language.lower() not in ("en", "english"):
+        note = f"Write every title and comment in {config.language}."
+        options = replace(options, instructions=f"{note}\n{options.instructions}".strip())
+    try:
+        result = await review_changes(
+            ctx.model, changes.files, options, title=pr.title, description=pr.body or ""
+        )
+    except (ModelPriceUnknown, LLMNotConfigured) as exc:
+        # Configuration, not weather: retrying cannot help, so say it and stop.
+        await _fail(ctx, pr, record, str(exc), started)
+        return await store.get_review(record.id)
+    await store.record_usage(
+        UsageRecord(
+            "review",
+            result.usage.input_tokens,
+            result.usage.output_tokens,
+            result.usage.cost_usd,
+            platform=request.platform,
+            repo=request.repo,
+            number=request.number,
+            model=result.model,
+            review_id=record.id,
+        )
+    )
+    if result.errors and (result.chunks_reviewed == 0 or not attempt.last):
+        # The model failed (down, rate-limited, too slow): post nothing half-done; the
+        # job is retried, and parked as dead with this reason after its last attempt.
+        await _fail(ctx, pr, record, result.errors[0], started, result=result)
+        raise ReviewFailed(result.errors[0])
+
+    summary = config.review.summary
+    earlier_tally = {} if request.fresh else earlier_counts(f.severity for f in earlier)
+    posted = await _post(ctx, pr, record, result, earlier_tally if summary else None)
+    await _record(ctx, pr, record, result, posted, started, config.review.fail_on)
+    return await store.get_review(record.id)
+
+
+# --- Steps -------------------------------------------------------------------------------
+
+
+async def _wait_for_budget(ctx: Context, pr: PullRequest) -> None:
+    """A review starts only while today's spend is under ARBITER_DAILY_BUDGET_USD; each runs
+    within its own cap, so the day can end over budget by at most the reviews that were
+    running when it ran out."""
+    budget = ctx.settings.daily_budget_usd
+    remaining = await _budget_left(ctx)
+    if remaining is None or remaining > 0:
+        return
+    message = (
+        f"Waiting: today's LLM budget (${budget:.2f}) is spent; the review starts after 00:00 UTC"
+    )
+    await _status(ctx, pr, "pending", message)
+    delay = seconds_to_next_utc_day(ctx.clock()) + random.uniform(1, 60)  # noqa: S311
+    ctx.log.warning("daily budget spent; review deferred", budget_usd=budget)
+    raise JobDeferred(delay, message)
+
+
+async def _budget_left(ctx: Context) -> float | None:
+    """What is left of today's budget across every repository; None: no daily budget."""
+    budget = ctx.settings.daily_budget_usd
+    if budget <= 0:
+        return None
+    spent = await ctx.store.spent_since(utc_day_start(ctx.clock()))
+    return max(budget - spent, 0.0)
+
+
+async def _post(
+    ctx: Context,
+    pr: PullRequest,
+    record: ReviewRecord,
+    result: ReviewResult,
+    earlier: dict[str, int] | None,
+) -> PostedReview | None:
+    """The review with its inline comments, then the summary (None: no summary)."""
+    if not ctx.settings.post_comments:
+        ctx.log.info("dry run: nothing posted (ARBITER_POST_COMMENTS=false)")
+        return None
+    posted = None
+    if result.comments:
+        body = _review_body(result.findings, pr)
+        posted = await ctx.platform.post_review(
+            pr, body, result.comments, key=f"review-{record.id}"
+        )
+    if earlier is not None:
+        facts = replace(result.facts, earlier=earlier) if result.facts else None
+        text = summary_markdown(facts) if facts else result.summary_markdown
+        ref = await ctx.platform.upsert_comment(pr, SUMMARY_KEY, text)
+        if ref.url:
+            await ctx.store.update_review(record.id, url=ref.url)
+    return posted
+
+
+async def _record(
+    ctx: Context,
+    pr: PullRequest,
+    record: ReviewRecord,
+    result: ReviewResult,
+    posted: PostedReview | None,
+    started: float,
+    fail_on: str,
+) -> None:
+    store = ctx.store
+    platform = pr_platform(ctx)
+    dropped = {_where(c) for c, _ in posted.dropped} if posted else set()
+    on_pr = posted is not None
+    await store.record_findings(
+        record.id,
+        platform,
+        pr.repo,
+        pr.number,
+        [
+            _finding_record(f, posted=on_pr and (f.path, f.line) not in dropped)
+            for f in result.findings
+        ],
+    )
+    state, description = final_status(result, fail_on)
+    await _status(ctx, pr, state, description)
+    await store.update_pr_state(
+        platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
+    )
+    outcome = state if state in ("failure", "error") else "success"
+    duration = time.monotonic() - started
+    await store.update_review(
+        record.id,
+        state="done",
+        outcome=outcome,
+        reason=description,
+        model=result.model,
+        calls=result.usage.calls,
+        cached_calls=result.usage.cached_calls,
+        input_tokens=result.usage.input_tokens,
+        output_tokens=result.usage.output_tokens,
+        cost_usd=result.usage.cost_usd,
+        findings=len(result.findings),
+        severity_counts=severity_counts(result.findings),
+        not_reviewed=[{"path": n.path, "reason": n.reason} for n in result.not_reviewed],
+        dropped=len(result.dropped) + len(dropped),
+        posted_review_id=str(posted.id) if posted and posted.id is not None else None,
+        duration_seconds=round(duration, 3),
+        finished_at=ctx.clock(),
+    )
+    ctx.metrics.reviews.labels(platform=platform, outcome=outcome).inc()
+    ctx.metrics.review_duration.labels(platform=platform).observe(duration)
+    ctx.log.info(
+        "review done",
+        outcome=outcome,
+        findings=len(result.findings),
+        cost_usd=round(result.usage.cost_usd, 6),
+        seconds=round(duration, 2),
+    )
+
+
+async def _fail(
+    ctx: Context,
+    pr: PullRequest,
+    record: ReviewRecord,
+    reason: str,
+    started: float,
+    *,
+    result: ReviewResult | None = None,
+) -> None:
+    await _status(ctx, pr, "error", f"Arbiter could not review: {reason}")
+    usage = result.usage if result else None
+    await ctx.store.update_review(
+        record.id,
+        state="failed",
+        outcome="error",
+        reason=reason,
+        model=result.model if result else None,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cost_usd=usage.cost_usd if usage else 0.0,
+        duration_seconds=round(time.monotonic() - started, 3),
+        finished_at=ctx.clock(),
+    )
+    platform = pr_platform(ctx)
+    ctx.metrics.reviews.labels(platform=platform, outcome="error").inc()
+    ctx.log.warning("review failed", reason=reason)
+
+
+async def _status(ctx: Context, pr: PullRequest, state: StatusState, description: str) -> None:
+    if ctx.settings.update_status:
+        await ctx.platform.set_status(pr, state, description)
+
+
+def _why_not(
+    loaded: EffectiveConfig, pr: PullRequest, state: PullRequestState, *, requested: bool
+) -> str | None:
+    """Why not to review `pr` now (None: review it). A person's request overrides the
+    automatic-review rules and a pause, not a repository that turned Arbiter off."""
+    if not loaded.config.enabled:
+        return skip_reason(loaded, pr)
+    if pr.state != "open":
+        return f"the pull request is {pr.state}"
+    if requested:
+        return None
+    if state.paused:
+        return "automatic reviews are paused on this pull request (`@arbiter resume` resumes)"
+    if not state.full_requested and state.last_reviewed_head == pr.head_sha:
+        return f"its head {pr.head_sha[:7]} was already reviewed"
+    return skip_reason(loaded, pr)
+
+
+def pr_platform(ctx: Context) -> str:
+    return ctx.event.platform
+
+
+async def _changes(platform: Platform, pr: PullRequest, since: str | None, ctx: Context) -> Changes:
+    if since is None:
+        return await platform.changes(pr)
+    try:
+        return await platform.changes(pr, since=since)
+    except SinceNotAncestor:
+        ctx.log.info("last reviewed head is gone (force-push): reviewing everything", since=since)
+        return await platform.changes(pr)
+
+
+def _review_body(findings: tuple[Finding, ...], pr: PullRequest) -> str:
+    n = len(findings)
+    return f"Arbiter found {n} new issue{'s' if n != 1 else ''} in {pr.head_sha[:7]}."
+
+
+def _where(comment: InlineComment) -> tuple[str, int]:
+    return comment.path, comment.line
+
+
+def _finding_record(finding: Finding, *, posted: bool) -> FindingRecord:
+    return FindingRecord(
+        fingerprint=finding.fingerprint,
+        path=finding.path,
+        line=finding.line,
+        start_line=finding.start_line,
+        severity=finding.severity,
+        category=finding.category,
+        title=finding.title,
+        body=finding.body,
+        confidence=finding.confidence,
+        posted=posted,
+    )
