@@ -51,6 +51,7 @@ from bot.store.base import (
     StoreUnavailable,
     UsageRecord,
 )
+from bot.store.leases import LEASE_EXPIRED, LeaseSweeps
 from bot.store.mongo_schema import (
     DELIVERIES,
     HEAD,
@@ -61,13 +62,11 @@ from bot.store.mongo_schema import (
     as_date,
     as_seconds,
     job_document,
-    to_job,
 )
+from bot.store.records import to_job
 
 P = ParamSpec("P")
 T = TypeVar("T")
-LEASE_SWEEP_INTERVAL = 1.0
-LEASE_EXPIRED = "lease expired: the worker running this job stopped before finishing"
 DEFAULT_DELIVERY_TTL = 14 * 86400.0
 _ASCENDING_JOBS = [("run_at", 1), ("_id", 1)]
 _UNSET_LEASE = {"worker_id": None, "lease_until": None}
@@ -113,7 +112,7 @@ class MongoStore:
         self._delivery_ttl = delivery_ttl_seconds
         self._clock = clock
         self._db: AsyncDatabase[Doc] | None = None
-        self._last_sweep: dict[str, float] = {}  # by claiming worker: its sweep spares its jobs
+        self._sweeps = LeaseSweeps()
 
     # --- Connection and indexes --------------------------------------------------------------
 
@@ -297,10 +296,7 @@ class MongoStore:
         if limit <= 0:
             return []
         now = self._clock()
-        # Leases are seconds long: looking for expired ones once a second is often enough.
-        last = self._last_sweep.get(worker_id, float("-inf"))
-        if now - last >= LEASE_SWEEP_INTERVAL or now < last:
-            self._last_sweep[worker_id] = now
+        if self._sweeps.due(worker_id, now):
             await self._sweep_expired_leases(now, worker_id)
         jobs = self._c(JOBS)
         busy = {
@@ -349,7 +345,7 @@ class MongoStore:
                 continue
             if doc is None:
                 break
-            job = to_job(doc)
+            job = to_job(doc, "_id")
             claimed.append(job)
             if job.key is not None:
                 busy.add(job.key)
@@ -482,7 +478,7 @@ class MongoStore:
     @_guarded
     async def get_job(self, job_id: int) -> Job | None:
         doc = await self._c(JOBS).find_one({"_id": job_id})
-        return to_job(doc) if doc is not None else None
+        return to_job(doc, "_id") if doc is not None else None
 
     @_guarded
     async def list_jobs(
@@ -494,7 +490,7 @@ class MongoStore:
         if kind is not None:
             query["kind"] = kind
         cursor = self._c(JOBS).find(query).sort("_id", -1).limit(limit)
-        return [to_job(doc) async for doc in cursor]
+        return [to_job(doc, "_id") async for doc in cursor]
 
     @_guarded
     async def job_counts(self) -> dict[str, int]:

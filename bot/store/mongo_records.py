@@ -17,7 +17,6 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from bot.store.base import (
     EXCHANGE_UPDATABLE,
     REVIEW_UPDATABLE,
-    DayTotals,
     ExchangeRecord,
     ExchangeStart,
     FindingRecord,
@@ -42,11 +41,19 @@ from bot.store.mongo_schema import (
     Doc,
     installation_id_of,
     pr_state_id,
+)
+from bot.store.records import (
+    check_updatable,
+    day_totals,
+    finding_row,
+    new_exchange_row,
+    new_review_row,
     to_exchange,
     to_finding,
     to_installation,
     to_pr_state,
     to_review,
+    usage_row,
 )
 
 Database = AsyncDatabase[Doc]
@@ -91,26 +98,7 @@ async def start_review(db: Database, start: ReviewStart, now: float) -> ReviewRe
         if found is not None:
             return found
     (review_id,) = await next_ids(db, REVIEWS)
-    document: Doc = {
-        "_id": review_id,
-        "platform": start.platform,
-        "repo": start.repo,
-        "number": start.number,
-        "delivery_id": start.delivery_id,
-        "head_sha": start.head_sha,
-        "base_sha": start.base_sha,
-        "mode": start.mode,
-        "state": "running",
-        "outcome": None,
-        "calls": 0,
-        "cached_calls": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cost_usd": 0.0,
-        "findings": 0,
-        "dropped": 0,
-        "created_at": now,
-    }
+    document: Doc = {"_id": review_id, **new_review_row(start, now)}
     if start.job_id is not None:  # absent, not null: the unique index covers set ones only
         document["job_id"] = start.job_id
     try:
@@ -121,7 +109,7 @@ async def start_review(db: Database, start: ReviewStart, now: float) -> ReviewRe
         if found is None:
             raise
         return found
-    return to_review(document)
+    return to_review(document, "_id")
 
 
 async def _resume_review(db: Database, start: ReviewStart) -> ReviewRecord | None:
@@ -137,25 +125,23 @@ async def _resume_review(db: Database, start: ReviewStart) -> ReviewRecord | Non
         },
         return_document=ReturnDocument.AFTER,
     )
-    return to_review(doc) if doc is not None else None
+    return to_review(doc, "_id") if doc is not None else None
 
 
 async def update_review(db: Database, review_id: int, changes: dict[str, Any]) -> None:
-    unknown = set(changes) - REVIEW_UPDATABLE
-    if unknown:
-        raise ValueError(f"not review columns that may change: {sorted(unknown)}")
+    check_updatable(changes, REVIEW_UPDATABLE, "review")
     if changes:
         await db[REVIEWS].update_one({"_id": review_id}, {"$set": changes})
 
 
 async def get_review(db: Database, review_id: int) -> ReviewRecord | None:
     doc = await db[REVIEWS].find_one({"_id": review_id})
-    return to_review(doc) if doc is not None else None
+    return to_review(doc, "_id") if doc is not None else None
 
 
 async def list_reviews(db: Database, query: Doc, limit: int) -> list[ReviewRecord]:
     cursor = db[REVIEWS].find(_only(query)).sort("_id", -1).limit(limit)
-    return [to_review(doc) async for doc in cursor]
+    return [to_review(doc, "_id") async for doc in cursor]
 
 
 async def find_reviews(db: Database, query: ReviewQuery) -> list[ReviewRecord]:
@@ -165,7 +151,7 @@ async def find_reviews(db: Database, query: ReviewQuery) -> list[ReviewRecord]:
     if query.before_id is not None:
         where["_id"] = {"$lt": query.before_id}
     cursor = db[REVIEWS].find(where).sort("_id", -1).limit(query.limit)
-    return [to_review(doc) async for doc in cursor]
+    return [to_review(doc, "_id") async for doc in cursor]
 
 
 # --- Findings ------------------------------------------------------------------------------------
@@ -181,27 +167,9 @@ async def record_findings(
     unique = list({f.fingerprint: f for f in records}.values())
     if not unique:
         return 0
-    platform, repo, number = pull_request
     ids = await next_ids(db, FINDINGS, len(unique))  # keeps findings in recorded order
     documents = [
-        {
-            "_id": finding_id,
-            "review_id": review_id,
-            "platform": platform,
-            "repo": repo,
-            "number": number,
-            "fingerprint": f.fingerprint,
-            "path": f.path,
-            "line": f.line,
-            "start_line": f.start_line,
-            "severity": f.severity,
-            "category": f.category,
-            "title": f.title,
-            "body": f.body,
-            "confidence": f.confidence,
-            "posted": f.posted,
-            "created_at": now,
-        }
+        {"_id": finding_id, **finding_row(review_id, pull_request, f, now)}
         for finding_id, f in zip(ids, unique, strict=True)
     ]
     try:
@@ -248,20 +216,7 @@ async def update_pr_state(
 
 
 async def record_usage(db: Database, record: UsageRecord, now: float) -> None:
-    await db[USAGE].insert_one(
-        {
-            "at": now,
-            "kind": record.kind,
-            "platform": record.platform,
-            "repo": record.repo,
-            "number": record.number,
-            "model": record.model,
-            "input_tokens": record.input_tokens,
-            "output_tokens": record.output_tokens,
-            "cost_usd": record.cost_usd,
-            "review_id": record.review_id,
-        }
-    )
+    await db[USAGE].insert_one(usage_row(record, now))
 
 
 async def spent_since(db: Database, since: float) -> float:
@@ -282,41 +237,21 @@ async def start_exchange(db: Database, start: ExchangeStart, now: float) -> Exch
     one = {"platform": start.platform, "delivery_id": start.delivery_id}
     found = await db[EXCHANGES].find_one(one)
     if found is not None:  # a retried job: the record as it is
-        return to_exchange(found)
+        return to_exchange(found, "_id")
     (exchange_id,) = await next_ids(db, EXCHANGES)
-    document: Doc = {
-        "_id": exchange_id,
-        **one,
-        "repo": start.repo,
-        "number": start.number,
-        "comment_id": start.comment_id,
-        "thread": start.thread,
-        "path": start.path,
-        "line": start.line,
-        "author": start.author,
-        "kind": start.kind,
-        "command": start.command,
-        "question": start.question,
-        "outcome": "pending",
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cost_usd": 0.0,
-        "created_at": now,
-    }
+    document: Doc = {"_id": exchange_id, **new_exchange_row(start, now)}
     try:
         await db[EXCHANGES].insert_one(document)
     except DuplicateKeyError:
         found = await db[EXCHANGES].find_one(one)  # started at the same moment elsewhere
         if found is None:
             raise
-        return to_exchange(found)
-    return to_exchange(document)
+        return to_exchange(found, "_id")
+    return to_exchange(document, "_id")
 
 
 async def update_exchange(db: Database, exchange_id: int, changes: dict[str, Any]) -> None:
-    unknown = set(changes) - EXCHANGE_UPDATABLE
-    if unknown:
-        raise ValueError(f"not exchange columns that may change: {sorted(unknown)}")
+    check_updatable(changes, EXCHANGE_UPDATABLE, "exchange")
     if changes:
         await db[EXCHANGES].update_one({"_id": exchange_id}, {"$set": changes})
 
@@ -328,7 +263,7 @@ async def list_exchanges(
     if since is not None:
         query["created_at"] = {"$gte": since}
     cursor = db[EXCHANGES].find(query).sort("_id", -1).limit(limit)
-    return [to_exchange(doc) async for doc in cursor]
+    return [to_exchange(doc, "_id") async for doc in cursor]
 
 
 async def count_exchanges(
@@ -417,19 +352,23 @@ async def remove_repositories(
         )
 
 
+def _installation(doc: Doc) -> Installation:
+    return to_installation(doc, sorted(doc.get("repositories") or ()))
+
+
 async def get_installation(
     db: Database, platform: str, installation_id: int
 ) -> Installation | None:
     doc = await db[INSTALLATIONS].find_one(
         {"_id": installation_id_of(platform, installation_id), **INSTALLED}
     )
-    return to_installation(doc) if doc is not None else None
+    return _installation(doc) if doc is not None else None
 
 
 async def list_installations(db: Database, platform: str | None) -> list[Installation]:
     query = {**INSTALLED, **_only({"platform": platform})}
     cursor = db[INSTALLATIONS].find(query).sort([("platform", 1), ("installation_id", 1)])
-    return [to_installation(doc) async for doc in cursor]
+    return [_installation(doc) async for doc in cursor]
 
 
 # --- Operator views ------------------------------------------------------------------------------
@@ -473,10 +412,6 @@ async def review_activity(db: Database, since: float) -> ReviewActivity:
             ],
         )
     }
-    days = tuple(
-        DayTotals(day, per_day.get(day, 0), *spent.get(day, (0.0, 0, 0)))
-        for day in sorted(per_day.keys() | spent.keys())
-    )
     by_outcome = await _grouped(
         db,
         REVIEWS,
@@ -512,7 +447,7 @@ async def review_activity(db: Database, since: float) -> ReviewActivity:
         )
     }
     return ReviewActivity(
-        days=days,
+        days=day_totals(per_day, spent),
         outcomes={str(doc["_id"]): int(doc["n"]) for doc in by_outcome},
         calls=sum(int(doc["calls"]) for doc in by_outcome),
         cached_calls=sum(int(doc["cached"]) for doc in by_outcome),

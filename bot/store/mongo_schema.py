@@ -1,4 +1,4 @@
-"""The MongoDB store's collections, their indexes, and documents ↔ records.
+"""The MongoDB store's collections, their indexes, and the ids and dates of its documents.
 
 One collection per record kind. There is no schema to migrate: "up to date" means every index
 below exists, and `migrate()` creates the missing ones. Times are UNIX seconds (floats) as in
@@ -14,15 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.store.base import (
-    ExchangeRecord,
-    FindingRecord,
-    Installation,
-    Job,
-    NewJob,
-    PullRequestState,
-    ReviewRecord,
-)
+from bot.store.base import NewJob
+from bot.store.records import new_job_row
 
 Doc = dict[str, Any]
 
@@ -124,99 +117,22 @@ def as_seconds(date: datetime) -> float:
     return (date if date.tzinfo is not None else date.replace(tzinfo=UTC)).timestamp()
 
 
-# --- Documents → records -------------------------------------------------------------------------
+# --- Documents -----------------------------------------------------------------------------------
+# A document holds a record's fields under their names, as a SQL row does: `records` maps both.
+
+# A job is written whole: what it holds before its first claim, beside what it was enqueued with.
+_UNCLAIMED = {
+    "lease_until": None,
+    "worker_id": None,
+    "last_error": None,
+    "progress": None,
+    "started_at": None,
+    "finished_at": None,
+}
 
 
 def job_document(job_id: int, job: NewJob, now: float) -> Doc:
-    return {
-        "_id": job_id,
-        "kind": job.kind,
-        "key": job.key,
-        "payload": job.payload,
-        "state": "queued",
-        "attempts": 0,
-        "max_attempts": job.max_attempts,
-        "run_at": job.run_at if job.run_at is not None else now,
-        "lease_until": None,
-        "worker_id": None,
-        "last_error": None,
-        "progress": None,
-        "delivery_id": job.delivery_id,
-        "created_at": now,
-        "updated_at": now,
-        "started_at": None,
-        "finished_at": None,
-    }
-
-
-def to_job(doc: Doc) -> Job:
-    progress = doc.get("progress")
-    return Job(
-        id=int(doc["_id"]),
-        kind=doc["kind"],
-        key=doc.get("key"),
-        payload=doc["payload"],
-        state=doc["state"],
-        attempts=int(doc["attempts"]),
-        max_attempts=int(doc["max_attempts"]),
-        run_at=float(doc["run_at"]),
-        lease_until=doc.get("lease_until"),
-        worker_id=doc.get("worker_id"),
-        last_error=doc.get("last_error"),
-        progress=json.loads(progress) if progress else {},
-        delivery_id=doc.get("delivery_id"),
-        created_at=float(doc["created_at"]),
-        updated_at=float(doc["updated_at"]),
-        started_at=doc.get("started_at"),
-        finished_at=doc.get("finished_at"),
-    )
-
-
-def to_review(doc: Doc) -> ReviewRecord:
-    return ReviewRecord(
-        id=int(doc["_id"]),
-        platform=doc["platform"],
-        repo=doc["repo"],
-        number=int(doc["number"]),
-        head_sha=doc["head_sha"],
-        base_sha=doc.get("base_sha"),
-        mode=doc["mode"],
-        state=doc["state"],
-        outcome=doc.get("outcome"),
-        reason=doc.get("reason"),
-        job_id=doc.get("job_id"),
-        delivery_id=doc.get("delivery_id"),
-        model=doc.get("model"),
-        calls=int(doc.get("calls") or 0),
-        cached_calls=int(doc.get("cached_calls") or 0),
-        input_tokens=int(doc.get("input_tokens") or 0),
-        output_tokens=int(doc.get("output_tokens") or 0),
-        cost_usd=float(doc.get("cost_usd") or 0.0),
-        findings=int(doc.get("findings") or 0),
-        severity_counts=dict(doc.get("severity_counts") or {}),
-        not_reviewed=list(doc.get("not_reviewed") or []),
-        dropped=int(doc.get("dropped") or 0),
-        posted_review_id=doc.get("posted_review_id"),
-        url=doc.get("url"),
-        duration_seconds=doc.get("duration_seconds"),
-        created_at=float(doc["created_at"]),
-        finished_at=doc.get("finished_at"),
-    )
-
-
-def to_finding(doc: Doc) -> FindingRecord:
-    return FindingRecord(
-        fingerprint=doc["fingerprint"],
-        path=doc["path"],
-        line=int(doc["line"]),
-        start_line=doc.get("start_line"),
-        severity=doc["severity"],
-        category=doc["category"],
-        title=doc["title"],
-        body=doc["body"],
-        confidence=float(doc["confidence"]),
-        posted=bool(doc["posted"]),
-    )
+    return {"_id": job_id, **new_job_row(job, now), **_UNCLAIMED}
 
 
 def pr_state_id(platform: str, repo: str, number: int) -> Doc:
@@ -224,60 +140,5 @@ def pr_state_id(platform: str, repo: str, number: int) -> Doc:
     return {"platform": platform, "repo": repo, "number": number}
 
 
-def to_pr_state(platform: str, repo: str, number: int, doc: Doc | None) -> PullRequestState:
-    if doc is None:
-        return PullRequestState(platform, repo, number)
-    return PullRequestState(
-        platform,
-        repo,
-        number,
-        last_reviewed_head=doc.get("last_reviewed_head"),
-        paused=bool(doc.get("paused")),
-        full_requested=bool(doc.get("full_requested")),
-    )
-
-
 def installation_id_of(platform: str, installation_id: int) -> str:
     return f"{platform}:{installation_id}"
-
-
-def to_installation(doc: Doc) -> Installation:
-    return Installation(
-        platform=doc["platform"],
-        installation_id=int(doc["installation_id"]),
-        account=doc["account"],
-        account_type=doc.get("account_type"),
-        state=doc["state"],
-        repository_selection=doc.get("repository_selection"),
-        repositories=tuple(sorted(doc.get("repositories") or ())),
-        created_at=float(doc["created_at"]),
-        updated_at=float(doc["updated_at"]),
-    )
-
-
-def to_exchange(doc: Doc) -> ExchangeRecord:
-    return ExchangeRecord(
-        id=int(doc["_id"]),
-        platform=doc["platform"],
-        delivery_id=doc["delivery_id"],
-        repo=doc["repo"],
-        number=int(doc["number"]),
-        comment_id=doc["comment_id"],
-        thread=doc.get("thread"),
-        path=doc.get("path"),
-        line=doc.get("line"),
-        author=doc["author"],
-        kind=doc["kind"],
-        command=doc.get("command"),
-        question=doc["question"],
-        outcome=doc["outcome"],
-        answer=doc.get("answer"),
-        confidence=doc.get("confidence"),
-        reply_id=doc.get("reply_id"),
-        model=doc.get("model"),
-        input_tokens=int(doc.get("input_tokens") or 0),
-        output_tokens=int(doc.get("output_tokens") or 0),
-        cost_usd=float(doc.get("cost_usd") or 0.0),
-        created_at=float(doc["created_at"]),
-        finished_at=doc.get("finished_at"),
-    )

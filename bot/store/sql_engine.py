@@ -1,0 +1,198 @@
+"""Where the SQL store's transactions run: `SQLDatabase.run(operation)` runs a plain function
+over a SQLAlchemy `Connection` as one transaction, and database failures surface as
+StoreUnavailable.
+
+- PostgreSQL: on the async engine (asyncpg), through `AsyncConnection.run_sync`.
+- SQLite: on one connection owned by one thread, one hop per transaction. (Through aiosqlite,
+  every statement was a hop through the event loop, and under load that cost more than the
+  SQL.) WAL mode, and every transaction `BEGIN IMMEDIATE`, so one writer at a time across
+  processes too. Operations that arrive while a commit is in flight share the next
+  transaction, each in a savepoint of its own (`batching.GroupCommit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bot.metrics import PoolUsage
+from bot.store.base import StoreUnavailable
+from bot.store.batching import GroupCommit
+
+T = TypeVar("T")
+DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)
+
+
+class SQLDatabase:
+    """The engine of one SQL database (SQLite or PostgreSQL, from the URL), and its
+    transactions."""
+
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+        self.url = url
+        self.backend = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._async_engine: AsyncEngine | None = None
+        self._sqlite_engine: Engine | None = None
+        self._sqlite_thread: ThreadPoolExecutor | None = None
+        self._operations = GroupCommit(self._run_together)
+
+    async def open(self) -> None:
+        if self._async_engine is not None or self._sqlite_engine is not None:
+            return
+        if self.backend == "sqlite":
+            self._sqlite_engine = _sqlite_engine(self.url)
+            self._sqlite_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite")
+        else:
+            self._async_engine = create_async_engine(
+                self.url,
+                pool_size=self._pool_size,
+                max_overflow=self._max_overflow,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
+
+    def pool_usage(self) -> PoolUsage | None:
+        """The PostgreSQL connection pool now, for /metrics (None on SQLite: one thread)."""
+        pool = self._async_engine.pool if self._async_engine is not None else None
+        if not isinstance(pool, sa.pool.QueuePool):
+            return None
+        return PoolUsage(
+            in_use=pool.checkedout(),
+            idle=pool.checkedin(),
+            limit=pool.size() + self._max_overflow,
+        )
+
+    async def close(self) -> None:
+        await self._operations.drain()
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+            self._async_engine = None
+        if self._sqlite_engine is not None and self._sqlite_thread is not None:
+            engine, thread = self._sqlite_engine, self._sqlite_thread
+            await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
+            thread.shutdown(wait=True)
+            self._sqlite_engine, self._sqlite_thread = None, None
+
+    async def run(self, operation: Callable[[Connection], T], *, alone: bool = False) -> T:
+        """Run `operation` in a transaction; database failures surface as StoreUnavailable.
+
+        On SQLite, operations that arrive while a commit is in flight share the next
+        transaction, each in a savepoint of its own (so one that fails fails alone); `alone`
+        runs it in a transaction of its own (migrations, and work that is already a batch).
+        """
+        try:
+            if self._sqlite_engine is not None and self._sqlite_thread is not None:
+                if not alone:
+                    outcome: _Outcome[T] = await self._operations.submit(operation)
+                    return outcome.unwrap()
+                engine = self._sqlite_engine
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._sqlite_thread, _in_transaction, engine, operation
+                )
+            if self._async_engine is None:
+                raise RuntimeError("the store is not open: call `await store.open()` first")
+            async with self._async_engine.begin() as conn:
+                return await conn.run_sync(operation)
+        except DB_ERRORS as exc:
+            raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+
+    async def _run_together(
+        self, operations: list[Callable[[Connection], Any]]
+    ) -> list[_Outcome[Any]]:
+        if self._sqlite_engine is None or self._sqlite_thread is None:
+            raise RuntimeError("the store is not open: call `await store.open()` first")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._sqlite_thread, _in_one_transaction, self._sqlite_engine, operations
+        )
+
+
+def dialect_insert(backend: str, table: sa.Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    return (sqlite.insert if backend == "sqlite" else postgresql.insert)(table)
+
+
+def _in_transaction(engine: Engine, operation: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return operation(conn)
+
+
+@dataclass(frozen=True)
+class _Outcome(Generic[T]):
+    """What one operation of a shared transaction came to: its value, or its error."""
+
+    value: T | None = None
+    error: Exception | None = None
+
+    def unwrap(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
+def _in_one_transaction(
+    engine: Engine, operations: list[Callable[[Connection], Any]]
+) -> list[_Outcome[Any]]:
+    if len(operations) == 1:  # no savepoint needed for one
+        try:
+            return [_Outcome(_in_transaction(engine, operations[0]))]
+        except DB_ERRORS:
+            raise
+        except Exception as exc:
+            return [_Outcome(error=exc)]
+    outcomes: list[_Outcome[Any]] = []
+    with engine.begin() as conn:
+        for operation in operations:
+            try:
+                with conn.begin_nested():
+                    outcomes.append(_Outcome(operation(conn)))
+            except Exception as exc:
+                outcomes.append(_Outcome(error=exc))
+    return outcomes
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _sqlite_engine(url: str) -> Engine:
+    """A synchronous engine on the stdlib driver, used from the store's one SQLite thread."""
+    parsed = sa.engine.make_url(url).set(drivername="sqlite")
+    database = parsed.database
+    memory = database in (None, "", ":memory:")
+    if not memory and database is not None:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        parsed, poolclass=sa.pool.SingletonThreadPool if memory else sa.pool.QueuePool
+    )
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, emit BEGIN, so it can be BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Take the write lock up front: a deferred transaction that later writes can fail with
+        # "database is locked" at once instead of waiting for the other writer.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,366 @@
+"""The SQL store's job queue: deliveries seen, jobs enqueued (coalescing by key), claimed with a
+lease, renewed, finished, and purged once old.
+
+Claims are one prebuilt UPDATE … RETURNING: on PostgreSQL its candidates are locked with
+`FOR UPDATE SKIP LOCKED`, and same-key enqueues take an advisory lock; on SQLite every
+transaction holds the write lock from its start (see `sql_engine`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bot.store.base import JOB_STATES, Delivery, Enqueued, Job, JobState, NewJob
+from bot.store.leases import LEASE_EXPIRED
+from bot.store.records import new_job_row, to_job
+from bot.store.schema import deliveries, jobs, llm_cache
+from bot.store.sql_engine import SQLDatabase, dialect_insert
+
+# What `release` sets: the attempt was never made, so it is given back (never below zero).
+ATTEMPT_GIVEN_BACK = sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0)
+
+
+# --- Deliveries and enqueueing -------------------------------------------------------------------
+
+
+async def accept(db: SQLDatabase, delivery: Delivery, job: NewJob, now: float) -> Enqueued:
+    return await db.run(lambda conn: _accept_one(conn, delivery, job, now))
+
+
+async def accept_batch(
+    db: SQLDatabase, items: list[tuple[Delivery, NewJob]], now: float
+) -> list[Enqueued]:
+    """Several deliveries in one transaction of their own (SQLite's group commit)."""
+    return await db.run(lambda conn: _accept_many(conn, items, now), alone=True)
+
+
+async def enqueue(db: SQLDatabase, job: NewJob, now: float) -> Enqueued:
+    return await db.run(lambda conn: _enqueue(conn, job, now))
+
+
+async def seen_delivery(db: SQLDatabase, platform: str, delivery_id: str) -> bool:
+    statement = sa.select(deliveries.c.delivery_id).where(
+        deliveries.c.platform == platform, deliveries.c.delivery_id == delivery_id
+    )
+    return await db.run(lambda conn: conn.execute(statement).first() is not None)
+
+
+def _accept_one(conn: Connection, delivery: Delivery, job: NewJob, now: float) -> Enqueued:
+    inserted = conn.execute(
+        dialect_insert(conn.dialect.name, deliveries)
+        .values(
+            platform=delivery.platform,
+            delivery_id=delivery.delivery_id,
+            event=delivery.event,
+            received_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+    if inserted.rowcount == 0:
+        return Enqueued(job_id=None, duplicate=True)
+    return _enqueue(conn, job, now)
+
+
+def _accept_many(
+    conn: Connection, items: list[tuple[Delivery, NewJob]], now: float
+) -> list[Enqueued]:
+    """Several deliveries in three statements. SQLite only: its BEGIN IMMEDIATE holds the write
+    lock from the start, so nobody inserts between the SELECT and the INSERT."""
+    found = conn.execute(
+        sa.select(deliveries.c.platform, deliveries.c.delivery_id).where(
+            deliveries.c.delivery_id.in_({d.delivery_id for d, _ in items})
+        )
+    )
+    seen = {(platform, delivery_id) for platform, delivery_id in found}
+    results: list[Enqueued] = [Enqueued(job_id=None, duplicate=True)] * len(items)
+    fresh: list[int] = []
+    for index, (delivery, _) in enumerate(items):
+        if (delivery.platform, delivery.delivery_id) not in seen:
+            seen.add((delivery.platform, delivery.delivery_id))
+            fresh.append(index)
+    if not fresh:
+        return results
+    conn.execute(
+        sa.insert(deliveries),
+        [
+            {
+                "platform": items[i][0].platform,
+                "delivery_id": items[i][0].delivery_id,
+                "event": items[i][0].event,
+                "received_at": now,
+            }
+            for i in fresh
+        ],
+    )
+    plain = [i for i in fresh if items[i][1].key is None]
+    for i in fresh:
+        if items[i][1].key is not None:  # coalescing needs the one-by-one path
+            results[i] = _enqueue(conn, items[i][1], now)
+    if plain:
+        ids = conn.execute(
+            sa.insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True),
+            [new_job_row(items[i][1], now) for i in plain],
+        ).scalars()
+        for i, job_id in zip(plain, ids, strict=True):
+            results[i] = Enqueued(job_id=job_id)
+    return results
+
+
+def _enqueue(conn: Connection, job: NewJob, now: float) -> Enqueued:
+    if job.key is not None and conn.dialect.name == "postgresql":
+        # Two enqueues of one key must not both miss each other's queued job.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": job.key})
+    job_id = conn.execute(sa.insert(jobs).returning(jobs.c.id), new_job_row(job, now)).scalar_one()
+    replaced: tuple[int, ...] = ()
+    if job.key is not None:
+        rows = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.key == job.key, jobs.c.state == "queued", jobs.c.id != job_id)
+            .values(
+                state="cancelled",
+                last_error=f"superseded by job {job_id}",
+                finished_at=now,
+                updated_at=now,
+            )
+            .returning(jobs.c.id)
+        )
+        replaced = tuple(sorted(rows.scalars()))
+    return Enqueued(job_id=job_id, replaced=replaced)
+
+
+# --- Claims and leases ---------------------------------------------------------------------------
+
+
+async def claim(
+    db: SQLDatabase, worker_id: str, limit: int, lease_seconds: float, now: float, sweep: bool
+) -> list[Job]:
+    """Up to `limit` due jobs, after (with `sweep`) taking back those whose lease expired."""
+    return await db.run(lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep))
+
+
+async def renew_leases(
+    db: SQLDatabase, worker_id: str, ids: list[int], lease_seconds: float, now: float
+) -> int:
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.worker_id == worker_id, jobs.c.state == "running")
+        .values(lease_until=now + lease_seconds, updated_at=now)
+    )
+    return await db.run(lambda conn: int(conn.execute(statement).rowcount))
+
+
+def _sweep_expired_leases(conn: Connection, now: float, claimer: str) -> None:
+    """Jobs whose worker stopped renewing: queued again, or dead if that was the last attempt.
+
+    The claiming worker's own jobs are left alone: it is alive (it is claiming), so a lease of
+    its that ran out means a late heartbeat, not a dead worker, and running the job a second
+    time beside the first would be wrong."""
+    expired = sa.and_(
+        jobs.c.state == "running", jobs.c.lease_until < now, jobs.c.worker_id != claimer
+    )
+    conn.execute(
+        sa.update(jobs)
+        .where(expired, jobs.c.attempts >= jobs.c.max_attempts)
+        .values(
+            state="dead",
+            last_error=sa.func.coalesce(jobs.c.last_error + "\n", "") + LEASE_EXPIRED,
+            worker_id=None,
+            lease_until=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    conn.execute(
+        sa.update(jobs)
+        .where(expired)
+        .values(
+            state="queued",
+            last_error=LEASE_EXPIRED,
+            worker_id=None,
+            lease_until=None,
+            run_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def _claim_statement(*, skip_locked: bool) -> sa.Update:
+    """Claim up to :limit queued jobs that are due and whose key has no job running.
+
+    Built once: the hot path binds parameters to it instead of building SQL per claim.
+    Only queued jobs are candidates, which the (state, run_at) index answers in order however
+    many finished jobs the table holds.
+    """
+    now = sa.bindparam("now", type_=sa.Float)
+    cand, busy, first = jobs.alias("cand"), jobs.alias("busy"), jobs.alias("first")
+    key_free = ~sa.exists().where(
+        busy.c.key == cand.c.key, busy.c.state == "running", busy.c.lease_until >= now
+    )
+    # Of a key's due jobs, only the oldest may be taken: a retried job and the newer one that
+    # queued behind it must not both run (one claim, or two at once, could take both).
+    first_of_key = cand.c.id == (
+        sa.select(sa.func.min(first.c.id))
+        .where(first.c.key == cand.c.key, first.c.state == "queued", first.c.run_at <= now)
+        .scalar_subquery()
+    )
+    candidates = (
+        sa.select(cand.c.id)
+        .where(
+            cand.c.state == "queued",
+            cand.c.run_at <= now,
+            sa.or_(cand.c.key.is_(None), sa.and_(key_free, first_of_key)),
+        )
+        .order_by(cand.c.run_at, cand.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            state="running",
+            attempts=jobs.c.attempts + 1,
+            worker_id=sa.bindparam("claimer", type_=sa.String),
+            lease_until=sa.bindparam("lease", type_=sa.Float),
+            started_at=now,
+            updated_at=now,
+        )
+        .returning(*jobs.c)
+    )
+
+
+_CLAIM = {False: _claim_statement(skip_locked=False), True: _claim_statement(skip_locked=True)}
+
+
+def _claim(
+    conn: Connection, worker_id: str, limit: int, lease_seconds: float, now: float, sweep: bool
+) -> list[Job]:
+    if sweep:
+        _sweep_expired_leases(conn, now, worker_id)
+    statement = _CLAIM[conn.dialect.name == "postgresql"]
+    rows = conn.execute(
+        statement,
+        {"now": now, "limit": limit, "claimer": worker_id, "lease": now + lease_seconds},
+    )
+    return sorted((to_job(row) for row in rows.mappings()), key=lambda j: (j.run_at, j.id))
+
+
+# --- Finishing -----------------------------------------------------------------------------------
+
+
+async def complete_batch(db: SQLDatabase, items: list[tuple[int, str]], now: float) -> list[bool]:
+    """Mark jobs done, each only while it is still its worker's; in a transaction of its own."""
+    return await db.run(lambda conn: _complete_many(conn, items, now), alone=True)
+
+
+async def finish(db: SQLDatabase, job_id: int, worker_id: str, values: dict[str, Any]) -> bool:
+    """Set `values` on a running job only while it is still this worker's, and end its lease."""
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.state == "running")
+        .values(worker_id=None, lease_until=None, **values)
+    )
+    return await db.run(lambda conn: bool(conn.execute(statement).rowcount))
+
+
+async def cancel_queued(db: SQLDatabase, key: str, reason: str, now: float) -> list[int]:
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.key == key, jobs.c.state == "queued")
+        .values(state="cancelled", last_error=reason, finished_at=now, updated_at=now)
+        .returning(jobs.c.id)
+    )
+    return await db.run(lambda conn: sorted(conn.execute(statement).scalars()))
+
+
+async def requeue(db: SQLDatabase, job_id: int, now: float) -> bool:
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state.in_(["dead", "cancelled"]))
+        .values(state="queued", attempts=0, run_at=now, finished_at=None, updated_at=now)
+    )
+    return await db.run(lambda conn: bool(conn.execute(statement).rowcount))
+
+
+_FINISHED_AT = sa.bindparam("finished", type_=sa.Float)
+_COMPLETE = (
+    sa.update(jobs)
+    .where(
+        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        jobs.c.worker_id == sa.bindparam("owner", type_=sa.String),
+        jobs.c.state == "running",
+    )
+    .values(
+        state="done",
+        worker_id=None,
+        lease_until=None,
+        finished_at=_FINISHED_AT,
+        updated_at=_FINISHED_AT,
+    )
+    .returning(jobs.c.id)
+)
+
+
+def _complete_many(conn: Connection, items: list[tuple[int, str]], now: float) -> list[bool]:
+    done: set[int] = set()
+    for worker_id in {w for _, w in items}:
+        ids = [job_id for job_id, w in items if w == worker_id]
+        rows = conn.execute(_COMPLETE, {"ids": ids, "owner": worker_id, "finished": now})
+        done.update(rows.scalars())
+    return [job_id in done for job_id, _ in items]
+
+
+# --- Reading and purging -------------------------------------------------------------------------
+
+
+async def get_job(db: SQLDatabase, job_id: int) -> Job | None:
+    statement = sa.select(jobs).where(jobs.c.id == job_id)
+
+    def read(conn: Connection) -> Job | None:
+        row = conn.execute(statement).mappings().first()
+        return to_job(row) if row else None
+
+    return await db.run(read)
+
+
+async def list_jobs(
+    db: SQLDatabase, state: JobState | None, kind: str | None, limit: int
+) -> list[Job]:
+    statement = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+    if state is not None:
+        statement = statement.where(jobs.c.state == state)
+    if kind is not None:
+        statement = statement.where(jobs.c.kind == kind)
+    return await db.run(lambda conn: [to_job(row) for row in conn.execute(statement).mappings()])
+
+
+async def job_counts(db: SQLDatabase) -> dict[str, int]:
+    statement = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
+
+    def count(conn: Connection) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
+        counts.update({str(state): int(n) for state, n in conn.execute(statement)})
+        return counts
+
+    return await db.run(count)
+
+
+async def purge(db: SQLDatabase, max_age: float, now: float) -> int:
+    """Forget deliveries and finished jobs older than `max_age`, and expired cache entries."""
+    older_than = now - max_age
+
+    def purge(conn: Connection) -> int:
+        gone = conn.execute(sa.delete(deliveries).where(deliveries.c.received_at < older_than))
+        done = conn.execute(
+            sa.delete(jobs).where(
+                jobs.c.state.in_(["done", "cancelled"]), jobs.c.finished_at < older_than
+            )
+        )
+        expired = conn.execute(sa.delete(llm_cache).where(llm_cache.c.expires_at < now))
+        return int(gone.rowcount) + int(done.rowcount) + int(expired.rowcount)
+
+    return await db.run(purge)
