@@ -31,10 +31,10 @@ from gidgethub import aiohttp as gh_aiohttp
 from gidgethub.abc import CACHE_TYPE
 from gidgethub.apps import get_installation_access_token, get_jwt
 
-from bot import __version__
 from bot.logs import Logger, get_logger
 from config.settings import Settings, platform_status
 from platforms.base import (
+    USER_AGENT,
     Changes,
     CommentRef,
     FileChange,
@@ -49,6 +49,8 @@ from platforms.base import (
     Reaction,
     SinceNotAncestor,
     StatusState,
+    comment_marker,
+    review_marker,
 )
 from platforms.github_auth import (
     InstallationToken,
@@ -65,9 +67,15 @@ from platforms.retry import (
     header_seconds,
 )
 
-__all__ = ["USER_AGENT", "GitHub", "GitHubPlatform", "load_private_key"]
+__all__ = [
+    "USER_AGENT",
+    "GitHub",
+    "GitHubPlatform",
+    "comment_marker",
+    "load_private_key",
+    "review_marker",
+]
 
-USER_AGENT = f"Arbiter/{__version__} (+https://github.com/arbiter-review/arbiter)"
 RAW_MEDIA_TYPE = "application/vnd.github.raw"
 
 MAX_PR_FILES = 3000  # GitHub lists at most this many files of a pull request
@@ -969,17 +977,6 @@ def permission_from(data: Mapping[str, Any]) -> Permission:
     if role in _PERMISSIONS:
         return _PERMISSIONS[role]
     return _PERMISSIONS.get(str(data.get("permission")), "none")
-
-
-def comment_marker(key: str) -> str:
-    """The hidden HTML comment that finds a comment again; "--" would end it early."""
-    safe = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._:/-]+", "-", key))
-    return f"<!-- arbiter:{safe} -->"
-
-
-def review_marker(key: str) -> str:
-    """The hidden mark that finds a review again by its key."""
-    return comment_marker(f"review:{key}")
 
 
 def trim_description(text: str) -> str:

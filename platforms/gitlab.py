@@ -39,6 +39,8 @@ from bot.events import is_gitlab_bot
 from bot.logs import get_logger
 from config.settings import Settings
 from platforms.base import (
+    MARKER_PREFIX,
+    USER_AGENT,
     Changes,
     CommentRef,
     FileChange,
@@ -51,8 +53,9 @@ from platforms.base import (
     Reaction,
     SinceNotAncestor,
     StatusState,
+    comment_marker,
+    review_marker,
 )
-from platforms.github import USER_AGENT, comment_marker, review_marker
 from platforms.gitlab_diff import (
     MAX_DIFF_FILES,
     DiffRefs,
@@ -73,7 +76,7 @@ __all__ = ["EMOJI", "STATES", "GitLab", "GitLabPlatform", "permission_from", "pu
 T = TypeVar("T")
 
 STATUS_DESCRIPTION_LIMIT = 255
-REVIEW_MARK_PREFIX = "<!-- arbiter:review:"  # every note of every review of ours carries it
+REVIEW_MARK_PREFIX = f"{MARKER_PREFIX}review:"  # every note of every review of ours carries it
 
 # Arbiter's commit states in GitLab's words: a review under way is "running".
 STATES: dict[StatusState, str] = {

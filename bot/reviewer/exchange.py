@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from bot.events import comment_ref
 from bot.reviewer.conversation import as_reply
 from bot.store.base import ExchangeOutcome, ExchangeRecord, ExchangeStart
 from platforms.base import CommentRef, PlatformError, Reaction
@@ -48,7 +49,7 @@ async def say(ctx: Context, text: str) -> CommentRef | None:
     if not ctx.settings.post_comments:
         ctx.log.info("dry run: reply not posted (ARBITER_POST_COMMENTS=false)")
         return None
-    return await ctx.platform.reply(CommentRef.from_event(ctx.event), as_reply(text))
+    return await ctx.platform.reply(comment_ref(ctx.event), as_reply(text))
 
 
 async def react(ctx: Context, reaction: Reaction) -> None:
@@ -56,7 +57,7 @@ async def react(ctx: Context, reaction: Reaction) -> None:
     if not ctx.settings.post_comments:
         return
     try:
-        await ctx.platform.react(CommentRef.from_event(ctx.event), reaction)
+        await ctx.platform.react(comment_ref(ctx.event), reaction)
     except PlatformError as exc:
         ctx.log.warning("could not react to the comment", reaction=reaction, error=str(exc))
 
