@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -45,7 +44,6 @@ from platforms.base import (
     PlatformNotConfigured,
     PostedReview,
     PullRequest,
-    RateLimited,
     Reaction,
     SinceNotAncestor,
     StatusState,
@@ -59,11 +57,11 @@ from platforms.github_auth import (
     parse_expiry,
 )
 from platforms.retry import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
     DELIVERY_HEADER,
-    RETRYABLE_STATUSES,
-    backoff,
+    AsyncSleep,
+    Clock,
+    RequestPolicy,
+    Tries,
     header_seconds,
 )
 
@@ -85,35 +83,9 @@ SECONDARY_LIMIT_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when i
 ETAG_CACHE_ENTRIES = 2048
 
 T = TypeVar("T")
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
 
 
-# --- Request policy ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RequestPolicy:
-    timeout: float
-    max_retries: int
-    max_rate_limit_wait: float
-    clock: Clock = time.time
-    sleep: Sleep = asyncio.sleep
-    backoff_base: float = BACKOFF_BASE
-    backoff_cap: float = BACKOFF_CAP
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock, sleep: Sleep) -> RequestPolicy:
-        return cls(
-            timeout=settings.integration_timeout,
-            max_retries=settings.integration_max_retries,
-            max_rate_limit_wait=settings.github_rate_limit_max_wait,
-            clock=clock,
-            sleep=sleep,
-        )
-
-    def backoff(self, failures: int) -> float:
-        return backoff(failures, self.backoff_base, self.backoff_cap)
+# --- Rate limits ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -177,7 +149,7 @@ class Transport(gh_aiohttp.GitHubAPI):
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        policy: RequestPolicy,
+        policy: RequestPolicy[AsyncSleep],
         *,
         base_url: str,
         cache: CACHE_TYPE,
@@ -196,45 +168,28 @@ class Transport(gh_aiohttp.GitHubAPI):
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
         headers = {**headers, **self._extra_headers}
-        failures = 0
-        waited = 0.0
+        tries = Tries(self._policy, method, urlsplit(url).path, self._log)
         while True:
             try:
                 response = await self._send(method, url, headers, body)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                failures += 1
-                if failures > self._policy.max_retries:
-                    raise _unreachable(method, url, exc, failures, self._policy) from exc
-                delay, reason = self._policy.backoff(failures), type(exc).__name__
+                reason = type(exc).__name__
+                delay = tries.failed()
+                if delay is None:
+                    timed_out = isinstance(exc, TimeoutError)
+                    raise tries.unreachable(timed_out=timed_out, detail=str(exc)) from exc
             else:
                 status, response_headers, data = response
                 limit = rate_limit_wait(status, response_headers, data, self._policy.clock())
                 if limit is not None:
-                    self._check_wait(limit, waited, method, url)
-                    waited += limit.seconds
-                    self._log.warning(
-                        "github rate limited, waiting",
-                        kind=limit.kind,
-                        seconds=limit.seconds,
-                        method=method,
-                        path=urlsplit(url).path,
-                    )
+                    tries.rate_limited(limit.seconds, status=limit.status, kind=limit.kind)
                     await self.sleep(limit.seconds)
                     continue
-                if status not in RETRYABLE_STATUSES or failures >= self._policy.max_retries:
+                delay = tries.answered(status, response_headers.get("retry-after"))
+                if delay is None:
                     return response
-                failures += 1
-                asked = header_seconds(response_headers.get("retry-after")) or 0.0
-                delay = min(asked, self._policy.backoff_cap) or self._policy.backoff(failures)
                 reason = str(status)
-            self._log.warning(
-                "github request retried",
-                reason=reason,
-                attempt=failures + 1,
-                delay=delay,
-                method=method,
-                path=urlsplit(url).path,
-            )
+            tries.retrying(reason, delay)
             await self.sleep(delay)
 
     async def _send(
@@ -245,19 +200,6 @@ class Transport(gh_aiohttp.GitHubAPI):
             method, url, headers=headers, data=body, timeout=timeout
         ) as response:
             return response.status, response.headers, await response.read()
-
-    def _check_wait(self, limit: RateLimitWait, waited: float, method: str, url: str) -> None:
-        bound = self._policy.max_rate_limit_wait
-        if waited + limit.seconds <= bound:
-            return
-        already = f", after {math.ceil(waited)} s of waiting already" if waited else ""
-        raise RateLimited(
-            f"GitHub's {limit.kind} rate limit would make {method} {urlsplit(url).path} wait "
-            f"{math.ceil(limit.seconds)} s more{already}; Arbiter waits at most {bound:g} s "
-            f"(ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT)",
-            retry_after=limit.seconds,
-            status=limit.status,
-        )
 
     async def get_raw(self, url: str, *, oauth_token: str | None) -> bytes:
         """The body as bytes, through the raw media type (no ETag cache: these are big)."""
@@ -270,18 +212,6 @@ class Transport(gh_aiohttp.GitHubAPI):
         if status != 200:
             sansio.decipher_response(status, response_headers, body)  # raises GitHub's error
         return body
-
-
-def _unreachable(
-    method: str, url: str, exc: BaseException, attempts: int, policy: RequestPolicy
-) -> PlatformError:
-    where = f"{method} {urlsplit(url).path}"
-    if isinstance(exc, TimeoutError):
-        return PlatformError(
-            f"GitHub did not answer {where} within {policy.timeout:g} s, {attempts} attempts "
-            f"(ARBITER_INTEGRATION_TIMEOUT, ARBITER_INTEGRATION_MAX_RETRIES)"
-        )
-    return PlatformError(f"could not reach GitHub for {where} after {attempts} attempts: {exc}")
 
 
 def _platform_error(action: str, exc: HTTPException) -> PlatformError:
@@ -321,13 +251,13 @@ class GitHub:
         session: aiohttp.ClientSession,
         *,
         clock: Clock = time.time,
-        sleep: Sleep = asyncio.sleep,
+        sleep: AsyncSleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.base_url = settings.github_base_url
         self.mode: Literal["app", "token"] | None = None
         self._session = session
-        self._policy = RequestPolicy.from_settings(settings, clock=clock, sleep=sleep)
+        self._policy = RequestPolicy.from_settings(settings, "github", sleep=sleep, clock=clock)
         self._app: _AppCredentials | None = None
         self._token: str | None = None
         mode = platform_status(settings)["github"].mode

@@ -63,13 +63,8 @@ from platforms.gitlab_diff import (
     find_change,
     place,
 )
-from platforms.gitlab_transport import (
-    RequestPolicy,
-    RetryingAdapter,
-    Sessions,
-    Sleep,
-)
-from platforms.retry import DELIVERY_HEADER
+from platforms.gitlab_transport import RetryingAdapter, Sessions
+from platforms.retry import DELIVERY_HEADER, BlockingSleep, Clock, RequestPolicy
 
 __all__ = ["EMOJI", "STATES", "GitLab", "GitLabPlatform", "permission_from", "pull_request_from"]
 
@@ -113,8 +108,8 @@ class GitLab:
         self,
         settings: Settings,
         *,
-        sleep: Sleep = time.sleep,
-        clock: Callable[[], float] = time.time,
+        sleep: BlockingSleep = time.sleep,
+        clock: Clock = time.time,
         executor: Executor | None = None,
     ) -> None:
         if settings.gitlab_token is None:
@@ -123,13 +118,7 @@ class GitLab:
         self.base_url = settings.gitlab_base_url
         self._token = settings.gitlab_token.get_secret_value()
         threads = settings.worker_max_jobs
-        self.policy = RequestPolicy(
-            timeout=settings.integration_timeout,
-            max_retries=settings.integration_max_retries,
-            max_rate_limit_wait=settings.gitlab_rate_limit_max_wait,
-            sleep=sleep,
-            clock=clock,
-        )
+        self.policy = RequestPolicy.from_settings(settings, "gitlab", sleep=sleep, clock=clock)
         self._log = get_logger(component="gitlab")
         self._sessions = Sessions(RetryingAdapter(self.policy, pool_size=threads, log=self._log))
         self._own_pool = executor is None
