@@ -601,17 +601,10 @@ class _ReviewPoster:
         for stale in (d for d in drafts if REVIEW_MARK_PREFIX in d.note):
             # Never published: an earlier attempt died before publishing, so start afresh.
             self.mr.draft_notes.delete(stale.id)
-        kept: list[InlineComment] = []
-        refused: list[tuple[InlineComment, str]] = []
-        for comment, position in placed:
-            try:
-                self.mr.draft_notes.create({"note": self._text(comment), "position": position})
-            except GitlabError as exc:
-                if _status(exc) != 400:
-                    raise
-                refused.append((comment, f"GitLab: {exc.error_message}"))
-            else:
-                kept.append(comment)
+        kept, refused = self._each_placed(
+            placed,
+            lambda text, position: self.mr.draft_notes.create({"note": text, "position": position}),
+        )
         self.mr.draft_notes.create({"note": body})
         mine, others = self._dedupe(body, kept)
         self._publish(mine, others=others)
@@ -661,19 +654,32 @@ class _ReviewPoster:
     ) -> tuple[list[InlineComment], list[tuple[InlineComment, str]], dict[str, Any] | None]:
         """No draft notes on this GitLab: each discussion, then the body (which marks the
         review as complete)."""
+        kept, refused = self._each_placed(
+            placed,
+            lambda text, position: self.mr.discussions.create({"body": text, "position": position}),
+        )
+        note = self.mr.notes.create({"body": body}).attributes
+        return kept, refused, note
+
+    def _each_placed(
+        self,
+        placed: list[tuple[InlineComment, dict[str, Any]]],
+        create: Callable[[str, dict[str, Any]], object],
+    ) -> tuple[list[InlineComment], list[tuple[InlineComment, str]]]:
+        """`create(text, position)` for each placed comment. One GitLab refuses (400: not a
+        line it takes) is dropped with GitLab's reason; the others still go up."""
         kept: list[InlineComment] = []
         refused: list[tuple[InlineComment, str]] = []
         for comment, position in placed:
             try:
-                self.mr.discussions.create({"body": self._text(comment), "position": position})
+                create(self._text(comment), position)
             except GitlabError as exc:
                 if _status(exc) != 400:
                     raise
                 refused.append((comment, f"GitLab: {exc.error_message}"))
             else:
                 kept.append(comment)
-        note = self.mr.notes.create({"body": body}).attributes
-        return kept, refused, note
+        return kept, refused
 
     def _text(self, comment: InlineComment) -> str:
         tag = self.tag(comment)
