@@ -5,7 +5,8 @@ errors when a platform stays out of reach or asks for too long a wait.
 
 The two transports differ in how they wait: GitHub's (platforms/github_transport.py) runs on
 the event loop and awaits its `sleep`; GitLab's (platforms/gitlab_transport.py) runs in a
-thread pool and blocks in it. `RequestPolicy` is generic in that one thing.
+thread pool and blocks in it. `RequestPolicy` is generic in that one thing. `Tries` is one
+request's bookkeeping under the policy: both transports' loops ask it what comes next.
 """
 
 from __future__ import annotations
