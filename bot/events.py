@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 import orjson
 
-Platform = Literal["github", "gitlab"]
+from platforms.base import CommentRef, PlatformName
+
+Platform = PlatformName  # the older name, still imported
 
 # GitLab service-account and bot users: project/group access tokens and `*-bot` accounts.
 _GITLAB_BOT_NAME = re.compile(r"^(project|group)_\d+_bot(_[0-9a-f]+)?$|\[bot\]$|-bot$")
@@ -58,7 +60,7 @@ class Comment:
 
 @dataclass(frozen=True)
 class Event:
-    platform: Platform
+    platform: PlatformName
     name: str
     action: str | None
     delivery_id: str
@@ -111,6 +113,14 @@ class Event:
             comment=comment,
             payload=data.get("payload") or {},
         )
+
+
+def comment_ref(event: Event, comment: Comment | None = None) -> CommentRef:
+    """Where the event's comment (or `comment`) lives, to reply to it or react to it."""
+    comment = comment or event.comment
+    if comment is None:
+        raise ValueError(f"{event.label} carries no comment")
+    return CommentRef(id=comment.id, kind=comment.kind, number=event.number, thread=comment.thread)
 
 
 # --- GitHub ------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from bot.webhooks import EVENT_JOB
 from bot.worker import Worker, WorkerOptions
 from config.settings import Settings, platform_status
 from handlers import build_router
-from platforms.base import Platform, PlatformNotConfigured
-from platforms.github import USER_AGENT, GitHub
+from platforms.base import USER_AGENT, Platform, PlatformNotConfigured
+from platforms.github import GitHub
 from platforms.gitlab import GitLab
 
 

@@ -3,15 +3,46 @@
 A `Platform` is bound to one repository (and, on GitHub, one installation) for one event. The
 reviewer core and the handlers see only this protocol; `platforms/github.py` and
 `platforms/gitlab.py` implement it, and they are the only modules that talk to those APIs.
+
+What both platforms and the core share is written here once: the platform names, the user
+agent, and the hidden markers by which Arbiter finds its own comments again.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bot.events import Comment, Event
+from bot import __version__
+
+PlatformName = Literal["github", "gitlab"]
+USER_AGENT = f"Arbiter/{__version__} (+https://github.com/arbiter-review/arbiter)"
+
+# --- Hidden markers: HTML comments in what Arbiter writes, invisible once rendered --------------
+
+MARKER_PREFIX = "<!-- arbiter:"  # every comment Arbiter writes carries one (findings, summary…)
+REPLY_MARKER = "<!-- arbiter:reply -->"
+
+
+def comment_marker(key: str) -> str:
+    """The hidden HTML comment that finds a comment again; "--" would end it early."""
+    safe = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._:/-]+", "-", key))
+    return f"{MARKER_PREFIX}{safe} -->"
+
+
+def review_marker(key: str) -> str:
+    """The hidden mark that finds a review again by its key."""
+    return comment_marker(f"review:{key}")
+
+
+def finding_marker(fingerprint: str) -> str:
+    """The hidden mark on a finding's comment: its fingerprint, which survives line shifts."""
+    return f"{MARKER_PREFIX}finding {fingerprint} -->"
+
+
+# --- The protocol's data types --------------------------------------------------------------------
 
 Permission = Literal["admin", "write", "read", "none"]
 StatusState = Literal["pending", "success", "failure", "error"]
@@ -105,13 +136,6 @@ class CommentRef:
     thread: str | None = None
     url: str | None = None
 
-    @classmethod
-    def from_event(cls, event: Event, comment: Comment | None = None) -> CommentRef:
-        comment = comment or event.comment
-        if comment is None:
-            raise ValueError(f"{event.label} carries no comment")
-        return cls(id=comment.id, kind=comment.kind, number=event.number, thread=comment.thread)
-
 
 @dataclass(frozen=True)
 class PostedReview:
@@ -171,12 +195,3 @@ class Platform(Protocol):
     async def permission(self, user: str) -> Permission: ...
 
     async def react(self, comment: CommentRef, reaction: Reaction) -> None: ...
-
-
-# TEMPORARY (until the platforms split lands): the hidden markers Arbiter writes.
-MARKER_PREFIX = "<!-- arbiter:"
-REPLY_MARKER = "<!-- arbiter:reply -->"
-
-
-def finding_marker(fingerprint: str) -> str:
-    return f"<!-- arbiter:finding {fingerprint} -->"

@@ -5,297 +5,95 @@ the credentials (App installation tokens, or a plain token), the ETag cache and 
 policy; `GitHub.for_repo(repo, installation_id, delivery_id=...)` hands out a `GitHubPlatform`
 bound to one repository for one event.
 
-Every request goes through `Transport`, gidgethub's aiohttp client plus what gidgethub leaves
-to its callers: a timeout per request, retries with backoff on 5xx and dropped connections,
-rate limits waited out up to ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT, and the webhook delivery id in
-an `X-Arbiter-Delivery` header so GitHub-side logs can be matched to ours.
+Every request goes through `Transport` (platforms/github_transport.py): a timeout, retries,
+rate limits waited out up to ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT, and the delivery id. What
+GitHub's diffs allow a review comment to sit on, and the review payloads, are the pure functions
+of platforms/github_diff.py; credentials are platforms/github_auth.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import math
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast, get_args
-from urllib.parse import quote, urlsplit
+from typing import Any, Literal, TypeVar, cast
+from urllib.parse import quote
 
 import aiohttp
 import cachetools
-from gidgethub import BadRequest, HTTPException, sansio
-from gidgethub import aiohttp as gh_aiohttp
-from gidgethub.abc import CACHE_TYPE
-from gidgethub.apps import get_installation_access_token, get_jwt
+from gidgethub import BadRequest, HTTPException
+from gidgethub.apps import get_installation_access_token
 
-from bot import __version__
-from bot.logs import Logger, get_logger
+from bot.logs import get_logger
 from config.settings import Settings, platform_status
 from platforms.base import (
+    USER_AGENT,
     Changes,
     CommentRef,
-    FileChange,
-    FileStatus,
     InlineComment,
     Permission,
     PlatformError,
     PlatformNotConfigured,
     PostedReview,
     PullRequest,
-    RateLimited,
     Reaction,
     SinceNotAncestor,
     StatusState,
+    comment_marker,
+    review_marker,
 )
 from platforms.github_auth import (
+    AppCredentials,
     InstallationToken,
     InstallationTokens,
     load_private_key,
     parse_expiry,
 )
-from platforms.retry import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
-    DELIVERY_HEADER,
-    RETRYABLE_STATUSES,
-    backoff,
-    header_seconds,
+from platforms.github_diff import (
+    MAX_COMPARE_FILES,
+    MAX_PR_FILES,
+    Dropped,
+    Numbered,
+    Refusal,
+    anchor_problem,
+    file_change_from,
+    line_refusal,
+    posted_review,
+    review_payload,
 )
+from platforms.github_transport import (
+    ETAG_CACHE_ENTRIES,
+    EtagCache,
+    Request,
+    ScopedCache,
+    Transport,
+    collect,
+    delete,
+    get,
+    get_raw,
+    patch,
+    platform_error,
+    post,
+)
+from platforms.retry import AsyncSleep, Clock, RequestPolicy
 
-__all__ = ["USER_AGENT", "GitHub", "GitHubPlatform", "load_private_key"]
+# The markers and the user agent live in platforms/base.py; importing them from here still works.
+__all__ = [
+    "USER_AGENT",
+    "GitHub",
+    "GitHubPlatform",
+    "comment_marker",
+    "load_private_key",
+    "review_marker",
+]
 
-USER_AGENT = f"Arbiter/{__version__} (+https://github.com/arbiter-review/arbiter)"
-RAW_MEDIA_TYPE = "application/vnd.github.raw"
-
-MAX_PR_FILES = 3000  # GitHub lists at most this many files of a pull request
-MAX_COMPARE_FILES = 300  # and at most this many of a comparison
 STATUS_DESCRIPTION_LIMIT = 140
-SECONDARY_LIMIT_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when it names no time
-ETAG_CACHE_ENTRIES = 2048
-
 T = TypeVar("T")
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
-
-
-# --- Request policy ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RequestPolicy:
-    timeout: float
-    max_retries: int
-    max_rate_limit_wait: float
-    clock: Clock = time.time
-    sleep: Sleep = asyncio.sleep
-    backoff_base: float = BACKOFF_BASE
-    backoff_cap: float = BACKOFF_CAP
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock, sleep: Sleep) -> RequestPolicy:
-        return cls(
-            timeout=settings.integration_timeout,
-            max_retries=settings.integration_max_retries,
-            max_rate_limit_wait=settings.github_rate_limit_max_wait,
-            clock=clock,
-            sleep=sleep,
-        )
-
-    def backoff(self, failures: int) -> float:
-        return backoff(failures, self.backoff_base, self.backoff_cap)
-
-
-@dataclass(frozen=True)
-class RateLimitWait:
-    seconds: float
-    kind: Literal["primary", "secondary"]
-    status: int
-
-
-def rate_limit_wait(
-    status: int, headers: Mapping[str, str], body: bytes, now: float
-) -> RateLimitWait | None:
-    """How long GitHub asks us to wait before trying again, or None when this is no rate limit."""
-    if status not in (403, 429):
-        return None
-    retry_after = header_seconds(headers.get("retry-after"))
-    reset = header_seconds(headers.get("x-ratelimit-reset"))
-    if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
-        return RateLimitWait(retry_after or max(reset - now, 1.0), "primary", status)
-    if retry_after is not None:
-        return RateLimitWait(retry_after, "secondary", status)
-    if status == 429 or b"rate limit" in body.lower():
-        return RateLimitWait(SECONDARY_LIMIT_DEFAULT_WAIT, "secondary", status)
-    return None  # a 403 that is a refusal, not a limit
-
-
-# --- Transport --------------------------------------------------------------------------------
-
-
-class _ScopedCache(CACHE_TYPE):
-    """One credential's view of the process-wide ETag cache: what one installation read stays
-    its own, even though GitHub would only answer 304 for a representation it may see."""
-
-    def __init__(self, shared: cachetools.LRUCache[tuple[str, str], Any], scope: str) -> None:
-        self._shared = shared
-        self._scope = scope
-
-    def __getitem__(self, url: str) -> Any:
-        return self._shared[(self._scope, url)]
-
-    def __setitem__(self, url: str, value: Any) -> None:
-        self._shared[(self._scope, url)] = value
-
-    def __delitem__(self, url: str) -> None:
-        del self._shared[(self._scope, url)]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([url for scope, url in list(self._shared) if scope == self._scope])
-
-    def __len__(self) -> int:
-        return sum(1 for scope, _ in list(self._shared) if scope == self._scope)
-
-
-class Transport(gh_aiohttp.GitHubAPI):
-    """gidgethub's aiohttp client, with a timeout, retries, rate-limit waits and the delivery id.
-
-    Retries cover every method: a POST that GitHub answered 502 may have landed, but failing the
-    whole job instead would repeat it all the same when the worker retries.
-    """
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        policy: RequestPolicy,
-        *,
-        base_url: str,
-        cache: CACHE_TYPE,
-        delivery_id: str | None,
-        log: Logger,
-    ) -> None:
-        super().__init__(session, USER_AGENT, cache=cache, base_url=base_url)
-        self._policy = policy
-        self._extra_headers = {DELIVERY_HEADER: delivery_id} if delivery_id else {}
-        self._log = log
-
-    async def sleep(self, seconds: float) -> None:
-        await self._policy.sleep(seconds)
-
-    async def _request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        headers = {**headers, **self._extra_headers}
-        failures = 0
-        waited = 0.0
-        while True:
-            try:
-                response = await self._send(method, url, headers, body)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                failures += 1
-                if failures > self._policy.max_retries:
-                    raise _unreachable(method, url, exc, failures, self._policy) from exc
-                delay, reason = self._policy.backoff(failures), type(exc).__name__
-            else:
-                status, response_headers, data = response
-                limit = rate_limit_wait(status, response_headers, data, self._policy.clock())
-                if limit is not None:
-                    self._check_wait(limit, waited, method, url)
-                    waited += limit.seconds
-                    self._log.warning(
-                        "github rate limited, waiting",
-                        kind=limit.kind,
-                        seconds=limit.seconds,
-                        method=method,
-                        path=urlsplit(url).path,
-                    )
-                    await self.sleep(limit.seconds)
-                    continue
-                if status not in RETRYABLE_STATUSES or failures >= self._policy.max_retries:
-                    return response
-                failures += 1
-                asked = header_seconds(response_headers.get("retry-after")) or 0.0
-                delay = min(asked, self._policy.backoff_cap) or self._policy.backoff(failures)
-                reason = str(status)
-            self._log.warning(
-                "github request retried",
-                reason=reason,
-                attempt=failures + 1,
-                delay=delay,
-                method=method,
-                path=urlsplit(url).path,
-            )
-            await self.sleep(delay)
-
-    async def _send(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
-        async with self._session.request(
-            method, url, headers=headers, data=body, timeout=timeout
-        ) as response:
-            return response.status, response.headers, await response.read()
-
-    def _check_wait(self, limit: RateLimitWait, waited: float, method: str, url: str) -> None:
-        bound = self._policy.max_rate_limit_wait
-        if waited + limit.seconds <= bound:
-            return
-        already = f", after {math.ceil(waited)} s of waiting already" if waited else ""
-        raise RateLimited(
-            f"GitHub's {limit.kind} rate limit would make {method} {urlsplit(url).path} wait "
-            f"{math.ceil(limit.seconds)} s more{already}; Arbiter waits at most {bound:g} s "
-            f"(ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT)",
-            retry_after=limit.seconds,
-            status=limit.status,
-        )
-
-    async def get_raw(self, url: str, *, oauth_token: str | None) -> bytes:
-        """The body as bytes, through the raw media type (no ETag cache: these are big)."""
-        headers = sansio.create_headers(
-            self.requester, accept=RAW_MEDIA_TYPE, oauth_token=oauth_token
-        )
-        status, response_headers, body = await self._request(
-            "GET", sansio.format_url(url, None, base_url=self.base_url), headers
-        )
-        if status != 200:
-            sansio.decipher_response(status, response_headers, body)  # raises GitHub's error
-        return body
-
-
-def _unreachable(
-    method: str, url: str, exc: BaseException, attempts: int, policy: RequestPolicy
-) -> PlatformError:
-    where = f"{method} {urlsplit(url).path}"
-    if isinstance(exc, TimeoutError):
-        return PlatformError(
-            f"GitHub did not answer {where} within {policy.timeout:g} s, {attempts} attempts "
-            f"(ARBITER_INTEGRATION_TIMEOUT, ARBITER_INTEGRATION_MAX_RETRIES)"
-        )
-    return PlatformError(f"could not reach GitHub for {where} after {attempts} attempts: {exc}")
-
-
-def _platform_error(action: str, exc: HTTPException) -> PlatformError:
-    status = int(exc.status_code)
-    detail = str(exc) or exc.status_code.phrase
-    return PlatformError(f"GitHub refused to {action}: {status} {detail}", status=status)
 
 
 # --- The process-wide client --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _AppCredentials:
-    app_id: str
-    private_key: str
-
-    def __repr__(self) -> str:  # the key never reaches a log line or a traceback
-        return f"_AppCredentials(app_id={self.app_id!r})"
-
-    def jwt(self) -> str:
-        # gidgethub sets the issued-at a minute back, for clocks that run ahead of GitHub's.
-        return get_jwt(app_id=self.app_id, private_key=self.private_key)
 
 
 class GitHub:
@@ -313,27 +111,25 @@ class GitHub:
         session: aiohttp.ClientSession,
         *,
         clock: Clock = time.time,
-        sleep: Sleep = asyncio.sleep,
+        sleep: AsyncSleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.base_url = settings.github_base_url
         self.mode: Literal["app", "token"] | None = None
         self._session = session
-        self._policy = RequestPolicy.from_settings(settings, clock=clock, sleep=sleep)
-        self._app: _AppCredentials | None = None
+        self._policy = RequestPolicy.from_settings(settings, "github", sleep=sleep, clock=clock)
+        self._app: AppCredentials | None = None
         self._token: str | None = None
         mode = platform_status(settings)["github"].mode
         if mode == "app" and settings.github_app_id:
             key = load_private_key(settings)
             if key is not None:
-                self._app = _AppCredentials(settings.github_app_id, key)
+                self._app = AppCredentials(settings.github_app_id, key)
                 self.mode = "app"
         elif mode == "token" and settings.github_token is not None:
             self._token = settings.github_token.get_secret_value()
             self.mode = "token"
-        self._etags: cachetools.LRUCache[tuple[str, str], Any] = cachetools.LRUCache(
-            ETAG_CACHE_ENTRIES
-        )
+        self._etags: EtagCache = cachetools.LRUCache(ETAG_CACHE_ENTRIES)
         self._tokens = InstallationTokens(clock)
         self._installations: dict[str, int] = {}
         self._login: str | None = None
@@ -406,7 +202,7 @@ class GitHub:
                     try:
                         data = await http.getitem("/user", oauth_token=self._token)
                     except HTTPException as exc:
-                        raise _platform_error("read the token's user", exc) from exc
+                        raise platform_error("read the token's user", exc) from exc
                     self._login = str(data["login"])
             return self._login
 
@@ -416,18 +212,18 @@ class GitHub:
             self._session,
             self._policy,
             base_url=self.base_url,
-            cache=_ScopedCache(self._etags, scope),
+            cache=ScopedCache(self._etags, scope),
             delivery_id=delivery_id,
             log=self._log.bind(delivery_id=delivery_id) if delivery_id else self._log,
         )
 
-    def _require_app(self) -> _AppCredentials:
+    def _require_app(self) -> AppCredentials:
         if self._app is None:
             raise PlatformNotConfigured("this call needs the GitHub App (ARBITER_GITHUB_APP_ID)")
         return self._app
 
     async def _mint(
-        self, app: _AppCredentials, installation_id: int, delivery_id: str | None
+        self, app: AppCredentials, installation_id: int, delivery_id: str | None
     ) -> InstallationToken:
         http = self.transport("app", delivery_id)
         try:
@@ -438,7 +234,7 @@ class GitHub:
                 private_key=app.private_key,
             )
         except HTTPException as exc:
-            raise _platform_error(
+            raise platform_error(
                 f"issue a token for installation {installation_id} (check ARBITER_GITHUB_APP_ID "
                 "and the private key)",
                 exc,
@@ -451,23 +247,16 @@ class GitHub:
         return InstallationToken(token=data["token"], expires_at=parse_expiry(data["expires_at"]))
 
     async def _as_app(
-        self, action: str, url: str, app: _AppCredentials, delivery_id: str | None
+        self, action: str, url: str, app: AppCredentials, delivery_id: str | None
     ) -> Any:
         http = self.transport("app", delivery_id)
         try:
             return await http.getitem(url, jwt=app.jwt())
         except HTTPException as exc:
-            raise _platform_error(action, exc) from exc
+            raise platform_error(action, exc) from exc
 
 
 # --- One repository, one event ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Refusal:
-    """GitHub refused a review because a comment sits on a line outside the diff."""
-
-    reason: str
 
 
 class GitHubPlatform:
@@ -500,7 +289,7 @@ class GitHubPlatform:
 
     async def pull_request(self, number: int) -> PullRequest:
         url = f"{self._path}/pulls/{number}"
-        data = await self._call(f"read pull request #{number} of {self.repo}", _get(url))
+        data = await self._call(f"read pull request #{number} of {self.repo}", get(url))
         return pull_request_from(self.repo, data)
 
     async def changes(self, pr: PullRequest, since: str | None = None) -> Changes:
@@ -508,7 +297,7 @@ class GitHubPlatform:
             return await self._changes_since(pr, since)
         url = f"{self._path}/pulls/{pr.number}/files?per_page=100"
         files = await self._call(
-            f"list the files of #{pr.number}", _collect(url, limit=MAX_PR_FILES)
+            f"list the files of #{pr.number}", collect(url, limit=MAX_PR_FILES)
         )
         return Changes(
             base_sha=pr.base_sha,
@@ -520,7 +309,7 @@ class GitHubPlatform:
     async def _changes_since(self, pr: PullRequest, since: str) -> Changes:
         url = f"{self._path}/compare/{quote(since, safe='')}...{quote(pr.head_sha, safe='')}"
         try:
-            data = await self._call(f"compare {since[:12]} with #{pr.number}'s head", _get(url))
+            data = await self._call(f"compare {since[:12]} with #{pr.number}'s head", get(url))
         except PlatformError as exc:
             if exc.status == 404:  # GitHub no longer has the commit
                 raise _force_pushed(pr, since, 404) from exc
@@ -540,13 +329,13 @@ class GitHubPlatform:
         url = f"{self._path}/contents/{quote(path.strip('/'), safe='/')}?ref={quote(ref, safe='')}"
         action = f"read {path} at {ref}"
         try:
-            data = await self._call(action, _get(url))
+            data = await self._call(action, get(url))
             if not isinstance(data, dict) or data.get("type") != "file":
                 return None  # a directory or a submodule has no text
             if data.get("encoding") == "base64":
                 return base64.b64decode(data.get("content") or "").decode("utf-8", "replace")
             # Over 1 MB GitHub leaves `content` empty: only the raw media type carries it.
-            raw = await self._call(action, _get_raw(url))
+            raw = await self._call(action, get_raw(url))
         except PlatformError as exc:
             if exc.status == 404:
                 return None
@@ -554,18 +343,18 @@ class GitHubPlatform:
         return raw.decode("utf-8", "replace")
 
     async def default_branch(self) -> str:
-        data = await self._call(f"read the repository {self.repo}", _get(self._path))
+        data = await self._call(f"read the repository {self.repo}", get(self._path))
         return str(data["default_branch"])
 
     async def branch_head(self, branch: str) -> str:
         url = f"{self._path}/git/ref/heads/{quote(branch, safe='/')}"
-        data = await self._call(f"read the head of {branch} in {self.repo}", _get(url))
+        data = await self._call(f"read the head of {branch} in {self.repo}", get(url))
         return str(data["object"]["sha"])
 
     async def permission(self, user: str) -> Permission:
         url = f"{self._path}/collaborators/{quote(user, safe='')}/permission"
         try:
-            data = await self._call(f"read {user}'s permission on {self.repo}", _get(url))
+            data = await self._call(f"read {user}'s permission on {self.repo}", get(url))
         except PlatformError as exc:
             if exc.status == 404:
                 return "none"  # not a user GitHub knows, or not visible to us: no access
@@ -603,21 +392,21 @@ class GitHubPlatform:
         items = list(enumerate(comments))
         outcome = await self._submit(pr, summary, items)
         if isinstance(outcome, dict):
-            return _posted(outcome, items, [])
+            return posted_review(outcome, items, [])
         keep, dropped = await self._split_by_diff(pr, items, outcome)
         outcome = await self._submit(pr, summary, keep)
-        if isinstance(outcome, _Refusal) and keep:
+        if isinstance(outcome, Refusal) and keep:
             refused = await self._refused_by_github(pr, keep, outcome)
             dropped += refused
             refused_indexes = {index for index, _, _ in refused}
             keep = [item for item in keep if item[0] not in refused_indexes]
             outcome = await self._submit(pr, summary, keep)
-        if isinstance(outcome, _Refusal):
+        if isinstance(outcome, Refusal):
             # The summary alone, rather than nothing.
             dropped += [(index, comment, outcome.reason) for index, comment in keep]
             keep = []
             outcome = await self._submit(pr, summary, keep)
-            if isinstance(outcome, _Refusal):
+            if isinstance(outcome, Refusal):
                 raise PlatformError(f"GitHub refused even an empty review: {outcome.reason}")
         if dropped:
             self._log.warning(
@@ -625,21 +414,24 @@ class GitHubPlatform:
                 number=pr.number,
                 dropped=[f"{c.path}:{c.line}: {reason}" for _, c, reason in dropped],
             )
-        return _posted(outcome, keep, dropped)
+        return posted_review(outcome, keep, dropped)
 
     async def _find_review(self, pr: PullRequest, marker: str) -> dict[str, Any] | None:
-        me = await self._github.login(delivery_id=self.delivery_id)
-        url = f"{self._path}/pulls/{pr.number}/reviews?per_page=100"
-        reviews = await self._call(f"list the reviews of #{pr.number}", _collect(url, limit=3000))
-        for review in reviews:
-            mine = (review.get("user") or {}).get("login") == me
-            if mine and review.get("state") != "PENDING" and marker in (review.get("body") or ""):
-                return cast(dict[str, Any], review)
+        for review in await self._our_reviews(pr):
+            if review.get("state") != "PENDING" and marker in (review.get("body") or ""):
+                return review
         return None
 
+    async def _our_reviews(self, pr: PullRequest) -> list[dict[str, Any]]:
+        """The reviews of the pull request written by Arbiter, submitted or pending."""
+        me = await self._github.login(delivery_id=self.delivery_id)
+        url = f"{self._path}/pulls/{pr.number}/reviews?per_page=100"
+        reviews = await self._call(f"list the reviews of #{pr.number}", collect(url, limit=3000))
+        return [r for r in reviews if (r.get("user") or {}).get("login") == me]
+
     async def _split_by_diff(
-        self, pr: PullRequest, items: list[tuple[int, InlineComment]], refusal: _Refusal
-    ) -> tuple[list[tuple[int, InlineComment]], list[tuple[int, InlineComment, str]]]:
+        self, pr: PullRequest, items: list[Numbered], refusal: Refusal
+    ) -> tuple[list[Numbered], list[Dropped]]:
         """The comments that sit on lines of the diff, and the others with the reason."""
         try:
             changes = await self.changes(pr)
@@ -647,8 +439,8 @@ class GitHubPlatform:
             self._log.warning("diff unavailable for checking comments", error=str(exc))
             return items, []
         by_path = {change.path: change for change in changes.files}
-        keep: list[tuple[int, InlineComment]] = []
-        dropped: list[tuple[int, InlineComment, str]] = []
+        keep: list[Numbered] = []
+        dropped: list[Dropped] = []
         for index, comment in items:
             problem = anchor_problem(comment, by_path.get(comment.path))
             if problem is None:
@@ -658,27 +450,28 @@ class GitHubPlatform:
         return keep, dropped
 
     async def _submit(
-        self, pr: PullRequest, summary: str, items: Sequence[tuple[int, InlineComment]]
-    ) -> dict[str, Any] | _Refusal:
-        payload = {
-            "commit_id": pr.head_sha,
-            "body": summary,
-            "event": "COMMENT",
-            "comments": [review_comment_payload(comment) for _, comment in items],
-        }
+        self, pr: PullRequest, summary: str, items: Sequence[Numbered]
+    ) -> dict[str, Any] | Refusal:
+        payload = review_payload(pr.head_sha, [c for _, c in items], summary=summary)
+        return await self._post_review(f"post a review on #{pr.number}", pr, payload)
+
+    async def _post_review(
+        self, action: str, pr: PullRequest, payload: dict[str, Any]
+    ) -> dict[str, Any] | Refusal:
+        """The review GitHub made, or its refusal of a comment's line (any other error raises)."""
         url = f"{self._path}/pulls/{pr.number}/reviews"
         try:
-            review = await self._call(f"post a review on #{pr.number}", _post(url, payload))
+            review = await self._call(action, post(url, payload))
         except PlatformError as exc:
-            refusal = _line_refusal(exc)
+            refusal = line_refusal(exc)
             if refusal is None:
                 raise
             return refusal
         return cast(dict[str, Any], review)
 
     async def _refused_by_github(
-        self, pr: PullRequest, items: list[tuple[int, InlineComment]], refusal: _Refusal
-    ) -> list[tuple[int, InlineComment, str]]:
+        self, pr: PullRequest, items: list[Numbered], refusal: Refusal
+    ) -> list[Dropped]:
         try:
             await self._delete_own_pending_reviews(pr)
             return await self._bisect(pr, items)
@@ -689,17 +482,12 @@ class GitHubPlatform:
 
     async def _delete_own_pending_reviews(self, pr: PullRequest) -> None:
         """GitHub allows one pending review per user: a probe left by a crash would block ours."""
-        me = await self._github.login(delivery_id=self.delivery_id)
-        url = f"{self._path}/pulls/{pr.number}/reviews?per_page=100"
-        reviews = await self._call(f"list the reviews of #{pr.number}", _collect(url, limit=3000))
-        for review in reviews:
-            if review.get("state") == "PENDING" and (review.get("user") or {}).get("login") == me:
+        for review in await self._our_reviews(pr):
+            if review.get("state") == "PENDING":
                 endpoint = f"{self._path}/pulls/{pr.number}/reviews/{review['id']}"
-                await self._call(f"delete a pending review on #{pr.number}", _delete(endpoint))
+                await self._call(f"delete a pending review on #{pr.number}", delete(endpoint))
 
-    async def _bisect(
-        self, pr: PullRequest, items: list[tuple[int, InlineComment]]
-    ) -> list[tuple[int, InlineComment, str]]:
+    async def _bisect(self, pr: PullRequest, items: list[Numbered]) -> list[Dropped]:
         """The comments GitHub refuses, found by halving: O(bad × log n) probes."""
         refusal = await self._probe(pr, items)
         if refusal is None:
@@ -710,26 +498,15 @@ class GitHubPlatform:
         middle = len(items) // 2
         return await self._bisect(pr, items[:middle]) + await self._bisect(pr, items[middle:])
 
-    async def _probe(
-        self, pr: PullRequest, items: Sequence[tuple[int, InlineComment]]
-    ) -> _Refusal | None:
+    async def _probe(self, pr: PullRequest, items: Sequence[Numbered]) -> Refusal | None:
         """Would GitHub accept these comments? A pending review (no `event`) is visible to no
         one; it is deleted again at once."""
-        payload = {
-            "commit_id": pr.head_sha,
-            "comments": [review_comment_payload(comment) for _, comment in items],
-        }
-        url = f"{self._path}/pulls/{pr.number}/reviews"
-        try:
-            review = await self._call(f"check comments on #{pr.number}", _post(url, payload))
-        except PlatformError as exc:
-            refusal = _line_refusal(exc)
-            if refusal is None:
-                raise
-            return refusal
-        await self._call(
-            f"delete a pending review on #{pr.number}", _delete(f"{url}/{review['id']}")
-        )
+        payload = review_payload(pr.head_sha, [c for _, c in items])
+        review = await self._post_review(f"check comments on #{pr.number}", pr, payload)
+        if isinstance(review, Refusal):
+            return review
+        endpoint = f"{self._path}/pulls/{pr.number}/reviews/{review['id']}"
+        await self._call(f"delete a pending review on #{pr.number}", delete(endpoint))
         return None
 
     async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
@@ -739,13 +516,13 @@ class GitHubPlatform:
         existing = await self._find_marked(pr.number, marker, me)
         if existing is None:
             url = f"{self._path}/issues/{pr.number}/comments"
-            made = await self._call(f"comment on #{pr.number}", _post(url, {"body": text}))
+            made = await self._call(f"comment on #{pr.number}", post(url, {"body": text}))
             return _conversation_ref(made, pr.number)
         if existing.get("body") == text:
             return _conversation_ref(existing, pr.number)  # an unchanged body needs no edit
         url = f"{self._path}/issues/comments/{existing['id']}"
         edited = await self._call(
-            f"edit comment {existing['id']} on #{pr.number}", _patch(url, {"body": text})
+            f"edit comment {existing['id']} on #{pr.number}", patch(url, {"body": text})
         )
         return _conversation_ref(edited, pr.number)
 
@@ -777,7 +554,7 @@ class GitHubPlatform:
             root = comment.thread or comment.id
             url = f"{self._path}/pulls/{number}/comments/{root}/replies"
             made = await self._call(
-                f"reply to review comment {root} on #{number}", _post(url, {"body": body})
+                f"reply to review comment {root} on #{number}", post(url, {"body": body})
             )
             return CommentRef(
                 id=int(made["id"]),
@@ -787,7 +564,7 @@ class GitHubPlatform:
                 url=made.get("html_url"),
             )
         url = f"{self._path}/issues/{number}/comments"
-        made = await self._call(f"comment on #{number}", _post(url, {"body": body}))
+        made = await self._call(f"comment on #{number}", post(url, {"body": body}))
         return _conversation_ref(made, number)
 
     async def set_status(
@@ -801,25 +578,25 @@ class GitHubPlatform:
         if url:
             payload["target_url"] = url
         endpoint = f"{self._path}/statuses/{quote(pr.head_sha, safe='')}"
-        await self._call(f"set the status of {pr.head_sha[:12]}", _post(endpoint, payload))
+        await self._call(f"set the status of {pr.head_sha[:12]}", post(endpoint, payload))
 
     async def react(self, comment: CommentRef, reaction: Reaction) -> None:
         if comment.kind == "review":
             raise PlatformError("GitHub has no reactions on a review, only on its comments")
         kind = "pulls" if comment.kind == "inline" else "issues"
         url = f"{self._path}/{kind}/comments/{comment.id}/reactions"
-        await self._call(f"react to comment {comment.id}", _post(url, {"content": reaction}))
+        await self._call(f"react to comment {comment.id}", post(url, {"content": reaction}))
 
     # --- Plumbing -----------------------------------------------------------------------------
 
-    async def _call(self, action: str, request: _Request[T]) -> T:
+    async def _call(self, action: str, request: Request[T]) -> T:
         """One API call with this repo's credentials, GitHub's errors as PlatformError."""
         try:
             return await self._authorized(request)
         except HTTPException as exc:
-            raise _platform_error(action, exc) from exc
+            raise platform_error(action, exc) from exc
 
-    async def _authorized(self, request: _Request[T]) -> T:
+    async def _authorized(self, request: Request[T]) -> T:
         token, installation = await self._github.credential(
             self.repo, self.installation_id, delivery_id=self.delivery_id
         )
@@ -834,57 +611,6 @@ class GitHubPlatform:
             self.repo, installation, delivery_id=self.delivery_id
         )
         return await request(self._http, token)
-
-
-_Request = Callable[[Transport, str], Awaitable[T]]
-
-
-def _get(url: str) -> _Request[Any]:
-    async def request(http: Transport, token: str) -> Any:
-        return await http.getitem(url, oauth_token=token)
-
-    return request
-
-
-def _get_raw(url: str) -> _Request[bytes]:
-    async def request(http: Transport, token: str) -> bytes:
-        return await http.get_raw(url, oauth_token=token)
-
-    return request
-
-
-def _collect(url: str, *, limit: int) -> _Request[list[Any]]:
-    async def request(http: Transport, token: str) -> list[Any]:
-        items: list[Any] = []
-        async with aclosing(http.getiter(url, oauth_token=token)) as pages:
-            async for item in pages:
-                items.append(item)
-                if len(items) >= limit:
-                    break
-        return items
-
-    return request
-
-
-def _post(url: str, data: Any) -> _Request[Any]:
-    async def request(http: Transport, token: str) -> Any:
-        return await http.post(url, data=data, oauth_token=token)
-
-    return request
-
-
-def _patch(url: str, data: Any) -> _Request[Any]:
-    async def request(http: Transport, token: str) -> Any:
-        return await http.patch(url, data=data, oauth_token=token)
-
-    return request
-
-
-def _delete(url: str) -> _Request[None]:
-    async def request(http: Transport, token: str) -> None:
-        await http.delete(url, oauth_token=token)
-
-    return request
 
 
 def _force_pushed(pr: PullRequest, since: str, status: int | None) -> SinceNotAncestor:
@@ -904,7 +630,6 @@ def _repo_path(repo: str) -> str:
 
 # --- GitHub's shapes to ours ---------------------------------------------------------------------
 
-_FILE_STATUSES = frozenset(get_args(FileStatus))
 _PERMISSIONS: dict[str, Permission] = {
     "admin": "admin",
     "maintain": "write",
@@ -943,43 +668,12 @@ def pull_request_from(repo: str, data: Mapping[str, Any]) -> PullRequest:
     )
 
 
-def file_change_from(data: Mapping[str, Any]) -> FileChange:
-    """GitHub sends no patch for binary files and for diffs too large to show; only the latter
-    count added and removed lines. (An empty new file reads as binary: nothing to review.)"""
-    patch = data.get("patch")
-    status = data.get("status")
-    changed = int(data.get("changes") or 0)
-    # A pure rename or copy has neither patch nor changed lines, and is no binary file.
-    binary = patch is None and changed == 0 and status not in ("renamed", "copied", "unchanged")
-    return FileChange(
-        path=data["filename"],
-        status=cast(FileStatus, status) if status in _FILE_STATUSES else "modified",
-        patch=patch,
-        previous_path=data.get("previous_filename"),
-        additions=int(data.get("additions") or 0),
-        deletions=int(data.get("deletions") or 0),
-        binary=binary,
-        too_large=patch is None and changed > 0,
-    )
-
-
 def permission_from(data: Mapping[str, Any]) -> Permission:
     """`role_name` is the fine role (maintain, triage); custom roles fall back to `permission`."""
     role = data.get("role_name")
     if role in _PERMISSIONS:
         return _PERMISSIONS[role]
     return _PERMISSIONS.get(str(data.get("permission")), "none")
-
-
-def comment_marker(key: str) -> str:
-    """The hidden HTML comment that finds a comment again; "--" would end it early."""
-    safe = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._:/-]+", "-", key))
-    return f"<!-- arbiter:{safe} -->"
-
-
-def review_marker(key: str) -> str:
-    """The hidden mark that finds a review again by its key."""
-    return comment_marker(f"review:{key}")
 
 
 def trim_description(text: str) -> str:
@@ -989,123 +683,7 @@ def trim_description(text: str) -> str:
     return text[: STATUS_DESCRIPTION_LIMIT - 1].rstrip() + "…"
 
 
-def review_comment_payload(comment: InlineComment) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "path": comment.path,
-        "line": comment.line,
-        "side": comment.side,
-        "body": comment.body,
-    }
-    # A one-line range is no range to GitHub: start_line must precede line.
-    if comment.start_line is not None and comment.start_line != comment.line:
-        payload["start_line"] = comment.start_line
-        payload["start_side"] = comment.side
-    return payload
-
-
 def _conversation_ref(data: Mapping[str, Any], number: int) -> CommentRef:
     return CommentRef(
         id=int(data["id"]), kind="conversation", number=number, url=data.get("html_url")
     )
-
-
-def _posted(
-    review: Mapping[str, Any],
-    kept: Sequence[tuple[int, InlineComment]],
-    dropped: Sequence[tuple[int, InlineComment, str]],
-) -> PostedReview:
-    return PostedReview(
-        id=review.get("id"),
-        posted=tuple(comment for _, comment in kept),
-        dropped=tuple((comment, reason) for _, comment, reason in sorted(dropped, key=_first)),
-        url=review.get("html_url"),
-    )
-
-
-def _first(item: tuple[int, InlineComment, str]) -> int:
-    return item[0]
-
-
-# --- Where GitHub lets a comment sit ------------------------------------------------------------
-
-# GitHub's words when a review comment is not on a line of the diff (the 422 names no comment).
-_LINE_ERRORS = (
-    "part of the diff",
-    "could not be resolved",
-    "same hunk",
-    "diff hunk",
-    "must precede the end line",
-)
-_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
-
-
-def _line_refusal(exc: PlatformError) -> _Refusal | None:
-    if exc.status != 422:
-        return None
-    # gidgethub keeps GitHub's `errors` on the exception PlatformError was raised from.
-    errors = getattr(exc.__cause__, "errors", None) or [str(exc)]
-    reason = "; ".join(e if isinstance(e, str) else str(e.get("message") or e) for e in errors)
-    if not any(words in reason.lower() for words in _LINE_ERRORS):
-        return None
-    return _Refusal(reason)
-
-
-@dataclass(frozen=True)
-class Hunk:
-    """The lines of one diff hunk a comment may sit on: LEFT (old) and RIGHT (new) numbers."""
-
-    left: frozenset[int]
-    right: frozenset[int]
-
-    def has(self, side: str, line: int) -> bool:
-        return line in (self.left if side == "LEFT" else self.right)
-
-
-def diff_hunks(patch: str) -> tuple[Hunk, ...]:
-    hunks: list[Hunk] = []
-    left: set[int] = set()
-    right: set[int] = set()
-    old = new = 0
-    started = False
-    for line in patch.splitlines():
-        header = _HUNK_HEADER.match(line)
-        if header:
-            if started:
-                hunks.append(Hunk(frozenset(left), frozenset(right)))
-            left, right, started = set(), set(), True
-            old, new = int(header[1]), int(header[2])
-        elif not started or line.startswith("\\"):  # "\ No newline at end of file"
-            continue
-        elif line.startswith("+"):
-            right.add(new)
-            new += 1
-        elif line.startswith("-"):
-            left.add(old)
-            old += 1
-        else:
-            left.add(old)
-            right.add(new)
-            old, new = old + 1, new + 1
-    if started:
-        hunks.append(Hunk(frozenset(left), frozenset(right)))
-    return tuple(hunks)
-
-
-def anchor_problem(comment: InlineComment, change: FileChange | None) -> str | None:
-    """Why GitHub would refuse this comment on this file's diff, or None when it would not."""
-    where = f"{comment.path}:{comment.line} ({comment.side})"
-    if change is None:
-        return f"{comment.path} is not changed in this pull request"
-    if change.patch is None:
-        return f"{comment.path} has no diff to comment on (binary or too large)"
-    hunk = next((h for h in diff_hunks(change.patch) if h.has(comment.side, comment.line)), None)
-    if hunk is None:
-        return f"{where} is not part of the diff"
-    start = comment.start_line
-    if start is None or start == comment.line:
-        return None
-    if start > comment.line:
-        return f"{where}: start line {start} comes after the line"
-    if not hunk.has(comment.side, start):
-        return f"{where}: start line {start} is not in the same diff hunk"
-    return None

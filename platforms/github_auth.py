@@ -3,8 +3,8 @@
 `load_private_key(settings)` reads and checks the key once at start, so a bad key is a start-up
 error that names the setting, not a 401 in the middle of a review. `InstallationTokens` caches
 one token per installation until a minute before it expires; one lock per installation makes
-fifty concurrent events for the same installation mint one token. Minting itself (the JWT and
-the HTTP call) is gidgethub's and lives in `platforms/github.py`.
+fifty concurrent events for the same installation mint one token. `AppCredentials` signs the
+App's JWTs (gidgethub's); the HTTP call that mints a token lives in `platforms/github.py`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from gidgethub.apps import get_jwt
 
 from config.settings import Settings, SettingsError
 
@@ -67,6 +68,21 @@ def _checked_pem(data: bytes, variable: str) -> str:
     if not isinstance(key, RSAPrivateKey):
         raise SettingsError(f"{variable}: not {expected}: it is a {type(key).__name__}")
     return text + "\n"
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """The App's id and private key: what signs the JWTs that mint installation tokens."""
+
+    app_id: str
+    private_key: str
+
+    def __repr__(self) -> str:  # the key never reaches a log line or a traceback
+        return f"AppCredentials(app_id={self.app_id!r})"
+
+    def jwt(self) -> str:
+        # gidgethub sets the issued-at a minute back, for clocks that run ahead of GitHub's.
+        return get_jwt(app_id=self.app_id, private_key=self.private_key)
 
 
 @dataclass(frozen=True)

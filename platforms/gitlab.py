@@ -39,6 +39,8 @@ from bot.events import is_gitlab_bot
 from bot.logs import get_logger
 from config.settings import Settings
 from platforms.base import (
+    MARKER_PREFIX,
+    USER_AGENT,
     Changes,
     CommentRef,
     FileChange,
@@ -51,8 +53,9 @@ from platforms.base import (
     Reaction,
     SinceNotAncestor,
     StatusState,
+    comment_marker,
+    review_marker,
 )
-from platforms.github import USER_AGENT, comment_marker, review_marker
 from platforms.gitlab_diff import (
     MAX_DIFF_FILES,
     DiffRefs,
@@ -60,20 +63,15 @@ from platforms.gitlab_diff import (
     find_change,
     place,
 )
-from platforms.gitlab_transport import (
-    RequestPolicy,
-    RetryingAdapter,
-    Sessions,
-    Sleep,
-)
-from platforms.retry import DELIVERY_HEADER
+from platforms.gitlab_transport import RetryingAdapter, Sessions
+from platforms.retry import DELIVERY_HEADER, BlockingSleep, Clock, RequestPolicy
 
 __all__ = ["EMOJI", "STATES", "GitLab", "GitLabPlatform", "permission_from", "pull_request_from"]
 
 T = TypeVar("T")
 
 STATUS_DESCRIPTION_LIMIT = 255
-REVIEW_MARK_PREFIX = "<!-- arbiter:review:"  # every note of every review of ours carries it
+REVIEW_MARK_PREFIX = f"{MARKER_PREFIX}review:"  # every note of every review of ours carries it
 
 # Arbiter's commit states in GitLab's words: a review under way is "running".
 STATES: dict[StatusState, str] = {
@@ -110,8 +108,8 @@ class GitLab:
         self,
         settings: Settings,
         *,
-        sleep: Sleep = time.sleep,
-        clock: Callable[[], float] = time.time,
+        sleep: BlockingSleep = time.sleep,
+        clock: Clock = time.time,
         executor: Executor | None = None,
     ) -> None:
         if settings.gitlab_token is None:
@@ -120,13 +118,7 @@ class GitLab:
         self.base_url = settings.gitlab_base_url
         self._token = settings.gitlab_token.get_secret_value()
         threads = settings.worker_max_jobs
-        self.policy = RequestPolicy(
-            timeout=settings.integration_timeout,
-            max_retries=settings.integration_max_retries,
-            max_rate_limit_wait=settings.gitlab_rate_limit_max_wait,
-            sleep=sleep,
-            clock=clock,
-        )
+        self.policy = RequestPolicy.from_settings(settings, "gitlab", sleep=sleep, clock=clock)
         self._log = get_logger(component="gitlab")
         self._sessions = Sessions(RetryingAdapter(self.policy, pool_size=threads, log=self._log))
         self._own_pool = executor is None
@@ -609,17 +601,10 @@ class _ReviewPoster:
         for stale in (d for d in drafts if REVIEW_MARK_PREFIX in d.note):
             # Never published: an earlier attempt died before publishing, so start afresh.
             self.mr.draft_notes.delete(stale.id)
-        kept: list[InlineComment] = []
-        refused: list[tuple[InlineComment, str]] = []
-        for comment, position in placed:
-            try:
-                self.mr.draft_notes.create({"note": self._text(comment), "position": position})
-            except GitlabError as exc:
-                if _status(exc) != 400:
-                    raise
-                refused.append((comment, f"GitLab: {exc.error_message}"))
-            else:
-                kept.append(comment)
+        kept, refused = self._each_placed(
+            placed,
+            lambda text, position: self.mr.draft_notes.create({"note": text, "position": position}),
+        )
         self.mr.draft_notes.create({"note": body})
         mine, others = self._dedupe(body, kept)
         self._publish(mine, others=others)
@@ -669,19 +654,32 @@ class _ReviewPoster:
     ) -> tuple[list[InlineComment], list[tuple[InlineComment, str]], dict[str, Any] | None]:
         """No draft notes on this GitLab: each discussion, then the body (which marks the
         review as complete)."""
+        kept, refused = self._each_placed(
+            placed,
+            lambda text, position: self.mr.discussions.create({"body": text, "position": position}),
+        )
+        note = self.mr.notes.create({"body": body}).attributes
+        return kept, refused, note
+
+    def _each_placed(
+        self,
+        placed: list[tuple[InlineComment, dict[str, Any]]],
+        create: Callable[[str, dict[str, Any]], object],
+    ) -> tuple[list[InlineComment], list[tuple[InlineComment, str]]]:
+        """`create(text, position)` for each placed comment. One GitLab refuses (400: not a
+        line it takes) is dropped with GitLab's reason; the others still go up."""
         kept: list[InlineComment] = []
         refused: list[tuple[InlineComment, str]] = []
         for comment, position in placed:
             try:
-                self.mr.discussions.create({"body": self._text(comment), "position": position})
+                create(self._text(comment), position)
             except GitlabError as exc:
                 if _status(exc) != 400:
                     raise
                 refused.append((comment, f"GitLab: {exc.error_message}"))
             else:
                 kept.append(comment)
-        note = self.mr.notes.create({"body": body}).attributes
-        return kept, refused, note
+        return kept, refused
 
     def _text(self, comment: InlineComment) -> str:
         tag = self.tag(comment)

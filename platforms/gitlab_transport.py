@@ -15,11 +15,8 @@ each thread has its own `Session`, as requests does not promise a Session is thr
 
 from __future__ import annotations
 
-import math
 import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,34 +24,15 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bot.logs import Logger, get_logger
-from platforms.base import PlatformError, RateLimited
 from platforms.retry import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
     DELIVERY_HEADER,
-    RETRYABLE_STATUSES,
-    backoff,
+    BlockingSleep,
+    RequestPolicy,
+    Tries,
     header_seconds,
 )
 
 RATE_LIMIT_DEFAULT_WAIT = 60.0  # a 429 that names no time: GitLab's limits reset each minute
-
-Sleep = Callable[[float], None]
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class RequestPolicy:
-    timeout: float
-    max_retries: int
-    max_rate_limit_wait: float
-    sleep: Sleep = time.sleep
-    clock: Clock = time.time
-    backoff_base: float = BACKOFF_BASE
-    backoff_cap: float = BACKOFF_CAP
-
-    def backoff(self, failures: int) -> float:
-        return backoff(failures, self.backoff_base, self.backoff_cap)
 
 
 def rate_limit_wait(headers: Mapping[str, str], now: float) -> float:
@@ -71,7 +49,9 @@ def rate_limit_wait(headers: Mapping[str, str], now: float) -> float:
 class RetryingAdapter(HTTPAdapter):
     """requests' HTTP adapter with Arbiter's request policy around each send."""
 
-    def __init__(self, policy: RequestPolicy, *, pool_size: int, log: Logger | None = None):
+    def __init__(
+        self, policy: RequestPolicy[BlockingSleep], *, pool_size: int, log: Logger | None = None
+    ):
         super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.policy = policy
         self._log = log or get_logger(component="gitlab")
@@ -80,77 +60,33 @@ class RetryingAdapter(HTTPAdapter):
         method = request.method or "GET"
         path = urlsplit(request.url or "").path
         delivery = request.headers.get(DELIVERY_HEADER)
-        failures = 0
-        waited = 0.0
+        tries = Tries(self.policy, method, path, self._log, {"delivery_id": delivery})
         while True:
             try:
                 response = super().send(request, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                failures += 1
-                if failures > self.policy.max_retries:
-                    raise _unreachable(method, path, exc, failures, self.policy) from None
-                delay, reason = self.policy.backoff(failures), type(exc).__name__
+                reason = type(exc).__name__
+                delay = tries.failed()
+                if delay is None:
+                    # The exception's text names the host and port, never a header (the token
+                    # travels in one): its name is enough.
+                    timed_out = isinstance(exc, requests.Timeout)
+                    raise tries.unreachable(timed_out=timed_out, detail=reason) from None
             else:
                 status = response.status_code
                 if status == 429:
                     wait = rate_limit_wait(response.headers, self.policy.clock())
-                    self._check_wait(wait, waited, method, path)
-                    waited += wait
+                    tries.rate_limited(wait, status=429)
                     response.close()
-                    self._log.warning(
-                        "gitlab rate limited, waiting",
-                        seconds=wait,
-                        method=method,
-                        path=path,
-                        delivery_id=delivery,
-                    )
                     self.policy.sleep(wait)
                     continue
-                if status not in RETRYABLE_STATUSES or failures >= self.policy.max_retries:
+                delay = tries.answered(status, response.headers.get("Retry-After"))
+                if delay is None:
                     return response
-                failures += 1
-                asked = header_seconds(response.headers.get("Retry-After")) or 0.0
-                delay = min(asked, self.policy.backoff_cap) or self.policy.backoff(failures)
                 reason = str(status)
                 response.close()
-            self._log.warning(
-                "gitlab request retried",
-                reason=reason,
-                attempt=failures + 1,
-                delay=delay,
-                method=method,
-                path=path,
-                delivery_id=delivery,
-            )
+            tries.retrying(reason, delay)
             self.policy.sleep(delay)
-
-    def _check_wait(self, wait: float, waited: float, method: str, path: str) -> None:
-        bound = self.policy.max_rate_limit_wait
-        if waited + wait <= bound:
-            return
-        already = f", after {math.ceil(waited)} s of waiting already" if waited else ""
-        raise RateLimited(
-            f"GitLab's rate limit would make {method} {path} wait {math.ceil(wait)} s more"
-            f"{already}; "
-            f"Arbiter waits at most {bound:g} s (ARBITER_GITLAB_RATE_LIMIT_MAX_WAIT)",
-            retry_after=wait,
-            status=429,
-        )
-
-
-def _unreachable(
-    method: str, path: str, exc: BaseException, attempts: int, policy: RequestPolicy
-) -> PlatformError:
-    where = f"{method} {path}"
-    if isinstance(exc, requests.Timeout):
-        return PlatformError(
-            f"GitLab did not answer {where} within {policy.timeout:g} s, {attempts} attempts "
-            "(ARBITER_INTEGRATION_TIMEOUT, ARBITER_INTEGRATION_MAX_RETRIES)"
-        )
-    # The exception's text names the host and port, never a header (the token travels in one).
-    return PlatformError(
-        f"could not reach GitLab for {where} after {attempts} attempts: {type(exc).__name__}"
-    )
 
 
 class Sessions:

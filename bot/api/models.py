@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from bot.api.access import Role
 from bot.store.base import JobState, ReviewState
 from bot.store.base import ReviewOutcome as Outcome
-
-Platform = Literal["github", "gitlab"]
+from platforms.base import PlatformName
 
 MAX_ID = 2**63 - 1  # the stores' 64-bit ids
 # RFC 3339 (the date-time format of JSON Schema); Python alone would accept far more.
@@ -276,7 +275,7 @@ Repo = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.
 
 
 class ReviewFilters(QueryModel):
-    platform: Platform | None = Field(None, description="github or gitlab")
+    platform: PlatformName | None = Field(None, description="github or gitlab")
     repo: Repo | None = Field(None, description="owner/name (GitLab: group/…/project)")
     outcome: Outcome | None = Field(None, description="how the review ended")
     since: AwareDatetime | None = Field(

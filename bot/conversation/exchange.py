@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.context import Context
 from bot.conversation.mentions import Command, Request
-from bot.events import Event, Sender
+from bot.events import Event, Sender, comment_ref
 from bot.store.base import ExchangeOutcome, ExchangeRecord, ExchangeStart
 from platforms.base import REPLY_MARKER, CommentRef, PlatformError, Reaction
 
@@ -47,7 +47,7 @@ async def say(ctx: Context, text: str) -> CommentRef | None:
     if not ctx.settings.post_comments:
         ctx.log.info("dry run: reply not posted (ARBITER_POST_COMMENTS=false)")
         return None
-    return await ctx.platform.reply(CommentRef.from_event(ctx.event), as_reply(text))
+    return await ctx.platform.reply(comment_ref(ctx.event), as_reply(text))
 
 
 async def react(ctx: Context, reaction: Reaction) -> None:
@@ -55,7 +55,7 @@ async def react(ctx: Context, reaction: Reaction) -> None:
     if not ctx.settings.post_comments:
         return
     try:
-        await ctx.platform.react(CommentRef.from_event(ctx.event), reaction)
+        await ctx.platform.react(comment_ref(ctx.event), reaction)
     except PlatformError as exc:
         ctx.log.warning("could not react to the comment", reaction=reaction, error=str(exc))
 

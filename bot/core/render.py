@@ -14,11 +14,10 @@ from bot.core.filters import NotReviewed
 from bot.core.findings import DroppedFinding, Finding
 from bot.core.markdown import code, neutralise, suggestion_block
 from config.severity import SEVERITIES
-from platforms.base import InlineComment
+from platforms.base import InlineComment, finding_marker
 
 SUMMARY_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 SEVERITY_MARK = {"critical": "🔴", "major": "🟠", "minor": "🟡", "nit": "⚪"}
-FINGERPRINT_MARKER = "<!-- arbiter:finding {} -->"
 CUT_NOTE = "… (cut to fit the comment; the full list is in the review record)"
 
 
@@ -36,7 +35,7 @@ def comment_body(finding: Finding) -> str:
     parts += [
         "",
         f"<sub>confidence {finding.confidence:.0%}</sub>",
-        FINGERPRINT_MARKER.format(finding.fingerprint),
+        finding_marker(finding.fingerprint),
     ]
     return "\n".join(parts)
 

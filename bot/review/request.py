@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 from bot.context import Context
 from bot.store import Enqueued, NewJob
+from platforms.base import PlatformName
 
 REVIEW_JOB = "review"
 
 
 @dataclass(frozen=True)
 class ReviewRequest:
-    platform: Literal["github", "gitlab"]
+    platform: PlatformName
     repo: str
     number: int
     installation_id: int | None = None

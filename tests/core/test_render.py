@@ -7,12 +7,12 @@ from bot.core.filters import NotReviewed
 from bot.core.findings import DroppedFinding, Finding
 from bot.core.markdown import ZWSP, neutralise
 from bot.core.render import (
-    FINGERPRINT_MARKER,
     SummaryFacts,
     comment_body,
     inline_comments,
     summary_markdown,
 )
+from platforms.base import finding_marker
 
 FINDING = Finding(
     path="src/app.py",
@@ -46,7 +46,7 @@ def test_comment_body_has_a_suggestion_block_and_the_fingerprint() -> None:
     # The suggestion is code: left exactly as written, decorators included.
     assert "```suggestion\n@property\ndef value(self):\n    return 1\n```" in body
     assert "confidence 85%" in body
-    assert body.endswith(FINGERPRINT_MARKER.format("0123456789abcdef"))
+    assert body.endswith(finding_marker("0123456789abcdef"))
     fenced = comment_body(replace(FINDING, suggestion='doc = """```x```"""'))
     assert '````suggestion\ndoc = """```x```"""\n````' in fenced
     assert "```suggestion" not in comment_body(replace(FINDING, suggestion=None))

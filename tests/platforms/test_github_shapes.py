@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from platforms.base import FileChange, InlineComment
-from platforms.github import (
+from platforms.base import FileChange, InlineComment, comment_marker
+from platforms.github import permission_from, trim_description
+from platforms.github_diff import (
     anchor_problem,
-    comment_marker,
     diff_hunks,
     file_change_from,
-    permission_from,
-    rate_limit_wait,
     review_comment_payload,
-    trim_description,
 )
+from platforms.github_transport import rate_limit_wait
 
 PATCH = (
     "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"

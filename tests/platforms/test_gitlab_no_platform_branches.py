@@ -19,6 +19,8 @@ from tests.conftest import ROOT
 SHARED = ("handlers", "bot/core", "bot/review", "bot/conversation")
 PLATFORM_NAMES = frozenset({"github", "gitlab"})
 IMPLEMENTATIONS = ("platforms.github", "platforms.gitlab", "gidgethub", "gitlab")
+# platforms.github_diff, platforms.gitlab_transport, …: a platform's modules, whatever their suffix
+PLATFORM_MODULE = re.compile(r"^platforms\.(github|gitlab)(_\w+)?(\.|$)")
 # `x.platform == …`, `platform != …`, `… == "gitlab"`, `"github" in …`
 GREP = re.compile(
     r"""\bplatform\b\s*(==|!=|\bin\b|\bis\b)"""
@@ -82,7 +84,11 @@ def parsed(text: str) -> list[str]:
                 if isinstance(node, ast.ImportFrom)
                 else [a.name for a in node.names]
             )
-            if any(m == i or m.startswith(f"{i}.") for m in modules for i in IMPLEMENTATIONS):
+            if any(
+                m == i or m.startswith(f"{i}.") or PLATFORM_MODULE.match(m)
+                for m in modules
+                for i in IMPLEMENTATIONS
+            ):
                 found.append(f"{where}: imports {', '.join(modules)}")
     return found
 
@@ -96,6 +102,7 @@ def parsed(text: str) -> list[str]:
         'match ctx.event.platform:\n    case "gitlab":\n        pass\n',
         "if platform in (\n    'github',\n):\n    pass\n",
         "from platforms.gitlab import GitLabPlatform\n",
+        "from platforms.github_diff import anchor_problem\n",
         "if isinstance(ctx.platform, GitHubPlatform):\n    pass\n",
     ],
 )

@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from platforms.base import PlatformError, RateLimited
-from platforms.github import USER_AGENT
+from platforms.base import USER_AGENT, PlatformError, RateLimited
 from platforms.gitlab import GitLabPlatform
 from tests.fakes.gitlab import FakeGitLab, MRFile, project_path
 from tests.platforms.conftest import GL_DELIVERY, GL_PROJECT, GL_TOKEN, MakeGitLab, Sleeps
