@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from bot.llm.errors import LLMNotConfigured, LLMRefused
+from bot.llm.errors import LLMNotConfigured
 from bot.llm.types import Prompt, Provider
-from bot.llm.wire import RawAnswer, TimedOut, Transient, describe_status, retry_after_seconds
+from bot.llm.wire import RawAnswer, TimedOut, describe_status, status_failure, unreachable
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -84,25 +84,17 @@ class AnthropicMessages:
         except anthropic.APITimeoutError:
             raise TimedOut() from None
         except anthropic.APIStatusError as exc:
-            status = exc.status_code
-            text = describe_status(status, exc.body, exc.message)
-            retry_after = retry_after_seconds(exc.response.headers)
-            if status == 429:
-                raise Transient(
-                    text, outcome="rate_limited", status=status, retry_after=retry_after
-                ) from None
-            if status >= 500 or status in (408, 409):  # 529: overloaded
-                raise Transient(
-                    text, outcome="server_error", status=status, retry_after=retry_after
-                ) from None
-            raise _refused(status, text, model) from None
-        except anthropic.APIConnectionError as exc:
-            raise Transient(
-                f"cannot reach {client.base_url}: {exc}",
-                outcome="unreachable",
-                status=None,
-                retry_after=None,
+            text = describe_status(exc.status_code, exc.body, exc.message)
+            raise status_failure(
+                exc.status_code,
+                text,
+                exc.response.headers,
+                provider=self.provider,
+                model=model,
+                key_setting="ANTHROPIC_API_KEY",
             ) from None
+        except anthropic.APIConnectionError as exc:
+            raise unreachable(client.base_url, exc) from None
 
         usage = response.usage
         input_tokens = (
@@ -137,13 +129,3 @@ class AnthropicMessages:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def _refused(status: int, text: str, model: str) -> LLMRefused:
-    if status in (401, 403):
-        reason = f"the model provider rejected our credentials (check ANTHROPIC_API_KEY): {text}"
-    elif status == 404:
-        reason = f"the model provider does not know the model {model!r}: {text}"
-    else:
-        reason = f"the model provider refused the request: {text}"
-    return LLMRefused(reason, provider="anthropic", model=model)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from bot.llm.errors import LLMRefused
 from bot.llm.types import Prompt, Provider
 
 DESCRIBE_CHARS = 300
@@ -102,3 +103,34 @@ def describe_status(status: int, body: object, fallback: str) -> str:
             message = body["message"]
     text = f"{status} {message}".strip()
     return text if len(text) <= DESCRIBE_CHARS else text[: DESCRIBE_CHARS - 1] + "…"
+
+
+def status_failure(
+    status: int,
+    text: str,
+    headers: Mapping[str, str] | None,
+    *,
+    provider: Provider,
+    model: str,
+    key_setting: str,
+) -> Exception:
+    """What an HTTP error from a provider means: Transient (429, 5xx, 408, 409: the client
+    retries) or LLMRefused (asking again cannot help), the same for every provider."""
+    retry_after = retry_after_seconds(headers)
+    if status == 429:
+        return Transient(text, outcome="rate_limited", status=status, retry_after=retry_after)
+    if status >= 500 or status in (408, 409):  # Anthropic's 529: overloaded
+        return Transient(text, outcome="server_error", status=status, retry_after=retry_after)
+    if status in (401, 403):
+        reason = f"the model provider rejected our credentials (check {key_setting}): {text}"
+    elif status == 404:
+        reason = f"the model provider does not know the model {model!r}: {text}"
+    else:
+        reason = f"the model provider refused the request: {text}"
+    return LLMRefused(reason, provider=provider, model=model)
+
+
+def unreachable(base_url: object, exc: BaseException) -> Transient:
+    return Transient(
+        f"cannot reach {base_url}: {exc}", outcome="unreachable", status=None, retry_after=None
+    )
