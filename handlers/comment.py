@@ -12,7 +12,8 @@ from bot.context import Context
 from bot.conversation.answer import answer
 from bot.conversation.commands import run_command
 from bot.conversation.mentions import Command, Question
-from bot.conversation.rules import ThreadReply, classify, thread_findings
+from bot.conversation.rules import ThreadReply, classify
+from bot.conversation.threads import thread_findings
 from bot.router import Router
 
 router = Router()

@@ -27,7 +27,8 @@ import prompts
 from bot.context import Context
 from bot.conversation.exchange import begin, exchange_start, finish, react, reply_id, requester, say
 from bot.conversation.mentions import Question
-from bot.conversation.rules import may_ask, thread_findings
+from bot.conversation.rules import may_ask
+from bot.conversation.threads import thread_findings
 from bot.core.budget import utc_day_start
 from bot.core.diff import ADDED, REMOVED, DiffFile, DiffLine, from_file_changes
 from bot.core.markdown import code, neutralise

@@ -6,19 +6,17 @@ it adds the mention. Nothing a bot writes counts, Arbiter's own comments least o
 are recognised by their author and by the hidden marker every one of them carries, so a
 comment Arbiter posts can never start another exchange.
 
-Which thread a reply belongs to is matched against the findings Arbiter recorded: a reply sits
-on its thread's file and line, so the findings posted there are the ones the thread is about.
+Which thread a reply belongs to, and which of Arbiter's findings started it: threads.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.conversation.commands import COMMAND_NAMES, WRITERS
 from bot.conversation.mentions import Request, mentions, read_request
+from bot.conversation.threads import is_thread_reply
 from bot.events import Comment, Event
-from bot.store.base import FindingRecord
 from config.repo import EffectiveConfig
 from platforms.base import MARKER_PREFIX, Permission
 
@@ -64,23 +62,6 @@ def written_by_a_bot(event: Event, bot_name: str) -> bool:
 def is_arbiter(login: str, bot_name: str) -> bool:
     name = bot_name.removesuffix("[bot]").casefold()
     return login.casefold() in (name, f"{name}[bot]")
-
-
-def is_thread_reply(comment: Comment) -> bool:
-    """An inline comment that answers another: GitHub names the comment replied to; a GitLab
-    note in a diff discussion carries the discussion's id, never its own."""
-    if comment.kind != "inline":
-        return False
-    if comment.in_reply_to is not None:
-        return True
-    return comment.thread is not None and comment.thread != str(comment.id)
-
-
-def thread_findings(comment: Comment, findings: Iterable[FindingRecord]) -> list[FindingRecord]:
-    """Arbiter's posted findings whose inline comment started the thread `comment` replies in."""
-    if not is_thread_reply(comment) or comment.path is None or comment.line is None:
-        return []
-    return [f for f in findings if f.posted and f.path == comment.path and f.line == comment.line]
 
 
 def parse_request(body: str, bot_name: str) -> Request | None:

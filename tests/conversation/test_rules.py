@@ -12,7 +12,8 @@ from bot.conversation.commands import COMMAND_NAMES as COMMANDS
 from bot.conversation.commands import may_command
 from bot.conversation.exchange import as_reply, exchange_start, requester
 from bot.conversation.mentions import Command, Question
-from bot.conversation.rules import ThreadReply, classify, thread_findings, written_by_a_bot
+from bot.conversation.rules import ThreadReply, classify, written_by_a_bot
+from bot.conversation.threads import thread_findings
 from bot.events import Comment, Event, Sender
 from bot.store.base import FindingRecord
 from platforms.base import REPLY_MARKER
