@@ -61,8 +61,11 @@ def _type_checking_only(node: ast.If) -> bool:
     )
 
 
-def _imports(tree: ast.AST, *, top_level_only: bool) -> Iterator[tuple[str, tuple[str, ...]]]:
-    """(module, names) for every import that runs; `if TYPE_CHECKING:` blocks never run, and
+def _imports(
+    tree: ast.AST, *, top_level_only: bool, type_checking: bool = True
+) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(module, names) for every import the file makes: `if TYPE_CHECKING:` ones too (a cycle
+    through them is still a knot for the reader and for mypy) unless `type_checking` is false;
     with `top_level_only` imports inside functions (run later, on first use) are left out."""
 
     def walk(nodes: list[ast.stmt]) -> Iterator[tuple[str, tuple[str, ...]]]:
@@ -73,8 +76,8 @@ def _imports(tree: ast.AST, *, top_level_only: bool) -> Iterator[tuple[str, tupl
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 yield node.module, tuple(a.name for a in node.names)
             elif isinstance(node, ast.If):
-                branches = [node.orelse] if _type_checking_only(node) else [node.body, node.orelse]
-                for branch in branches:
+                skip = _type_checking_only(node) and not type_checking
+                for branch in [node.orelse] if skip else [node.body, node.orelse]:
                     yield from walk(branch)
             elif isinstance(node, ast.Try):
                 for block in (node.body, node.orelse, node.finalbody):
@@ -91,13 +94,16 @@ def _imports(tree: ast.AST, *, top_level_only: bool) -> Iterator[tuple[str, tupl
     yield from walk(tree.body)
 
 
-def import_graph(*, top_level_only: bool = True) -> dict[str, set[str]]:
-    """Module → the project modules it imports when it is imported."""
+def import_graph(*, top_level_only: bool = True, type_checking: bool = True) -> dict[str, set[str]]:
+    """Module → the project modules it imports (with `type_checking` false: those it loads)."""
     modules = project_modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         edges: set[str] = set()
-        for target, names in _imports(ast.parse(path.read_text()), top_level_only=top_level_only):
+        tree = ast.parse(path.read_text())
+        for target, names in _imports(
+            tree, top_level_only=top_level_only, type_checking=type_checking
+        ):
             submodules = {f"{target}.{n}" for n in names} & modules.keys()
             edges.update(submodules)
             # `from package import name`: the package's own code, unless every name is a module
@@ -174,7 +180,8 @@ def _forbidden(name: str) -> bool:
 
 
 def test_the_pure_core_reaches_no_use_case_store_or_platform_client_in_the_source() -> None:
-    graph = import_graph()
+    """Directly (type-only imports included) and through what its imports load."""
+    graph = import_graph(type_checking=False)
     core = [m for m in graph if m == CORE or m.startswith(CORE + ".")]
     assert len(core) >= 8
     for module in core:
