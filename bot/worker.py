@@ -1,10 +1,17 @@
 """The worker: claims jobs from the store's queue and runs them, at most `max_jobs` at once.
 
 It knows only the store and the `run(job)` it is handed. A claimed job is leased; a heartbeat
-renews the leases of running jobs, so a worker that dies loses them after one lease period and
-another worker takes them over. Failures retry with exponential backoff and jitter, then the
+renews the leases of the jobs it holds, so a worker that dies loses them after one lease period
+and another worker takes them over. Failures retry with exponential backoff and jitter, then the
 job is parked as dead with its error. On `stop()` the worker claims nothing more, gives running
 jobs a grace period, and hands back those that did not finish.
+
+A store that goes away for a while strands nothing: claiming backs off and resumes on its own;
+the heartbeat keeps trying, and a run goes on while its lease may still be valid (it stops,
+recording nothing, once the store says another worker has the job); the outcome of a run that
+ended meanwhile is recorded once the store is back, without holding a slot. A job of this
+worker's that it no longer holds (a claim whose answer was lost, an outcome it gave up on) is
+taken back by its own claims once the lease expires.
 """
 
 from __future__ import annotations
@@ -45,11 +52,21 @@ class WorkerOptions:
     backoff_max: float = 600
     shutdown_grace: float = 30
     retention_seconds: float = 14 * 86400
+    # While the store is unavailable: outcomes are tried again after base·2^n s (jittered),
+    # at most `store_backoff_max` apart, as claims are (from `poll_interval`).
+    store_backoff_base: float = 0.5
+    store_backoff_max: float = 5.0
+
+
+# A store error other than unavailability (a bug, a refused value) is not worth waiting out:
+# the outcome is tried this many times, then left to the lease (taken back when it expires).
+OUTCOME_TRIES = 5
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Delay before retry number `attempt` (1-based): base·2^(attempt-1), capped, ±50 % jitter."""
-    raw = min(cap, base * (2 ** max(attempt - 1, 0)))
+    doublings = min(max(attempt - 1, 0), 64)  # a long outage's thousandth try must not overflow
+    raw = min(cap, base * (2**doublings))
     jitter = (rng or random).uniform(0.5, 1.5)
     return float(min(cap, raw * jitter))
 
@@ -76,7 +93,12 @@ class Worker:
         self.metrics = metrics
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.log = log or get_logger(worker_id=self.worker_id)
-        self._running: dict[int, asyncio.Task[None]] = {}
+        # Every job this worker holds (its lease renewed), from its claim until its outcome is
+        # recorded; of those, the runs that ended and are being recorded (they hold no slot), and
+        # the runs stopped because another worker took the job over.
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._recording: set[int] = set()
+        self._lost: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -105,7 +127,8 @@ class Worker:
 
     @property
     def active(self) -> int:
-        return len(self._running)
+        """Slots in use: jobs running (one whose outcome is being recorded holds none)."""
+        return len(self._tasks) - len(self._recording)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming, let running jobs finish within `grace`, release the rest."""
@@ -114,7 +137,7 @@ class Worker:
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
-        pending = list(self._running.values())
+        pending = list(self._tasks.values())
         if pending:
             self.log.info("waiting for running jobs", jobs=len(pending), grace_seconds=grace)
             _, still = await asyncio.wait(pending, timeout=grace)
@@ -132,29 +155,50 @@ class Worker:
         """Claim and run until nothing is runnable now (tests; bound it with asyncio.timeout)."""
         while True:
             await self._claim_once()
-            if not self._running:
+            if not self._tasks:
                 return
-            await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)
 
     # --- Claiming ----------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        failures = 0  # claims failed in a row: the wait between them grows
+        down_since = 0.0
         while not self._stopping.is_set():
             free = self.options.max_jobs - self.active
             try:
                 claimed = await self._claim_once()
             except StoreUnavailable as exc:
-                self.log.warning("store unavailable; claiming again shortly", error=str(exc))
+                failures += 1
+                if failures == 1:
+                    down_since = time.monotonic()
+                # Once is news; every poll of a long outage is noise.
+                (self.log.warning if failures == 1 else self.log.debug)(
+                    "store unavailable; claiming again with backoff", error=str(exc)
+                )
                 claimed = 0
             except Exception as exc:  # the loop must survive anything a store raises
+                failures += 1
                 self.log.error("claiming failed", error=describe_error(exc), exc_info=exc)
                 claimed = 0
+            else:
+                if failures:
+                    self.log.info(
+                        "claiming again",
+                        failed_claims=failures,
+                        seconds=round(time.monotonic() - down_since, 1),
+                    )
+                failures = 0
             await self._maybe_purge()
             if claimed and claimed == free:
                 continue  # a full batch: more may be waiting
+            wait = self.options.poll_interval
+            if failures:  # an enqueue in this process (notify) still wakes it at once
+                cap = max(self.options.store_backoff_max, wait)
+                wait = backoff_delay(failures, wait, cap)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.options.poll_interval):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
             if self._wake.is_set() and not self._stopping.is_set():
                 # Woken by an enqueue or a freed slot: let a few more gather, so one claim
@@ -169,31 +213,73 @@ class Worker:
         if free <= 0 or self._stopping.is_set():
             return 0
         jobs = await self.store.claim(
-            self.worker_id, limit=free, lease_seconds=self.options.lease_seconds
+            self.worker_id,
+            limit=free,
+            lease_seconds=self.options.lease_seconds,
+            holding=list(self._tasks),
         )
         for job in jobs:
+            if job.id in self._tasks:
+                # Another worker's sweep took it from us and it came back to us: one run of a
+                # job per worker, so the run we have goes on under the new lease.
+                self.log.warning("claimed a job this worker still holds", job_id=job.id)
+                continue
             task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
-            self._running[job.id] = task
+            self._tasks[job.id] = task
             task.add_done_callback(functools.partial(self._finished, job.id))
         return len(jobs)
 
-    def _finished(self, job_id: int, _task: asyncio.Task[None]) -> None:
-        self._running.pop(job_id, None)
-        if len(self._running) == self.options.max_jobs - 1:
+    def _finished(self, job_id: int, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(job_id) is task:
+            del self._tasks[job_id]
+        was_recording = job_id in self._recording
+        self._recording.discard(job_id)
+        self._lost.discard(job_id)
+        if not was_recording:
+            self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        if self.active == self.options.max_jobs - 1:
             self._wake.set()  # a slot opened on a full worker
 
     async def _heartbeat(self) -> None:
+        """Renew the leases of every job held, for as long as the worker runs: a store error
+        is retried sooner (the lease may be running out), never the end of the heartbeat."""
         interval = max(self.options.lease_seconds / 3, 0.05)
+        failures = 0
         while True:
-            await asyncio.sleep(interval)
-            if not self._running:
+            delay = interval
+            if failures:
+                delay = backoff_delay(failures, self.options.store_backoff_base, interval)
+            await asyncio.sleep(delay)
+            held = dict(self._tasks)
+            if not held:
                 continue
             try:
-                await self.store.renew_leases(
-                    self.worker_id, list(self._running), self.options.lease_seconds
+                kept = await self.store.renew_leases(
+                    self.worker_id, list(held), self.options.lease_seconds
                 )
             except Exception as exc:
-                self.log.warning("lease renewal failed", error=describe_error(exc))
+                failures += 1
+                (self.log.warning if failures == 1 else self.log.debug)(
+                    "lease renewal failed; trying again", error=describe_error(exc), jobs=len(held)
+                )
+                continue
+            if failures:
+                self.log.info("leases renewed again", failed_renewals=failures, jobs=len(kept))
+            failures = 0
+            self._stop_lost({job_id: held[job_id] for job_id in held.keys() - set(kept)})
+
+    def _stop_lost(self, lost: dict[int, asyncio.Task[None]]) -> None:
+        """Stop the runs whose job the store no longer gives this worker: another worker took
+        it over after the lease ran out. A run that already ended is left to its outcome
+        write, which the store refuses if the job is no longer this worker's."""
+        for job_id, task in lost.items():
+            if self._tasks.get(job_id) is not task or job_id in self._recording:
+                continue
+            self._lost.add(job_id)
+            task.cancel()
+            self.log.warning("lease lost to another worker; stopping the run", job_id=job_id)
 
     async def _maybe_purge(self) -> None:
         now = time.monotonic()
@@ -217,6 +303,10 @@ class Worker:
             async with asyncio.timeout(self.options.job_timeout):
                 await self.run(job)
         except asyncio.CancelledError:
+            if job.id in self._lost:  # another worker has the job: record nothing over its run
+                self._count(job, "lost")
+                log.warning("job stopped: its lease was taken over")
+                return
             # Shutdown: hand the job back untried so another worker takes it now.
             released = await _quietly(self.store.release(job.id, self.worker_id), log)
             self._count(job, "released")
@@ -226,55 +316,108 @@ class Worker:
             await self._failed(job, f"timed out after {self.options.job_timeout:g} s", None, log)
             return
         except JobDeferred as deferred:
-            await _quietly(
-                self.store.release(
-                    job.id, self.worker_id, delay=deferred.delay, note=deferred.reason
-                ),
-                log,
-            )
-            self._count(job, "deferred")
             log.info("job deferred", reason=deferred.reason, delay_seconds=round(deferred.delay))
+            release = functools.partial(
+                self.store.release,
+                job.id,
+                self.worker_id,
+                delay=deferred.delay,
+                note=deferred.reason,
+            )
+            await self._record(job, "deferred", release, log)
             return
         except Exception as exc:
             progress = getattr(exc, "progress", None)
             await self._failed(job, describe_error(exc), progress, log)
             return
-        ok = await _quietly(self.store.complete(job.id, self.worker_id), log)
-        self._count(job, "done" if ok else "lost")
-        # A finished job is routine (its handlers log what they did); a lost lease is not.
-        (log.debug if ok else log.warning)(
-            "job done" if ok else "job finished after its lease was taken over",
-            seconds=round(time.monotonic() - started, 3),
-        )
+        complete = functools.partial(self.store.complete, job.id, self.worker_id)
+        if await self._record(job, "done", complete, log):
+            # Routine: its handlers log what they did.
+            log.debug("job done", seconds=round(time.monotonic() - started, 3))
 
     async def _failed(
         self, job: Job, error: str, progress: dict[str, Any] | None, log: Logger
     ) -> None:
         if job.attempts < job.max_attempts:
             delay = backoff_delay(job.attempts, self.options.backoff_base, self.options.backoff_max)
-            await _quietly(
-                self.store.retry_later(
-                    job.id,
-                    self.worker_id,
-                    error=error,
-                    delay=delay,
-                    progress=progress,
-                ),
-                log,
-            )
-            self._count(job, "retry")
             log.warning(
                 "job failed; will retry",
                 error=error,
                 retry_in_seconds=round(delay, 2),
                 attempts_left=job.max_attempts - job.attempts,
             )
-        else:
-            await _quietly(
-                self.store.bury(job.id, self.worker_id, error=error, progress=progress), log
+            retry = functools.partial(
+                self.store.retry_later,
+                job.id,
+                self.worker_id,
+                error=error,
+                delay=delay,
+                progress=progress,
             )
-            self._count(job, "dead")
+            await self._record(job, "retry", retry, log)
+        else:
             log.error("job dead after its last attempt", error=error, attempts=job.attempts)
+            bury = functools.partial(
+                self.store.bury, job.id, self.worker_id, error=error, progress=progress
+            )
+            await self._record(job, "dead", bury, log)
+
+    async def _record(
+        self, job: Job, outcome: str, write: Callable[[], Awaitable[bool]], log: Logger
+    ) -> bool:
+        """Record how a run ended; `write` is the store call, made again on each try.
+
+        The run's slot is free from here on. While the store is unavailable the write is tried
+        again, with capped backoff, for as long as the worker runs: the heartbeat keeps the
+        lease meanwhile, so no other worker runs the job again. Another error is tried
+        OUTCOME_TRIES times, then the job is left to its lease. True once recorded; False if
+        the store refused it (the job is another worker's now) or it could not be written.
+        """
+        self._recording.add(job.id)
+        self._slot_freed()
+        unavailable = errors = 0
+        try:
+            while True:
+                try:
+                    recorded = await asyncio.shield(write())
+                except StoreUnavailable as exc:
+                    unavailable += 1
+                    error = describe_error(exc)
+                except Exception as exc:
+                    errors += 1
+                    error = describe_error(exc)
+                    if errors >= OUTCOME_TRIES:
+                        log.error(
+                            "could not record job outcome; left to its lease",
+                            outcome=outcome,
+                            error=error,
+                            tries=unavailable + errors,
+                        )
+                        return False
+                else:
+                    break
+                tries = unavailable + errors
+                delay = backoff_delay(
+                    tries, self.options.store_backoff_base, self.options.store_backoff_max
+                )
+                (log.warning if tries == 1 else log.debug)(
+                    "could not record job outcome; trying again",
+                    outcome=outcome,
+                    error=error,
+                    retry_in_seconds=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            log.warning(
+                "job outcome not recorded at shutdown; its lease will expire", outcome=outcome
+            )
+            raise
+        if unavailable or errors:
+            log.info("job outcome recorded", outcome=outcome, tries=unavailable + errors + 1)
+        self._count(job, outcome if recorded else "lost")
+        if not recorded:
+            log.warning("job finished after its lease was taken over", outcome=outcome)
+        return recorded
 
     def _count(self, job: Job, outcome: str) -> None:
         if self.metrics is not None:
@@ -282,7 +425,8 @@ class Worker:
 
 
 async def _quietly(call: Awaitable[bool], log: Logger) -> bool:
-    """Record an outcome; if the store is down the lease expires and the job runs again."""
+    """One try at handing a job back at shutdown; if the store is down the lease expires and
+    the job is taken back then."""
     try:
         return await asyncio.shield(call)
     except Exception as exc:

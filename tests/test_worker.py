@@ -1,17 +1,22 @@
-"""The worker against a real SQLite store: concurrency cap, retries, dead jobs, leases, shutdown."""
+"""The worker against a real SQLite store: concurrency cap, retries, dead jobs, leases, shutdown,
+and a store that goes away for a while (behind a fault injector)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from bot.metrics import Metrics
 from bot.router import DispatchResult, HandlerFailed
-from bot.store import Job, NewJob
+from bot.store import Job, JobDeferred, NewJob, Store
 from bot.store.sql import SQLStore
 from bot.worker import Worker, WorkerOptions, backoff_delay
+from tests.store.faults import OUTCOME_CALLS, Outage
 
 FAST = WorkerOptions(
     max_jobs=3,
@@ -212,9 +217,13 @@ def test_backoff_grows_exponentially_within_jitter_and_cap(attempt: int) -> None
     assert nominal * 0.5 <= delay <= min(60, nominal * 1.5)
 
 
-async def test_a_deferred_job_waits_without_using_an_attempt(sqlite_store: SQLStore) -> None:
-    from bot.store import JobDeferred
+def test_backoff_stays_at_its_cap_however_many_tries() -> None:
+    """Outcomes and claims are tried again for as long as the store is away: hours of tries."""
+    rng = random.Random(7)
+    assert 2.5 <= backoff_delay(5000, base=0.5, cap=5.0, rng=rng) <= 5.0
 
+
+async def test_a_deferred_job_waits_without_using_an_attempt(sqlite_store: SQLStore) -> None:
     calls: list[int] = []
 
     async def run(job: Job) -> None:
@@ -244,3 +253,253 @@ async def test_a_flood_of_deliveries_makes_the_worker_claim_less_often(
     assert not worker._busy()  # below the threshold
     worker.notify()
     assert worker._busy()  # 20 arrivals well within 0.1 s: intake comes first
+
+
+# --- A store that goes away: leases, heartbeats and outcomes (issue 16) ------------------------
+
+OUTAGE = WorkerOptions(
+    **{
+        **FAST.__dict__,
+        "lease_seconds": 0.3,
+        "poll_interval": 0.01,
+        "store_backoff_base": 0.01,
+        "store_backoff_max": 0.1,
+    }
+)
+
+
+async def _until(
+    predicate: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 10
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def _state(store: Store, job_id: int) -> Job:
+    job = await store.get_job(job_id)
+    assert job is not None
+    return job
+
+
+async def test_a_worker_takes_back_its_own_job_whose_run_it_lost_track_of(
+    sqlite_store: SQLStore,
+) -> None:
+    """The claim went through but its answer never came back (or a run's outcome could not be
+    recorded): the job is this live worker's, unrenewed; the worker takes it back and runs it."""
+    ran: list[int] = []
+
+    async def run(job: Job) -> None:
+        ran.append(job.attempts)
+
+    (job_id,) = await _enqueue(sqlite_store, 1)
+    (lost,) = await sqlite_store.claim("w", limit=1, lease_seconds=OUTAGE.lease_seconds)
+    assert lost.id == job_id
+    worker = Worker(sqlite_store, run, OUTAGE, worker_id="w")
+    worker.start()
+    try:
+        await _until(lambda: _is(sqlite_store, job_id, "done"), "the job taken back and run")
+    finally:
+        await worker.stop()
+    assert ran == [2]  # run once, on the attempt after the one whose answer was lost
+    assert (await sqlite_store.job_counts())["running"] == 0
+
+
+async def _is(store: Store, job_id: int, state: str) -> bool:
+    return (await _state(store, job_id)).state == state
+
+
+OUTCOME_NAMES = {"done": "complete", "failed": "retry_later", "dead": "bury", "deferred": "release"}
+
+
+@pytest.mark.parametrize("ending", list(OUTCOME_NAMES))
+async def test_an_outcome_is_recorded_once_the_store_is_back(
+    sqlite_store: SQLStore, ending: str
+) -> None:
+    """The store goes away while a job runs and stays away past its lease: when it comes back
+    the outcome is recorded, without a restart, and nothing runs twice."""
+    outage = Outage(sqlite_store)
+    store = outage.as_store()
+    go = asyncio.Event()
+    runs: list[int] = []
+
+    async def run(job: Job) -> None:
+        runs.append(job.attempts)
+        if len(runs) > 1:
+            return  # a retry or a deferred job's next turn: it ends well
+        await go.wait()
+        if ending in ("failed", "dead"):
+            raise ValueError("the model provider is down")
+        if ending == "deferred":
+            raise JobDeferred(0.05, "waiting for the daily budget")
+
+    (job_id,) = await _enqueue(sqlite_store, 1, max_attempts=1 if ending == "dead" else 3)
+    worker = Worker(store, run, OUTAGE, worker_id="w")
+    worker.start()
+    try:
+        await _until(lambda: bool(runs), "the run to start")
+        outage.begin()
+        go.set()
+        await asyncio.sleep(OUTAGE.lease_seconds * 3)  # the lease lapses while the store is away
+        outage.end()
+        final = "dead" if ending == "dead" else "done"
+        await _until(lambda: _is(sqlite_store, job_id, final), f"the job {final}")
+        job = await _state(sqlite_store, job_id)
+    finally:
+        await worker.stop()
+    assert (await sqlite_store.job_counts())["running"] == 0
+    assert outage.count(OUTCOME_NAMES[ending], failed=True) >= 2  # tried again, not dropped
+    assert outage.count("renew_leases", failed=True) >= 2  # the job stayed held meanwhile
+    if ending == "done":
+        assert (runs, job.attempts) == ([1], 1)  # recorded, not run again
+    elif ending == "failed":
+        assert (runs, job.attempts) == ([1, 2], 2)
+        assert job.last_error == "ValueError: the model provider is down"
+    elif ending == "dead":
+        assert (runs, job.attempts) == ([1], 1)
+        assert job.last_error == "ValueError: the model provider is down"
+    else:
+        assert (runs, job.attempts) == ([1, 1], 1)  # the deferral gave its attempt back
+
+
+async def test_recording_an_outcome_does_not_hold_a_slot(sqlite_store: SQLStore) -> None:
+    """One slot: the first job's outcome cannot be recorded yet, the second job runs anyway."""
+    outage = Outage(sqlite_store)
+    second_ran = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        if job.payload == "1":
+            second_ran.set()
+
+    first, second = await _enqueue(sqlite_store, 2)
+    outage.begin(OUTCOME_CALLS, jobs=[first])
+    one_slot = WorkerOptions(**{**OUTAGE.__dict__, "max_jobs": 1})
+    worker = Worker(outage.as_store(), run, one_slot, worker_id="w")
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            await second_ran.wait()
+        assert outage.count("complete", failed=True) >= 1
+        assert (await _state(sqlite_store, first)).state == "running"  # still being recorded
+        outage.end()
+        await _until(lambda: _is(sqlite_store, first, "done"), "the first job's outcome")
+        await _until(lambda: _is(sqlite_store, second, "done"), "the second job's outcome")
+    finally:
+        await worker.stop()
+
+
+async def test_the_heartbeat_survives_store_errors_and_keeps_the_job(
+    sqlite_store: SQLStore,
+) -> None:
+    outage = Outage(sqlite_store)
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    async def run(job: Job) -> None:
+        runs.append(job.attempts)
+        await release.wait()
+
+    (job_id,) = await _enqueue(sqlite_store, 1)
+    worker = Worker(outage.as_store(), run, OUTAGE, worker_id="w")
+    worker.start()
+    try:
+        await _until(lambda: bool(runs), "the run to start")
+        outage.begin(["renew_leases"])
+        await _until(lambda: outage.count("renew_leases", failed=True) >= 3, "failed renewals")
+        await asyncio.sleep(OUTAGE.lease_seconds)  # the lease has lapsed by now
+        renewed = outage.count("renew_leases", failed=False)
+        outage.end()
+        await _until(lambda: outage.count("renew_leases", failed=False) > renewed, "a renewal")
+        job = await _state(sqlite_store, job_id)
+        assert (job.state, job.worker_id) == ("running", "w")
+        assert job.lease_until is not None and job.lease_until > time.time()
+        await asyncio.sleep(OUTAGE.lease_seconds * 2)  # its own sweeps leave it alone
+        release.set()
+        await _until(lambda: _is(sqlite_store, job_id, "done"), "the job done")
+    finally:
+        await worker.stop()
+    assert runs == [1]
+
+
+async def test_a_run_whose_lease_was_taken_over_stops_and_records_nothing(
+    sqlite_store: SQLStore,
+) -> None:
+    """The first worker could not renew (its store was away) and another took the job over:
+    once the first hears its lease is gone it stops the run, and records nothing over the
+    other's."""
+    outage = Outage(sqlite_store)
+    metrics = Metrics()
+    events: list[str] = []
+    taken_over = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        events.append("first started")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            events.append("first stopped")
+            raise
+        events.append("first finished")
+
+    async def quick(job: Job) -> None:
+        events.append("second ran")
+        taken_over.set()
+
+    (job_id,) = await _enqueue(sqlite_store, 1)
+    first = Worker(outage.as_store(), slow, OUTAGE, metrics=metrics, worker_id="first")
+    other_store = SQLStore(sqlite_store.url)
+    await other_store.open()
+    second = Worker(other_store, quick, OUTAGE, worker_id="second")
+    first.start()
+    try:
+        await _until(lambda: bool(events), "the first run")
+        outage.begin(["renew_leases"])
+        second.start()
+        async with asyncio.timeout(10):
+            await taken_over.wait()
+        outage.end()
+        await _until(lambda: _is(sqlite_store, job_id, "done"), "the job done")
+        await _until(lambda: len(events) == 3, "the first run to end", timeout=20)
+        lost = metrics.job_runs.labels(kind="event", outcome="lost")
+        await _until(lambda: lost._value.get() == 1, "the first worker to count its run lost")
+        job = await _state(sqlite_store, job_id)
+    finally:
+        await first.stop()
+        await second.stop()
+        await other_store.close()
+    assert events == ["first started", "second ran", "first stopped"]
+    assert (job.state, job.attempts) == ("done", 2)
+    assert metrics.job_runs.labels(kind="event", outcome="lost")._value.get() == 1
+
+
+async def test_claiming_while_the_store_is_down_backs_off_and_resumes_on_its_own(
+    sqlite_store: SQLStore,
+) -> None:
+    outage = Outage(sqlite_store)
+    ran = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        ran.set()
+
+    outage.begin(["claim"])
+    options = WorkerOptions(**{**OUTAGE.__dict__, "store_backoff_max": 0.5})
+    worker = Worker(outage.as_store(), run, options, worker_id="w")
+    worker.start()
+    try:
+        await _until(lambda: outage.count("claim", failed=True) >= 7, "failed claims")
+        failed = [c.at for c in outage.calls if c.name == "claim" and c.failed]
+        gaps = [b - a for a, b in itertools.pairwise(failed)]
+        # Each wait at least half its nominal poll·2^n (the jitter's floor), not one poll.
+        assert gaps[5] >= 0.5 * options.poll_interval * 2**5, gaps
+        outage.end()
+        await _enqueue(sqlite_store, 1)  # no notify(): the worker must look by itself
+        async with asyncio.timeout(10):
+            await ran.wait()
+    finally:
+        await worker.stop()

@@ -365,16 +365,30 @@ class Store(Protocol):
     async def enqueue(self, job: NewJob) -> Enqueued:
         """Queue a job; with a key, it replaces queued jobs of that key that have not started."""
 
-    async def claim(self, worker_id: str, *, limit: int, lease_seconds: float) -> list[Job]:
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        holding: Collection[int] = (),
+    ) -> list[Job]:
         """Take up to `limit` runnable jobs: queued and due, or running with an expired lease.
 
-        A job whose key has another job running (lease alive) waits for it. A job whose lease
-        expired on its last allowed attempt is marked dead instead of claimed.
+        Expired leases are taken back from every worker, the claiming one included (a process
+        takes back its own lost work: a run whose outcome it could not record, a claim whose
+        answer never reached it), except the jobs in `holding`: those the claimer says it still
+        runs or is still recording, whose heartbeat was only late. A job whose key has another
+        job running waits for it. A job whose lease expired on its last allowed attempt is
+        marked dead instead of claimed.
         """
 
     async def renew_leases(
         self, worker_id: str, job_ids: Iterable[int], lease_seconds: float
-    ) -> int: ...
+    ) -> list[int]:
+        """Extend the leases of those jobs that are still this worker's and running (even if
+        their lease ran out meanwhile); their ids, ascending. A job left out was taken over
+        (or finished): its run must stop and record nothing."""
 
     async def complete(self, job_id: int, worker_id: str) -> bool:
         """Mark done; False if the job is no longer this worker's (its lease was taken over)."""

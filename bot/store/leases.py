@@ -9,7 +9,8 @@ LEASE_EXPIRED = "lease expired: the worker running this job stopped before finis
 
 class LeaseSweeps:
     """When each claiming worker last looked for expired leases (by worker: a worker's sweep
-    spares its own jobs). Leases are seconds long: looking once a second is often enough."""
+    spares the jobs it still holds). Leases are seconds long: looking once a second is often
+    enough."""
 
     def __init__(self, interval: float = LEASE_SWEEP_INTERVAL) -> None:
         self._interval = interval

@@ -287,7 +287,14 @@ class MongoStore:
         return result.matched_count == 1
 
     @_guarded
-    async def claim(self, worker_id: str, *, limit: int, lease_seconds: float) -> list[Job]:
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        holding: Collection[int] = (),
+    ) -> list[Job]:
         """Due queued jobs, oldest first, each taken by one atomic `find_one_and_update`.
 
         Keys with a running job are left out of the query; a key that starts running between
@@ -297,7 +304,7 @@ class MongoStore:
             return []
         now = self._clock()
         if self._sweeps.due(worker_id, now):
-            await self._sweep_expired_leases(now, worker_id)
+            await self._sweep_expired_leases(now, worker_id, holding)
         jobs = self._c(JOBS)
         busy = {
             doc["key"]
@@ -351,19 +358,23 @@ class MongoStore:
                 busy.add(job.key)
         return sorted(claimed, key=lambda j: (j.run_at, j.id))
 
-    async def _sweep_expired_leases(self, now: float, claimer: str) -> None:
+    async def _sweep_expired_leases(
+        self, now: float, claimer: str, holding: Collection[int]
+    ) -> None:
         """Jobs whose worker stopped renewing: queued again, or dead after the last attempt.
 
-        The claiming worker's own jobs are left alone: it is alive (it is claiming), so a lease
-        of its that ran out means a late heartbeat, not a dead worker. Each job is changed only
-        if it still holds the lease that was read (state, worker, expiry), so a renewal or a
-        completion that lands in between wins.
+        The claimer's own expired jobs are taken back too (a run that ended without its outcome
+        recorded, a claim whose answer was lost), except those it is `holding`: it still runs
+        them, so their lease ran out on a late heartbeat. Each job is changed only if it still
+        holds the lease that was read (state, worker, expiry), so a renewal or a completion
+        that lands in between wins.
         """
         jobs = self._c(JOBS)
-        expired = jobs.find(
-            {"state": "running", "lease_until": {"$lt": now}, "worker_id": {"$ne": claimer}}
-        )
+        held = set(holding)
+        expired = jobs.find({"state": "running", "lease_until": {"$lt": now}})
         async for doc in expired:
+            if doc.get("worker_id") == claimer and doc["_id"] in held:
+                continue
             same_lease = {
                 "_id": doc["_id"],
                 "state": "running",
@@ -386,16 +397,18 @@ class MongoStore:
     @_guarded
     async def renew_leases(
         self, worker_id: str, job_ids: Iterable[int], lease_seconds: float
-    ) -> int:
+    ) -> list[int]:
         ids = list(job_ids)
         if not ids:
-            return 0
+            return []
         now = self._clock()
-        result = await self._c(JOBS).update_many(
-            {"_id": {"$in": ids}, "worker_id": worker_id, "state": "running"},
-            {"$set": {"lease_until": now + lease_seconds, "updated_at": now}},
+        mine = {"_id": {"$in": ids}, "worker_id": worker_id, "state": "running"}
+        jobs = self._c(JOBS)
+        await jobs.update_many(
+            mine, {"$set": {"lease_until": now + lease_seconds, "updated_at": now}}
         )
-        return int(result.matched_count)
+        # Still this worker's after the update: renewed (nobody takes a lease that is alive).
+        return sorted([int(doc["_id"]) async for doc in jobs.find(mine, {"_id": 1})])
 
     async def _finish(self, job_id: int, worker_id: str, update: Doc) -> bool:
         """Change a running job only while it is still this worker's (compare-and-set)."""

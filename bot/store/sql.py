@@ -114,19 +114,28 @@ class SQLStore:
     async def enqueue(self, job: NewJob) -> Enqueued:
         return await sql_queue.enqueue(self._db, job, self._clock())
 
-    async def claim(self, worker_id: str, *, limit: int, lease_seconds: float) -> list[Job]:
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        holding: Collection[int] = (),
+    ) -> list[Job]:
         if limit <= 0:
             return []
         now = self._clock()
         sweep = self._sweeps.due(worker_id, now)
-        return await sql_queue.claim(self._db, worker_id, limit, lease_seconds, now, sweep)
+        return await sql_queue.claim(
+            self._db, worker_id, limit, lease_seconds, now, sweep, holding=sorted(holding)
+        )
 
     async def renew_leases(
         self, worker_id: str, job_ids: Iterable[int], lease_seconds: float
-    ) -> int:
+    ) -> list[int]:
         ids = list(job_ids)
         if not ids:
-            return 0
+            return []
         return await sql_queue.renew_leases(self._db, worker_id, ids, lease_seconds, self._clock())
 
     async def complete(self, job_id: int, worker_id: str) -> bool:

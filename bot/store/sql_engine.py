@@ -31,6 +31,23 @@ from bot.store.batching import GroupCommit
 
 T = TypeVar("T")
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)
+# SQLSTATEs of a server that is unreachable, going away or starting, or out of room: the
+# connection exceptions (08), insufficient resources (53), and admin shutdown, crash shutdown,
+# cannot connect now (57P01-3). asyncpg's errors reach SQLAlchemy as plain DBAPIErrors.
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot serve now (so waiting may help), as opposed to
+    refusing this statement."""
+    if isinstance(exc, DB_ERRORS):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return exc.connection_invalidated or (
+        isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+    )
 
 
 class SQLDatabase:
@@ -104,8 +121,10 @@ class SQLDatabase:
                 raise RuntimeError("the store is not open: call `await store.open()` first")
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(operation)
-        except DB_ERRORS as exc:
-            raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+            raise
 
     async def _run_together(
         self, operations: list[Callable[[Connection], Any]]

@@ -135,32 +135,43 @@ def _enqueue(conn: Connection, job: NewJob, now: float) -> Enqueued:
 
 
 async def claim(
-    db: SQLDatabase, worker_id: str, limit: int, lease_seconds: float, now: float, sweep: bool
+    db: SQLDatabase,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    sweep: bool,
+    *,
+    holding: list[int],
 ) -> list[Job]:
-    """Up to `limit` due jobs, after (with `sweep`) taking back those whose lease expired."""
-    return await db.run(lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep))
+    """Up to `limit` due jobs, after (with `sweep`) taking back those whose lease expired,
+    but for the claimer's jobs in `holding`."""
+    return await db.run(
+        lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep, holding)
+    )
 
 
 async def renew_leases(
     db: SQLDatabase, worker_id: str, ids: list[int], lease_seconds: float, now: float
-) -> int:
+) -> list[int]:
     statement = (
         sa.update(jobs)
         .where(jobs.c.id.in_(ids), jobs.c.worker_id == worker_id, jobs.c.state == "running")
         .values(lease_until=now + lease_seconds, updated_at=now)
+        .returning(jobs.c.id)
     )
-    return await db.run(lambda conn: int(conn.execute(statement).rowcount))
+    return await db.run(lambda conn: sorted(conn.execute(statement).scalars()))
 
 
-def _sweep_expired_leases(conn: Connection, now: float, claimer: str) -> None:
+def _sweep_expired_leases(conn: Connection, now: float, claimer: str, holding: list[int]) -> None:
     """Jobs whose worker stopped renewing: queued again, or dead if that was the last attempt.
 
-    The claiming worker's own jobs are left alone: it is alive (it is claiming), so a lease of
-    its that ran out means a late heartbeat, not a dead worker, and running the job a second
-    time beside the first would be wrong."""
-    expired = sa.and_(
-        jobs.c.state == "running", jobs.c.lease_until < now, jobs.c.worker_id != claimer
-    )
+    The claimer's own expired jobs are taken back too (its run ended without an outcome
+    recorded, or a claim's answer never reached it), except those it is `holding`: it still
+    runs them, and a lease of its that ran out means a late heartbeat, not lost work."""
+    expired = sa.and_(jobs.c.state == "running", jobs.c.lease_until < now)
+    if holding:
+        expired = sa.and_(expired, sa.or_(jobs.c.worker_id != claimer, jobs.c.id.not_in(holding)))
     conn.execute(
         sa.update(jobs)
         .where(expired, jobs.c.attempts >= jobs.c.max_attempts)
@@ -196,9 +207,9 @@ def _claim_statement(*, skip_locked: bool) -> sa.Update:
     """
     now = sa.bindparam("now", type_=sa.Float)
     cand, busy, first = jobs.alias("cand"), jobs.alias("busy"), jobs.alias("first")
-    key_free = ~sa.exists().where(
-        busy.c.key == cand.c.key, busy.c.state == "running", busy.c.lease_until >= now
-    )
+    # Any running job of the key makes it wait, even one past its lease: its worker may still
+    # hold it (a late heartbeat); an abandoned one is taken back by the sweep first.
+    key_free = ~sa.exists().where(busy.c.key == cand.c.key, busy.c.state == "running")
     # Of a key's due jobs, only the oldest may be taken: a retried job and the newer one that
     # queued behind it must not both run (one claim, or two at once, could take both).
     first_of_key = cand.c.id == (
@@ -237,10 +248,16 @@ _CLAIM = {False: _claim_statement(skip_locked=False), True: _claim_statement(ski
 
 
 def _claim(
-    conn: Connection, worker_id: str, limit: int, lease_seconds: float, now: float, sweep: bool
+    conn: Connection,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    sweep: bool,
+    holding: list[int],
 ) -> list[Job]:
     if sweep:
-        _sweep_expired_leases(conn, now, worker_id)
+        _sweep_expired_leases(conn, now, worker_id, holding)
     statement = _CLAIM[conn.dialect.name == "postgresql"]
     rows = conn.execute(
         statement,

@@ -91,9 +91,9 @@ async def test_renewed_leases_do_not_expire(store: Store, clock: FakeClock) -> N
     (job,) = await store.claim("w1", limit=1, lease_seconds=10)
     for _ in range(5):
         clock.advance(8)
-        assert await store.renew_leases("w1", [job.id], 10) == 1
+        assert await store.renew_leases("w1", [job.id], 10) == [job.id]
     assert await store.claim("w2", limit=1, lease_seconds=10) == []
-    assert await store.renew_leases("w2", [job.id], 10) == 0  # not w2's to renew
+    assert await store.renew_leases("w2", [job.id], 10) == []  # not w2's to renew
 
 
 async def test_a_lease_expiring_on_the_last_attempt_buries_the_job(
@@ -645,8 +645,8 @@ async def test_an_expired_lease_is_taken_over_by_one_claimer(
     )
     taken = [j for jobs in claims for j in jobs]
     assert [(j.id, j.attempts) for j in taken] == [(job.id, 2)]
-    assert await store.renew_leases("gone", [job.id], 10) == 0
-    assert await store.renew_leases(taken[0].worker_id or "", [job.id], 10) == 1
+    assert await store.renew_leases("gone", [job.id], 10) == []
+    assert await store.renew_leases(taken[0].worker_id or "", [job.id], 10) == [job.id]
 
 
 async def test_two_queued_jobs_of_one_key_never_run_at_once(store: Store, backend: Backend) -> None:
@@ -841,7 +841,7 @@ async def test_a_late_renewal_and_a_takeover_never_both_win(
             *(s.claim(f"w{i}", limit=3, lease_seconds=10) for i, s in enumerate(others * 3))
         ),
     )
-    renewed = {job.id for job, n in zip(held, renewals, strict=True) if n == 1}
+    renewed = {job_id for kept in renewals for job_id in kept}
     taken = {job.id for jobs in claims for job in jobs}
     assert not renewed & taken  # never both: the sweep leaves a renewed lease alone
     for job_id in renewed:
@@ -858,6 +858,39 @@ async def test_a_worker_does_not_take_back_its_own_job_after_a_late_heartbeat(
     await store.enqueue(_job())
     (job,) = await store.claim("busy-worker", limit=1, lease_seconds=10)
     clock.advance(11)  # its heartbeat was late: the lease ran out while the job still runs
-    assert await store.claim("busy-worker", limit=1, lease_seconds=10) == []
+    assert await store.claim("busy-worker", limit=1, lease_seconds=10, holding=[job.id]) == []
     (taken,) = await store.claim("another-worker", limit=1, lease_seconds=10)
     assert taken.id == job.id and taken.attempts == 2
+
+
+async def test_a_worker_takes_back_its_own_expired_job_that_it_no_longer_holds(
+    store: Store, clock: FakeClock
+) -> None:
+    """Its run ended without an outcome recorded (the store was down), or the claim's answer
+    was lost: nobody else may be running, so the job must not wait for a restart."""
+    await store.enqueue(_job(max_attempts=2))
+    await store.enqueue(_job(max_attempts=1))
+    first, last = await store.claim("w", limit=2, lease_seconds=10)
+    clock.advance(11)
+    (again,) = await store.claim("w", limit=2, lease_seconds=10)
+    assert (again.id, again.attempts, again.worker_id) == (first.id, 2, "w")
+    assert again.last_error is not None and "lease expired" in again.last_error
+    dead = await store.get_job(last.id)  # that was its last attempt
+    assert dead is not None and (dead.state, dead.worker_id) == ("dead", None)
+
+
+async def test_a_job_held_past_its_lease_still_keeps_its_key(
+    store: Store, clock: FakeClock
+) -> None:
+    """A worker whose renewals failed still runs (or is recording) its job: a newer job of
+    the same key waits, even for the worker itself."""
+    key = "review:github:o/r#7"
+    await store.enqueue(_job(key=key, payload="head-1"))
+    (held,) = await store.claim("w", limit=1, lease_seconds=10)
+    await store.enqueue(_job(key=key, payload="head-2"))
+    clock.advance(11)
+    assert await store.claim("w", limit=5, lease_seconds=10, holding=[held.id]) == []
+    assert await store.renew_leases("w", [held.id], 10) == [held.id]  # the store is back
+    assert await store.complete(held.id, "w")
+    (newer,) = await store.claim("w", limit=5, lease_seconds=10, holding=[])
+    assert newer.payload == "head-2"

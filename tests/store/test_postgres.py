@@ -1,0 +1,80 @@
+"""PostgreSQL specifics: a server that goes away surfaces as StoreUnavailable, whatever form
+the driver's error takes, so callers wait it out (503 at intake, outcomes retried) instead of
+treating it as a bug."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
+from bot.store import StoreUnavailable
+from bot.store.sql import SQLStore
+from bot.store.sql_engine import unavailable
+
+
+@pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[SQLStore]:
+    store = SQLStore(postgres_url)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_a_session_the_server_ends_is_store_unavailable(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """A fast shutdown ends every session, as pg_terminate_backend ends this one."""
+    pid = await postgres_store.run_sql(
+        lambda conn: conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    )
+    other = SQLStore(postgres_url)
+    await other.open()
+
+    def terminate(conn: sa.Connection) -> bool:
+        statement = sa.text("SELECT pg_terminate_backend(:pid)")
+        return bool(conn.execute(statement, {"pid": pid}).scalar_one())
+
+    async def end_it_soon() -> bool:
+        await asyncio.sleep(0.3)
+        return await other.run_sql(terminate)
+
+    try:
+        ended = asyncio.create_task(end_it_soon())
+        with pytest.raises(StoreUnavailable, match="postgresql store"):
+            await postgres_store.run_sql(
+                lambda conn: conn.execute(sa.text("SELECT pg_sleep(10)")).all()
+            )
+        assert await ended
+    finally:
+        await other.close()
+    # The pool drops the dead connection: the next operation works.
+    assert await postgres_store.run_sql(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"), True),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), True),
+        (asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"), True),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key value"), False),
+        (asyncpg.exceptions.UndefinedTableError('relation "x" does not exist'), False),
+    ],
+)
+def test_a_server_going_or_full_is_told_from_a_bad_statement(
+    error: asyncpg.PostgresError, expected: bool
+) -> None:
+    """Wrapped as SQLAlchemy wraps the driver's errors: by its SQLSTATE, not its class."""
+    dbapi = PGDialect_asyncpg.import_dbapi()
+    translated = next(
+        dbapi._asyncpg_error_translate[kind](str(error), error)
+        for kind in type(error).__mro__
+        if kind in dbapi._asyncpg_error_translate
+    )
+    wrapped = sa.exc.DBAPIError.instance(None, None, translated, dbapi.Error)
+    assert unavailable(wrapped) is expected
