@@ -24,6 +24,7 @@ from typing import Any
 
 from bot.logs import Logger, get_logger
 from bot.metrics import Metrics
+from bot.redaction import Redactor
 from bot.store import Job, JobDeferred, Store, StoreUnavailable
 
 RunJob = Callable[[Job], Awaitable[None]]
@@ -69,9 +70,12 @@ class Worker:
         metrics: Metrics | None = None,
         log: Logger | None = None,
         worker_id: str | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.run = run
+        # A job's error is kept and served: never with a secret in it.
+        self.redact = redact or Redactor().scrub
         self.options = options
         self.metrics = metrics
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -228,7 +232,7 @@ class Worker:
         except JobDeferred as deferred:
             await _quietly(
                 self.store.release(
-                    job.id, self.worker_id, delay=deferred.delay, note=deferred.reason
+                    job.id, self.worker_id, delay=deferred.delay, note=self.redact(deferred.reason)
                 ),
                 log,
             )
@@ -237,7 +241,7 @@ class Worker:
             return
         except Exception as exc:
             progress = getattr(exc, "progress", None)
-            await self._failed(job, describe_error(exc), progress, log)
+            await self._failed(job, self.redact(describe_error(exc)), progress, log)
             return
         ok = await _quietly(self.store.complete(job.id, self.worker_id), log)
         self._count(job, "done" if ok else "lost")
