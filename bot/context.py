@@ -1,9 +1,9 @@
 """The one argument every handler gets: the event and what it needs to act on it.
 
 A Context knows the framework's parts (settings, store, the LLM client, the platform bound to
-the event's repository, the repository's configuration, a bound logger) and no use case: the
-review (bot/review/) and the conversation (bot/conversation/) take a Context, never the other
-way round.
+the event's repository, the repository's configuration, a bound logger, the redactor) and no
+use case: the review (bot/review/) and the conversation (bot/conversation/) take a Context,
+never the other way round.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from bot.events import Event
 from bot.llm import LLM
 from bot.logs import Logger, get_logger
 from bot.metrics import Metrics
+from bot.redaction import Redactor
 from bot.repo_config import RepoConfigs
 from bot.store import Store
 from config.repo import EffectiveConfig
@@ -37,6 +38,8 @@ class Context:
     repo_configs: RepoConfigs | None = None  # the runtime's (its cache outlives the event)
     notify: Callable[[], None] = field(default=lambda: None, repr=False)  # wakes local workers
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    # Masks secrets in what is stored or posted (built without the runtime's: shapes only).
+    redactor: Redactor = field(default_factory=Redactor, repr=False)
     log: Logger = field(init=False)
     _platform: Platform | None = field(default=None, init=False, repr=False)
     _repo_config: EffectiveConfig | None = field(default=None, init=False, repr=False)

@@ -16,8 +16,10 @@ from pydantic import SecretStr
 from bot.context import Context
 from bot.events import Event
 from bot.llm import LLM, make_llm
-from bot.logs import get_logger
+from bot.logs import get_logger, mask_secrets_of
 from bot.metrics import Metrics
+from bot.outbound import RedactedPlatform
+from bot.redaction import Redactor
 from bot.repo_config import RepoConfigs
 from bot.review import REVIEW_JOB, Attempt, ReviewRequest, review_pull_request
 from bot.router import HandlerFailed, Router
@@ -58,6 +60,8 @@ class Runtime:
         self.gitlab: GitLab | None = None
         self.repo_configs = RepoConfigs(settings)
         self.llm: LLM | None = None
+        self._redactor = Redactor.from_settings(settings)
+        self._redactor_settings = settings
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -111,6 +115,14 @@ class Runtime:
         await self.store.close()
 
     @property
+    def redactor(self) -> Redactor:
+        """Masks the secrets of the settings in force (/setup can switch them live)."""
+        if self._redactor_settings is not self.settings:
+            self._redactor = Redactor.from_settings(self.settings)
+            self._redactor_settings = self.settings
+        return self._redactor
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         """The process's one aiohttp ClientSession."""
         if self._session is None:
@@ -129,7 +141,13 @@ class Runtime:
             shutdown_grace=s.worker_shutdown_grace_seconds,
             retention_seconds=s.delivery_retention_days * 86400,
         )
-        self.worker = Worker(self.store, self.run_job, options, metrics=self.metrics)
+        self.worker = Worker(
+            self.store,
+            self.run_job,
+            options,
+            metrics=self.metrics,
+            redact=lambda text: self.redactor.scrub(text),
+        )
         return self.worker
 
     def notify_worker(self) -> None:
@@ -154,12 +172,17 @@ class Runtime:
         )
         github = GitHub(settings, self.session)
         self.settings, self.platforms, self.github = settings, platform_status(settings), github
+        mask_secrets_of(settings)  # the new webhook secret, in log lines too
         self.log.info("github app in use", app_id=app_id, enabled=self.platforms["github"].enabled)
 
     # --- Per event ---------------------------------------------------------------------------
 
     def platform_for(self, event: Event) -> Platform:
-        """A Platform bound to the event's repository (and installation)."""
+        """A Platform bound to the event's repository (and installation); what it posts is
+        redacted."""
+        return RedactedPlatform(self._platform_for(event), self.redactor)
+
+    def _platform_for(self, event: Event) -> Platform:
         if event.repo is None:
             raise PlatformNotConfigured(f"{event.label} names no repository")
         if event.platform == "github" and self.github is not None:
@@ -187,6 +210,7 @@ class Runtime:
             repo_configs=self.repo_configs,
             notify=self.notify_worker,
             clock=self.clock,
+            redactor=self.redactor,
         )
 
     async def run_job(self, job: Job) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from bot.logs import Logger, get_logger
 from bot.metrics import Metrics
+from bot.redaction import Redactor
 from bot.store import Job, JobDeferred, Store, StoreUnavailable
 
 RunJob = Callable[[Job], Awaitable[None]]
@@ -86,9 +87,12 @@ class Worker:
         metrics: Metrics | None = None,
         log: Logger | None = None,
         worker_id: str | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.run = run
+        # A job's error is kept and served: never with a secret in it.
+        self.redact = redact or Redactor().scrub
         self.options = options
         self.metrics = metrics
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -322,13 +326,13 @@ class Worker:
                 job.id,
                 self.worker_id,
                 delay=deferred.delay,
-                note=deferred.reason,
+                note=self.redact(deferred.reason),
             )
             await self._record(job, "deferred", release, log)
             return
         except Exception as exc:
             progress = getattr(exc, "progress", None)
-            await self._failed(job, describe_error(exc), progress, log)
+            await self._failed(job, self.redact(describe_error(exc)), progress, log)
             return
         complete = functools.partial(self.store.complete, job.id, self.worker_id)
         if await self._record(job, "done", complete, log):

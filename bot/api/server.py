@@ -4,7 +4,7 @@ Every request passes one guard, in this order: CORS preflights are answered (and
 counted); the caller is identified by its bearer token, or else by its address; the rate
 limit is applied to that client; the operation checks the caller's role; refusals become
 ApiError answers; every answer gets the rate-limit headers, and the CORS headers when its
-origin is allowed.
+origin is allowed. What an operation answers is redacted (bot/redaction.py) on the way out.
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ def _endpoint(op: Operation) -> Callable[[web.Request], Any]:
         path = _parameters(op.path_model, request.match_info, "path")
         call = Call(state.runtime, state.clock(), caller, query=query, path=path)
         result: BaseModel = await op.handler(call)
-        return web.json_response(result.model_dump(mode="json"))
+        # Stored text (errors, reasons, findings) may predate redaction at its source.
+        return web.json_response(state.runtime.redactor.scrub_value(result.model_dump(mode="json")))
 
     endpoint.__name__ = op.operation_id
     return endpoint

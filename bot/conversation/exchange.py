@@ -8,6 +8,7 @@ With ARBITER_POST_COMMENTS=false nothing is posted (the exchange is still record
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from bot.context import Context
@@ -19,7 +20,9 @@ from platforms.base import REPLY_MARKER, CommentRef, PlatformError, Reaction
 
 async def begin(ctx: Context, start: ExchangeStart) -> ExchangeRecord | None:
     """The exchange for this delivery, or None when an earlier attempt already finished it."""
-    record = await ctx.store.start_exchange(start)
+    record = await ctx.store.start_exchange(
+        replace(start, question=ctx.redactor.scrub(start.question))
+    )
     if record.outcome != "pending":
         ctx.log.info("exchange already handled", exchange=record.id, outcome=record.outcome)
         return None
@@ -29,7 +32,11 @@ async def begin(ctx: Context, start: ExchangeStart) -> ExchangeRecord | None:
 async def finish(
     ctx: Context, record: ExchangeRecord, outcome: ExchangeOutcome, **changes: Any
 ) -> None:
-    await ctx.store.update_exchange(record.id, outcome=outcome, finished_at=time.time(), **changes)
+    # What was said is kept and served: secrets (a pasted token, one the model echoed) are not.
+    text = {k: ctx.redactor.scrub(v) for k, v in changes.items() if isinstance(v, str)}
+    await ctx.store.update_exchange(
+        record.id, outcome=outcome, finished_at=time.time(), **{**changes, **text}
+    )
     ctx.log.info(
         "exchange done",
         exchange=record.id,

@@ -221,6 +221,7 @@ async def _record(
         ],
     )
     state, description = final_status(result, fail_on)
+    description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
     await _status(ctx, pr, state, description)
     await store.update_pr_state(
         platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
@@ -240,7 +241,9 @@ async def _record(
         cost_usd=result.usage.cost_usd,
         findings=len(result.findings),
         severity_counts=severity_counts(result.findings),
-        not_reviewed=[{"path": n.path, "reason": n.reason} for n in result.not_reviewed],
+        not_reviewed=[
+            {"path": n.path, "reason": ctx.redactor.scrub(n.reason)} for n in result.not_reviewed
+        ],
         dropped=len(result.dropped) + len(dropped),
         posted_review_id=str(posted.id) if posted and posted.id is not None else None,
         duration_seconds=round(duration, 3),
@@ -266,6 +269,7 @@ async def _fail(
     *,
     result: ReviewResult | None = None,
 ) -> None:
+    reason = ctx.redactor.scrub(reason)  # a provider's error may echo its key
     await _status(ctx, pr, "error", f"Arbiter could not review: {reason}")
     usage = result.usage if result else None
     await ctx.store.update_review(

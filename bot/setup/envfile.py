@@ -1,14 +1,17 @@
 """Saving the new App's credentials: a few variables into `.env`, the private key into a file.
 
-`.env` keeps every other byte as it was (comments, order, line endings, file mode); a variable
-already set to something else is replaced and reported, never silently. The key file is
-created with mode 0600 from the start, so it is never readable by others, not even briefly.
+`.env` keeps every other byte as it was (comments, order, line endings, owner); a variable
+already set to something else is replaced and reported, never silently. Both files hold
+secrets, so both are 0600: the key file and a new `.env` are created so from the start, never
+readable by others, not even briefly; an existing `.env` that others could read is tightened
+before the secret goes in, and the update says so.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ class EnvUpdate:
     replaced: tuple[str, ...]  # had a different value, now the new one
     unchanged: tuple[str, ...]  # already had this value
     names: frozenset[str]  # every variable the file assigns now, upper-cased
+    tightened_from: int | None = None  # the mode it had, when others could read it
 
 
 def update_env_file(
@@ -76,10 +80,13 @@ def update_env_file(
             lines.append(f"{name}={quote_value(value)}{newline}")
             outcome[key] = "added"
     updated = "".join(lines)
+    tightened_from = None
     if original is None:
         _create_private(path, updated.encode(_ENCODING, _ERRORS))
-    elif updated != text:
-        _rewrite_in_place(path, updated.encode(_ENCODING, _ERRORS))
+    else:
+        tightened_from = make_private(path)
+        if updated != text:
+            _rewrite_in_place(path, updated.encode(_ENCODING, _ERRORS))
 
     def named(kind: str) -> tuple[str, ...]:
         return tuple(wanted[key][0] for key in wanted if outcome[key] == kind)
@@ -95,6 +102,7 @@ def update_env_file(
             for m in (_ASSIGNMENT.match(x.rstrip("\r\n")) for x in lines)
             if m is not None and dotenv_value(m.group(2))
         ),
+        tightened_from=tightened_from,
     )
 
 
@@ -139,6 +147,28 @@ def write_private_key(directory: Path, stem: str, pem: str) -> Path:
             continue
         return path
     raise FileExistsError(f"no free name for the private key file in {directory}")
+
+
+def make_private(path: Path) -> int | None:
+    """Make the existing file at `path` readable and writable by its owner alone (0600).
+
+    Returns the mode it had when its group or others had any access, None when it was private
+    already. Raises OSError, saying what to do, when it cannot be changed (another user owns
+    it): no secret goes into a file others can read.
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return None
+    try:
+        path.chmod(0o600)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"{exc.strerror}: it is readable by others (mode {mode:04o}) and must be made "
+            "private (chmod 600) before a secret is written into it",
+            str(path),
+        ) from exc
+    return mode
 
 
 def _create_private(path: Path, data: bytes) -> None:

@@ -282,6 +282,11 @@ class SetupFlow:
             f"{name} already had a different value in {update.path}; it was replaced."
             for name in update.replaced
         ]
+        if update.tightened_from is not None:
+            warnings.append(
+                f"{update.path} was readable by other users (mode {update.tightened_from:04o}); "
+                "it is now 0600, as a file holding secrets must be."
+            )
         warnings += [
             f"{name} is also set in this process's environment, which wins over .env: unset "
             "it before Arbiter restarts, or the old value comes back."

@@ -13,6 +13,8 @@ StoreUnavailable.
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.logs import get_logger
 from bot.metrics import PoolUsage
 from bot.store.base import StoreUnavailable
 from bot.store.batching import GroupCommit
@@ -192,6 +195,8 @@ def _sqlite_engine(url: str) -> Engine:
     memory = database in (None, "", ":memory:")
     if not memory and database is not None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if not parsed.query.get("uri"):
+            _private_database(Path(database).expanduser())
     engine = sa.create_engine(
         parsed, poolclass=sa.pool.SingletonThreadPool if memory else sa.pool.QueuePool
     )
@@ -215,3 +220,32 @@ def _sqlite_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _private_database(path: Path) -> None:
+    """The database holds reviewed code (the model cache) and every review: it is created 0600,
+    and SQLite gives its -wal and -shm files the database's mode. A file an older release left
+    readable by others is tightened, with its companions, and the log says so."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(0o600)
+                get_logger(component="store").warning(
+                    "database file was readable by other users; it is now 0600",
+                    file=str(file),
+                    mode=f"{mode:04o}",
+                )
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            get_logger(component="store").warning(
+                "database file is readable by other users: make it private (chmod 600)",
+                file=str(file),
+                error=str(exc),
+            )

@@ -1,4 +1,5 @@
-"""Saving credentials: .env keeps every other byte, says what it replaced; keys are 0600."""
+"""Saving credentials: .env keeps every other byte, says what it replaced; it and the keys are
+0600."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def test_everything_else_stays_byte_for_byte(tmp_path: Path) -> None:
         b"ARBITER_GITHUB_PRIVATE_KEY_PATH=/srv/arbiter/app.private-key.pem\r\n"
         b"ARBITER_GITHUB_WEBHOOK_SECRET=0123abcd\r\n"
     )
-    assert stat.S_IMODE(env.stat().st_mode) == 0o640  # rewritten in place, mode kept
+    # Rewritten in place (owner, links kept), and no longer readable by the group.
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert update.tightened_from == 0o640
     assert "OPENAI_API_KEY" in update.names and "ARBITER_LOG_LEVEL" in update.names
 
 
@@ -79,6 +82,56 @@ def test_the_same_value_is_left_alone_and_an_empty_one_filled(tmp_path: Path) ->
     before = env.read_bytes()
     again = update_env_file(env, VALUES)
     assert again.unchanged == tuple(VALUES) and env.read_bytes() == before
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o666, 0o604])
+def test_an_existing_env_file_readable_by_others_is_made_private(tmp_path: Path, mode: int) -> None:
+    env = tmp_path / ".env"
+    env.write_text("ARBITER_LOG_LEVEL=DEBUG\n")
+    os.chmod(env, mode)
+    update = update_env_file(env, VALUES)
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert update.tightened_from == mode
+    # Already private, or unchanged: nothing to say.
+    again = update_env_file(env, VALUES)
+    assert again.tightened_from is None and again.unchanged == tuple(VALUES)
+
+
+def test_a_private_env_file_holding_the_secret_already_is_made_private_too(
+    tmp_path: Path,
+) -> None:
+    env = tmp_path / ".env"
+    env.write_text("".join(f"{name}={value}\n" for name, value in VALUES.items()))
+    os.chmod(env, 0o644)
+    before = env.read_bytes()
+    update = update_env_file(env, VALUES)
+    assert update.unchanged == tuple(VALUES) and env.read_bytes() == before
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600 and update.tightened_from == 0o644
+
+
+def test_no_secret_goes_into_a_file_others_can_read_and_that_cannot_be_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / ".env"
+    env.write_text("ARBITER_LOG_LEVEL=DEBUG\n")
+    os.chmod(env, 0o644)
+
+    def not_the_owner(self: Path, mode: int) -> None:  # as for a file another user owns
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "chmod", not_the_owner)
+    with pytest.raises(OSError, match=r"mode 0644\) and must be made private \(chmod 600\)"):
+        update_env_file(env, VALUES)
+    assert env.read_text() == "ARBITER_LOG_LEVEL=DEBUG\n"
+
+
+def test_a_new_env_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old_umask = os.umask(0)
+    try:
+        update = update_env_file(tmp_path / ".env", VALUES)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(update.path.stat().st_mode) == 0o600 and update.tightened_from is None
 
 
 def test_a_path_with_spaces_and_quotes_reads_back_exactly(tmp_path: Path) -> None:

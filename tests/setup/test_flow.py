@@ -182,6 +182,7 @@ async def test_existing_values_are_replaced_and_reported(
         "ARBITER_LOG_LEVEL=DEBUG\n"
     )
     (tmp_path / ".env").write_text(before)
+    (tmp_path / ".env").chmod(0o644)  # readable by everyone on the machine
     monkeypatch.setenv("ARBITER_GITHUB_APP_ID", "999")  # an App id without its key
     arbiter = await make_arbiter()
     form = await arbiter.form()
@@ -194,6 +195,8 @@ async def test_existing_values_are_replaced_and_reported(
     assert "ARBITER_GITHUB_WEBHOOK_SECRET already had a different value" in page
     assert "it was replaced" in page
     assert "ARBITER_GITHUB_APP_ID is also set in this process&#x27;s environment" in page
+    assert "was readable by other users (mode 0644); it is now 0600" in page
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
     after = (tmp_path / ".env").read_text()
     created = fake_github.created_apps[0]
     assert after.startswith(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -64,3 +67,47 @@ async def test_database_errors_surface_as_store_unavailable(
 
     with pytest.raises(StoreUnavailable, match="sqlite store"):
         await sqlite_store._run(broken, alone=alone)
+
+
+async def test_the_database_and_its_wal_files_are_private_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    # It holds reviewed code (the model cache) and every review: 0600, like the secrets.
+    path = tmp_path / "data" / "arbiter.db"
+    old_umask = os.umask(0o022)  # the usual one, under which files come out 0644
+    try:
+        store = SQLStore(f"sqlite+aiosqlite:///{path}")
+        await store.open()
+        try:
+            await store.migrate()
+            await store.enqueue(NewJob(kind="event", payload="a"))  # the WAL files exist now
+            files = sorted(p.name for p in path.parent.iterdir())
+            assert files == ["arbiter.db", "arbiter.db-shm", "arbiter.db-wal"]
+            for name in files:
+                assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name
+        finally:
+            await store.close()
+    finally:
+        os.umask(old_umask)
+
+
+async def test_a_database_left_readable_by_an_older_release_is_made_private(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "arbiter.db"
+    first = SQLStore(f"sqlite+aiosqlite:///{path}")
+    await first.open()
+    await first.migrate()
+    await first.close()
+    for leftover in (path, path.with_name("arbiter.db-wal")):
+        leftover.touch()
+        leftover.chmod(0o644)
+    again = SQLStore(f"sqlite+aiosqlite:///{path}")
+    await again.open()
+    try:
+        await again.enqueue(NewJob(kind="event", payload="b"))
+        for name in ("arbiter.db", "arbiter.db-wal", "arbiter.db-shm"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+        assert [j.payload for j in await again.list_jobs()] == ["b"]
+    finally:
+        await again.close()
