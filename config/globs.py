@@ -3,6 +3,10 @@
 `*` matches within one path segment, `**` across segments (`src/**`, `**/*.test.ts`), `?` one
 character, `[abc]` a class, `{a,b}` alternatives. A pattern without a `/` matches a file name
 anywhere in the tree (`*.lock`); one ending in `/` matches everything under that directory.
+
+A glob is translated to a regular expression matched by RE2 (config/patterns.py), in time
+linear in the path whatever the pattern: `**/**/**/…/z` cannot freeze anything. Globs are
+bounded in length; one RE2 cannot compile raises PatternError.
 """
 
 from __future__ import annotations
@@ -10,10 +14,23 @@ from __future__ import annotations
 import functools
 import re
 
+from config.patterns import LinearPattern, PatternError, compile_regex
 
-@functools.cache
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """The regular expression a path must fully match for `pattern` to select it."""
+MAX_GLOB_CHARS = 500
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_glob(pattern: str) -> LinearPattern:
+    """The pattern a path must fully match for `pattern` to select it (PatternError when the
+    glob is too long or cannot be compiled)."""
+    if len(pattern) > MAX_GLOB_CHARS:
+        raise PatternError(
+            f"it is {len(pattern):,} characters long, over the limit of {MAX_GLOB_CHARS:,}"
+        )
+    return _compiled(pattern)
+
+
+def _compiled(pattern: str) -> LinearPattern:
     text = pattern.strip()
     if text.startswith("./"):
         text = text[2:]
@@ -24,11 +41,11 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     body = _translate(text)
     if not anchored:
         body = f"(?:.*/)?{body}"
-    return re.compile(f"{body}(?:/.*)?", re.DOTALL)
+    return compile_regex(f"{body}(?:/.*)?", dot_all=True)
 
 
 def matches(pattern: str, path: str) -> bool:
-    return compile_glob(pattern).fullmatch(path) is not None
+    return compile_glob(pattern).fullmatch(path)
 
 
 def _translate(glob: str) -> str:
