@@ -37,12 +37,15 @@ class LinearPattern:
 
 
 @functools.lru_cache(maxsize=_CACHED)
-def compile_regex(pattern: str, *, dot_all: bool = False) -> LinearPattern:
-    """`pattern` (Python / RE2 syntax) compiled by RE2; PatternError when it cannot be."""
+def compile_regex(
+    pattern: str, *, dot_all: bool = False, max_mem: int = MAX_PATTERN_MEMORY
+) -> LinearPattern:
+    """`pattern` (Python / RE2 syntax) compiled by RE2; PatternError when it cannot be. Past
+    `max_mem` RE2 still matches in linear time, with a slower engine."""
     options = re2.Options()
     options.log_errors = False  # RE2 would print every refused pattern on stderr
     options.never_capture = True  # only whether it matches is wanted
-    options.max_mem = MAX_PATTERN_MEMORY
+    options.max_mem = max_mem
     options.dot_nl = dot_all
     try:
         return LinearPattern(pattern, re2.compile(pattern, options))
