@@ -15,6 +15,8 @@ with GFM tables, as GitHub and GitLab render comments), never by a regular expre
 - `defused(comment)` is the last pass over a whole comment before it is posted: whatever
   embedding made live again (a stray backtick before a code span, a cut) is defused, and
   Arbiter's own tags are left alone.
+- `spoken_text(markdown)` is the other way round: the words of a comment a reader sees as
+  its author's own (not code, quotes, HTML or links), where a mention of the bot counts.
 
 How: each `@`, `&` and (outside autolinks) `<` is swapped for a private-use character of its
 own, which CommonMark reads as plain text; the parser then says where each one landed, and
@@ -64,6 +66,21 @@ def defused(comment: str) -> str:
     return _defuse(comment, all_html=False, close_fence=False)
 
 
+def spoken_text(markdown: str) -> str:
+    """The words a reader sees as the author's own: the rendered text outside code, quotes,
+    HTML and links, each block on lines of its own (code and HTML are replaced by a space)."""
+    blocks: list[str] = []
+    quoted = 0
+    for token in _PARSER.parse(markdown):
+        if token.type == "blockquote_open":
+            quoted += 1
+        elif token.type == "blockquote_close":
+            quoted -= 1
+        elif token.type == "inline" and not quoted:
+            blocks.append(_spoken_inline(token.children or []))
+    return "\n\n".join(blocks)
+
+
 def code(text: str) -> str:
     """`text` as one inline code span, whatever it holds."""
     shown = _CONTROL.sub(lambda m: _symbol(m.group()), text)
@@ -87,6 +104,23 @@ def suggestion_block(suggestion: str) -> str:
     longest = max((len(run) for run in re.findall(r"`{3,}", suggestion)), default=2)
     fence = "`" * max(3, longest + 1)
     return f"{fence}suggestion\n{suggestion}\n{fence}"
+
+
+def _spoken_inline(children: Iterable[Token]) -> str:
+    out: list[str] = []
+    linked = 0
+    for child in children:
+        if child.type == "link_open":
+            linked += 1
+        elif child.type == "link_close":
+            linked -= 1
+        elif child.type == "text" and not linked:
+            out.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            out.append("\n")
+        elif child.type in ("code_inline", "html_inline", "image"):
+            out.append(" ")
+    return "".join(out)
 
 
 # --- Reading where each special character lands ---------------------------------------------------
