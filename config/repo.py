@@ -3,9 +3,10 @@
 `resolve()` is pure: the YAML texts in (the operator's defaults file, the repository's file),
 an `EffectiveConfig` out, with where each value came from and every problem in plain words.
 It never raises for a bad file. A file with a syntax error, an unknown key, a wrong type, a bad
-glob or regex, or over 64 KB is not used at all: that layer falls back to the one below it. A
-valid file that asks for what the operator does not allow (a model not in
-ARBITER_ALLOWED_MODELS, a cost cap above ARBITER_MAX_COST_PER_REVIEW_USD) loses only that key.
+glob or regex (too long, or one RE2 cannot match in linear time), or over 64 KB is not used at
+all: that layer falls back to the one below it. A valid file that asks for what the operator
+does not allow (a model not in ARBITER_ALLOWED_MODELS, a cost cap above
+ARBITER_MAX_COST_PER_REVIEW_USD) loses only that key.
 
 Layers, lowest first: the built-in defaults of the models below, the operator's defaults file
 (ARBITER_REPO_CONFIG_DEFAULTS), the repository's file. Mappings merge key by key; a list or a
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from config.globs import compile_glob
+from config.globs import MAX_GLOB_CHARS, compile_glob
+from config.patterns import MAX_REGEX_CHARS, PatternError, compile_regex
 from config.severity import Severity
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ def glob_problem(pattern: str, *, negatable: bool = False) -> str | None:
             return "'!' needs a pattern after it, e.g. !docs/**"
     if not text:
         return "an empty pattern matches nothing"
+    if len(text) > MAX_GLOB_CHARS:
+        return f"it is {len(text):,} characters long, over the limit of {MAX_GLOB_CHARS:,}"
     for opener, closer in (("[", "]"), ("{", "}")):
         if text.count(opener) > text.count(closer):
             literal = "[[]" if opener == "[" else "[{]"
@@ -71,8 +75,8 @@ def glob_problem(pattern: str, *, negatable: bool = False) -> str | None:
             )
     try:
         compile_glob(text)
-    except re.error as exc:
-        return f"it is not a valid glob ({exc.msg})"
+    except PatternError as exc:
+        return f"it is not a valid glob: {exc}"
     return None
 
 
@@ -93,16 +97,20 @@ def _path_glob(value: str) -> str:
 def _branch_regex(value: str) -> str:
     if not value.strip():
         raise ValueError("an empty regular expression matches every branch")
+    if len(value) > MAX_REGEX_CHARS:
+        raise ValueError(
+            f"it is {len(value):,} characters long, over the limit of {MAX_REGEX_CHARS:,}"
+        )
     try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"it is not a valid regular expression ({exc.msg})") from None
+        compile_regex(value)
+    except PatternError as exc:
+        raise ValueError(f"it is not a valid regular expression: {exc}") from None
     return value
 
 
 PathFilter = Annotated[str, AfterValidator(_path_filter)]
 PathGlob = Annotated[str, AfterValidator(_path_glob)]
-BranchRegex = Annotated[str, Field(max_length=200), AfterValidator(_branch_regex)]
+BranchRegex = Annotated[str, AfterValidator(_branch_regex)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -135,7 +143,8 @@ class AutoReview(_Section):
         default_factory=list,
         max_length=50,
         description=(
-            "a list of regular expressions, each matching a whole branch name, e.g. "
+            "a list of regular expressions (RE2 syntax: no look-arounds or back-references; up "
+            "to 50, each up to 200 characters), each matching a whole branch name, e.g. "
             '["release/.*"]: pull requests into these branches are reviewed too (the default '
             "branch always is)"
         ),

@@ -42,6 +42,32 @@ def finding_marker(fingerprint: str) -> str:
     return f"{MARKER_PREFIX}finding {fingerprint} -->"
 
 
+def markers_in(body: str) -> tuple[str, ...]:
+    """The markers of a comment, where Arbiter writes them and nowhere else: its first line
+    (`upsert_comment`), and the marker lines that end it (reviews, findings, replies). A
+    marker elsewhere (a file name in a list, a quote, a code block) is text, not a marker."""
+    lines = body.replace("\r\n", "\n").split("\n")
+    found: list[str] = []
+    if lines and _is_marker(lines[0]):
+        found.append(lines[0].rstrip())
+    for line in reversed(lines[1:]):
+        if _is_marker(line):
+            found.append(line.rstrip())
+        elif line.strip():
+            break
+    return tuple(found)
+
+
+def has_marker(body: str, marker: str) -> bool:
+    """Whether `body` carries `marker` where Arbiter writes it (see `markers_in`)."""
+    return marker in markers_in(body)
+
+
+def _is_marker(line: str) -> bool:
+    text = line.rstrip()  # Arbiter writes markers at the start of a line: no indent allowed
+    return text.startswith(MARKER_PREFIX) and text.endswith("-->") and "\n" not in text
+
+
 # --- The protocol's data types --------------------------------------------------------------------
 
 Permission = Literal["admin", "write", "read", "none"]

@@ -42,6 +42,7 @@ from platforms.base import (
     SinceNotAncestor,
     StatusState,
     comment_marker,
+    has_marker,
     review_marker,
 )
 from platforms.github_auth import (
@@ -381,7 +382,7 @@ class GitHubPlatform:
         """
         if key is not None:
             marker = review_marker(key)
-            summary = summary if marker in summary else f"{summary}\n\n{marker}".lstrip()
+            summary = summary if has_marker(summary, marker) else f"{summary}\n\n{marker}".lstrip()
             existing = await self._find_review(pr, marker)
             if existing is not None:
                 return PostedReview(
@@ -418,7 +419,7 @@ class GitHubPlatform:
 
     async def _find_review(self, pr: PullRequest, marker: str) -> dict[str, Any] | None:
         for review in await self._our_reviews(pr):
-            if review.get("state") != "PENDING" and marker in (review.get("body") or ""):
+            if review.get("state") != "PENDING" and has_marker(review.get("body") or "", marker):
                 return review
         return None
 
@@ -511,7 +512,7 @@ class GitHubPlatform:
 
     async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
         marker = comment_marker(key)
-        text = body if marker in body else f"{marker}\n{body}"
+        text = body if has_marker(body, marker) else f"{marker}\n{body}"
         me = await self._github.login(delivery_id=self.delivery_id)
         existing = await self._find_marked(pr.number, marker, me)
         if existing is None:
@@ -539,7 +540,7 @@ class GitHubPlatform:
             async with aclosing(http.getiter(url, oauth_token=token)) as comments:
                 async for comment in comments:
                     login = (comment.get("user") or {}).get("login")
-                    if marker in (comment.get("body") or "") and login == author:
+                    if login == author and has_marker(comment.get("body") or "", marker):
                         return cast(dict[str, Any], comment)
             return None
 

@@ -54,6 +54,7 @@ from platforms.base import (
     SinceNotAncestor,
     StatusState,
     comment_marker,
+    has_marker,
     review_marker,
 )
 from platforms.gitlab_diff import (
@@ -367,7 +368,7 @@ class GitLabPlatform:
 
     async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
         marker = comment_marker(key)
-        text = body if marker in body else f"{marker}\n{body}"
+        text = body if has_marker(body, marker) else f"{marker}\n{body}"
 
         def work(client: gitlab.Gitlab) -> CommentRef:
             mr = self._mr(client, pr.number)
@@ -405,7 +406,7 @@ class GitLabPlatform:
         self, client: gitlab.Gitlab, mr: ProjectMergeRequest, marker: str
     ) -> dict[str, Any] | None:
         notes = self._our_notes(client, mr, newest_first=True)
-        return next((n for n in notes if marker in (n.get("body") or "")), None)
+        return next((n for n in notes if has_marker(n.get("body") or "", marker)), None)
 
     async def reply(self, comment: CommentRef, body: str) -> CommentRef:
         number = comment.number
@@ -502,7 +503,7 @@ class _ReviewPoster:
             body_note: dict[str, Any] | None = None
             for ours in self.platform._our_notes(self.client, self.mr):
                 text = ours.get("body") or ""
-                if self.marker in text:
+                if has_marker(text, self.marker):
                     body_note = ours
                 posted_tags.update(t for c in comments if (t := self.tag(c)) and t in text)
             if body_note is not None:

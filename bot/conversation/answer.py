@@ -54,6 +54,7 @@ FINDINGS_SHOWN = 30
 THREAD_ENTRIES = 12  # the latest entries of a long thread
 ENTRY_CHARS = 4000
 ANSWER_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
+CUT_ROOM = 100  # for the note that the answer was cut
 ARBITER = "Arbiter"
 
 
@@ -263,11 +264,18 @@ def verdict(value: AnswerModel, threshold: float) -> Literal["answered", "unsure
 
 
 def answer_text(answer: str) -> str:
-    """The model's answer as posted: mentions and markers defused, within a comment's size."""
-    text = neutralise(answer.strip())
-    if len(text) > ANSWER_CHARS:
-        text = text[:ANSWER_CHARS].rstrip() + "\n\n… (cut to fit a comment)"
-    return text
+    """The model's answer as posted: mentions and markers defused, within a comment's size.
+    It is cut before it is neutralised: a cut inside a code span must not free what is in it."""
+    text = answer.strip()
+    keep = ANSWER_CHARS
+    while True:
+        cut = len(text) > keep
+        shown = neutralise(text[:keep].rstrip() if cut else text)
+        if cut:
+            shown += "\n\n… (cut to fit a comment)"
+        if len(shown) <= ANSWER_CHARS + CUT_ROOM or keep < 1000:
+            return shown
+        keep //= 2  # defusing grew it (every `@` gains a character): cut deeper
 
 
 def earlier_in_thread(

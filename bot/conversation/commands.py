@@ -214,5 +214,5 @@ def config_reply(effective: EffectiveConfig) -> str:
     ]
     if effective.repo_problems:
         lines += ["", f"**Problems in {file}** (the defaults apply where they are):", ""]
-        lines += [f"- {neutralise(str(problem))}" for problem in effective.repo_problems]
+        lines += [f"- {neutralise(' '.join(str(p).split()))}" for p in effective.repo_problems]
     return "\n".join(lines)

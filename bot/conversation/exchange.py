@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.context import Context
 from bot.conversation.mentions import Command, Request
+from bot.core.markdown import defused
 from bot.events import Event, Sender, comment_ref
 from bot.store.base import ExchangeOutcome, ExchangeRecord, ExchangeStart
 from platforms.base import REPLY_MARKER, CommentRef, PlatformError, Reaction
@@ -100,5 +101,6 @@ def exchange_start(event: Event, request: Request) -> ExchangeStart:
 
 
 def as_reply(text: str) -> str:
-    """Arbiter's reply as posted: with the marker that keeps it from being taken as a request."""
-    return f"{text.rstrip()}\n\n{REPLY_MARKER}"
+    """Arbiter's reply as posted: the last pass over it (no mention pings, bot/core/markdown.py),
+    and the marker that keeps it from being taken as a request."""
+    return f"{defused(text.rstrip())}\n\n{REPLY_MARKER}"

@@ -6,8 +6,9 @@ after it: one of `commands` (the table of bot/conversation/commands.py) is a `Co
 anything else makes the comment a `Question`.
 
 A mention does not count inside code (spans, fenced or indented blocks), quoted text (`>` lines
-and their lazy continuations) or HTML comments, as GitHub and GitLab render them: a pasted log,
-an example, or a quote of an earlier comment must not set the bot off.
+and their lazy continuations), HTML or links, as GitHub and GitLab render them (decided by a
+CommonMark parser): a pasted log, an example, or a quote of an earlier comment must not set the
+bot off.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-_FENCE_OPEN = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
-_QUOTE = re.compile(r"^ {0,3}>")
-_INDENTED = re.compile(r"^(?: {4}|\t)")
-_TICKS = re.compile(r"`+")
-_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+from bot.core.markdown import spoken_text
+
 _WORD = re.compile(r"[ \t:,]*(?P<word>[A-Za-z][A-Za-z-]*)")  # on the mention's line
 
 
@@ -47,65 +45,14 @@ def mention_pattern(bot_name: str) -> re.Pattern[str]:
     # Not part of an e-mail address, a longer name (@arbiter-dev, @arbiter.ci) or a team
     # (@arbiter/reviewers); a full stop that ends the sentence is fine.
     return re.compile(
-        rf"(?<![\w@/.+`-])@{handle}(?:\[bot\])?(?![\w/-]|\.\w)", re.IGNORECASE | re.UNICODE
+        rf"(?<![\w@/.+-])@{handle}(?:\[bot\])?(?![\w/-]|\.\w)", re.IGNORECASE | re.UNICODE
     )
 
 
 def readable_text(body: str) -> str:
-    """`body` with code, quoted text and HTML comments blanked out (each replaced by spaces or
-    empty lines, so the words around them stay apart)."""
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    kept: list[str] = []
-    fence: tuple[str, int] | None = None
-    after_blank = True  # an indented code block starts only after a blank line
-    in_code = in_quote = False
-    for line in lines:
-        if fence is not None:
-            char, length = fence
-            if re.fullmatch(rf" {{0,3}}{re.escape(char)}{{{length},}}[ \t]*", line):
-                fence = None
-            kept.append("")
-            continue
-        opening = _FENCE_OPEN.match(line)
-        if opening and not (opening["fence"][0] == "`" and "`" in opening["info"]):
-            fence = (opening["fence"][0], len(opening["fence"]))
-            kept.append("")
-            in_code = in_quote = False
-            continue
-        if not line.strip():
-            kept.append("")
-            after_blank, in_quote = True, False
-            continue
-        if _QUOTE.match(line) or in_quote:  # a line right after a quote continues it
-            kept.append("")
-            in_quote, after_blank, in_code = True, False, False
-            continue
-        if _INDENTED.match(line) and (after_blank or in_code):
-            kept.append("")
-            in_code, after_blank = True, False
-            continue
-        kept.append(line)
-        in_code = after_blank = False
-    paragraphs = "\n".join(kept).split("\n\n")  # a code span never crosses a blank line
-    text = "\n\n".join(_without_code_spans(p) for p in paragraphs)
-    return _HTML_COMMENT.sub(" ", text)
-
-
-def _without_code_spans(text: str) -> str:
-    """CommonMark's rule: a run of backticks opens a span that the next run of the same length
-    closes; a run that is never closed is literal text."""
-    out: list[str] = []
-    start = position = 0
-    while (opening := _TICKS.search(text, position)) is not None:
-        run = opening.group(0)
-        closing = re.compile(rf"(?<!`){run}(?!`)").search(text, opening.end())
-        if closing is None:
-            position = opening.end()
-            continue
-        out += [text[start : opening.start()], " "]
-        start = position = closing.end()
-    out.append(text[start:])
-    return "".join(out)
+    """The text of `body` a reader sees as the author's own, as a CommonMark parser reads it:
+    code, quoted text, HTML and links left out (bot/core/markdown.py)."""
+    return spoken_text(body)
 
 
 def mentions(body: str, bot_name: str) -> bool:

@@ -18,7 +18,7 @@ from bot.conversation.mentions import Request, mentions, read_request
 from bot.conversation.threads import is_thread_reply
 from bot.events import Comment, Event
 from config.repo import EffectiveConfig
-from platforms.base import MARKER_PREFIX, Permission
+from platforms.base import Permission, markers_in
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def written_by_a_bot(event: Event, bot_name: str) -> bool:
     people = [p for p in (comment.author if comment else None, event.sender) if p is not None]
     if any(p.is_bot or is_arbiter(p.login, bot_name) for p in people):
         return True
-    return comment is not None and MARKER_PREFIX in comment.body
+    return comment is not None and bool(markers_in(comment.body))
 
 
 def is_arbiter(login: str, bot_name: str) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bot.core.diff import ADDED, DiffFile
-from config.globs import matches
+from config.globs import first_match, matches_any
 
 LOCK_FILES = frozenset(
     {
@@ -108,10 +108,10 @@ class PathFilters:
         return cls(tuple(include), tuple(exclude))
 
     def reason_to_skip(self, path: str) -> str | None:
-        for pattern in self.exclude:
-            if matches(pattern, path):
-                return f"excluded by the path filter !{pattern}"
-        if self.include and not any(matches(p, path) for p in self.include):
+        excluded = first_match(self.exclude, path)
+        if excluded is not None:
+            return f"excluded by the path filter !{excluded}"
+        if self.include and not matches_any(self.include, path):
             shown = ", ".join(self.include[:3]) + (", …" if len(self.include) > 3 else "")
             return f"outside the path filters ({shown})"
         return None
@@ -153,13 +153,13 @@ def reason_to_skip(file: DiffFile) -> str | None:
     vendored = next((d for d in directories if d in VENDOR_DIRS), None)
     if vendored is not None:
         return f"vendored code (under {vendored}/)"
-    generated = next((g for g in GENERATED_GLOBS if matches(g, path)), None)
+    generated = first_match(GENERATED_GLOBS, path)
     if generated is not None:
         return f"generated file ({generated})"
     marker = _generated_marker(file)
     if marker is not None:
         return f"generated file (marked {marker!r})"
-    if any(matches(g, path) for g in MINIFIED_GLOBS):
+    if matches_any(MINIFIED_GLOBS, path):
         return "minified file"
     longest = max(
         (len(line.text) for hunk in file.hunks for line in hunk.lines if line.kind == ADDED),

@@ -1,6 +1,7 @@
 """Rendering: inline comment bodies and the review summary, in GitHub/GitLab Markdown.
 
-Everything the model wrote is neutralised (bot/core/markdown.py) before it is posted; code
+Everything the model or an author wrote is neutralised (bot/core/markdown.py) before it is
+posted, paths are code spans, and each whole comment gets the last pass (`defused`); code
 spans, fenced blocks and suggestions are left exactly as written.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.core.filters import NotReviewed
 from bot.core.findings import DroppedFinding, Finding
-from bot.core.markdown import code, neutralise, suggestion_block
+from bot.core.markdown import code, defused, neutralise, suggestion_block
 from config.severity import SEVERITIES
 from platforms.base import InlineComment, finding_marker
 
@@ -26,7 +27,7 @@ def comment_body(finding: Finding) -> str:
     mark = SEVERITY_MARK.get(finding.severity, "")
     parts = [
         f"{mark} **{finding.severity.capitalize()}** · {finding.category} · "
-        f"**{neutralise(finding.title)}**",
+        f"**{_line(finding.title)}**",
         "",
         neutralise(finding.body),
     ]
@@ -35,9 +36,8 @@ def comment_body(finding: Finding) -> str:
     parts += [
         "",
         f"<sub>confidence {finding.confidence:.0%}</sub>",
-        finding_marker(finding.fingerprint),
     ]
-    return "\n".join(parts)
+    return defused("\n".join(parts)) + "\n" + finding_marker(finding.fingerprint)
 
 
 def inline_comments(findings: Sequence[Finding]) -> list[InlineComment]:
@@ -86,7 +86,7 @@ def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> 
         f"+{facts.additions} −{facts.deletions}; {facts.reviewed_files} reviewed."
     )
     head.append(changed)
-    overview = [neutralise(" ".join(text.split())) for text in facts.overview if text.strip()]
+    overview = [_line(text) for text in facts.overview if text.strip()]
     if overview:
         head.append("")
         head += [f"- {text}" for text in overview]
@@ -110,7 +110,7 @@ def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> 
 
     if facts.errors:
         head += ["### ⚠️ The review is incomplete", ""]
-        head += [f"- {neutralise(error)}" for error in dict.fromkeys(facts.errors)]
+        head += [f"- {_line(error)}" for error in dict.fromkeys(facts.errors)]
         head.append("")
 
     footer = [
@@ -124,7 +124,7 @@ def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> 
         for f in facts.findings:
             where = f"{f.start_line}–{f.line}" if f.start_line else str(f.line)
             lines.append(
-                f"- {SEVERITY_MARK[f.severity]} {code(f.path)} line {where}: {neutralise(f.title)}"
+                f"- {SEVERITY_MARK[f.severity]} {code(f.path)} line {where}: {_line(f.title)}"
             )
         lines += ["", "</details>", ""]
         sections.append(lines)
@@ -144,7 +144,7 @@ def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> 
             text += "\n" + _cut(section, room)
         else:
             break
-    return (text.rstrip("\n") + "\n" + tail).strip() + "\n"
+    return defused((text.rstrip("\n") + "\n" + tail).strip() + "\n")
 
 
 def _not_reviewed_section(items: Sequence[NotReviewed]) -> list[str]:
@@ -156,7 +156,7 @@ def _not_reviewed_section(items: Sequence[NotReviewed]) -> list[str]:
     files = len({item.path for item in items})
     lines = [f"### Not reviewed: {files} file{_s(files)}", ""]
     for reason, group in by_reason.items():
-        lines.append(f"- **{neutralise(reason)}** ({len(group)})")
+        lines.append(f"- **{_line(reason)}** ({len(group)})")
         by_dir: dict[str, list[str]] = defaultdict(list)
         for i in group:
             directory, _, name = i.path.rpartition("/")
@@ -175,10 +175,10 @@ def _dropped_section(items: Sequence[DroppedFinding]) -> list[str]:
         f"<details><summary>Findings left out: {len(items)}</summary>",
         "",
     ]
-    lines += [f"- {kind}: {n}" for kind, n in reasons.most_common()]
+    lines += [f"- {_line(kind)}: {n}" for kind, n in reasons.most_common()]
     lines.append("")
     for d in items:
-        lines.append(f"- {code(d.path)} line {d.line}: {neutralise(d.title)} ({d.reason})")
+        lines.append(f"- {code(d.path)} line {d.line}: {_line(d.title)} ({_line(d.reason)})")
     lines += ["", "</details>", ""]
     return lines
 
@@ -219,6 +219,11 @@ def _usage_line(facts: SummaryFacts) -> str:
         f"{facts.model} · {calls} · {facts.input_tokens:,} input + "
         f"{facts.output_tokens:,} output tokens · {cost}"
     )
+
+
+def _line(text: str) -> str:
+    """Author- or model-written text on one line of a comment (a title, a reason)."""
+    return neutralise(" ".join(text.split()))
 
 
 def _s(n: int) -> str:

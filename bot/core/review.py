@@ -134,7 +134,8 @@ async def review_changes(
     raise: the affected files are listed as not reviewed and the error is in `errors`.
     """
     files = parse_diff(changes) if isinstance(changes, str) else from_file_changes(changes)
-    kept, skipped = filter_files(files, options.path_filters)
+    # Off the event loop: a repository's globs are linear-time, but can be many and long.
+    kept, skipped = await asyncio.to_thread(filter_files, files, options.path_filters)
     info = llm.model_info(options.model)
     cap = (
         llm.settings.max_cost_per_review_usd

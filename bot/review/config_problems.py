@@ -8,7 +8,7 @@ logged by the loader (bot/repo_config.py), never posted.
 from __future__ import annotations
 
 from bot.context import Context
-from bot.core.markdown import code, neutralise
+from bot.core.markdown import code, defused, neutralise
 from bot.logs import Logger
 from config.repo import REPO_FILE_NAMES, EffectiveConfig, Problem
 from platforms.base import CommentRef, Platform, PlatformError, PullRequest
@@ -52,7 +52,8 @@ async def report_problems_logged(
 
 def problems_comment(effective: EffectiveConfig) -> str:
     problems = effective.repo_problems
-    file = code(effective.file or REPO_FILE_NAMES[0])
+    name = effective.file or REPO_FILE_NAMES[0]
+    file = code(name)
     branch = f" on {code(effective.branch)}" if effective.branch else ""
     count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
     if effective.repo_file_used:
@@ -65,8 +66,8 @@ def problems_comment(effective: EffectiveConfig) -> str:
             f"{file}{branch} cannot be used ({count}), so pull requests are reviewed with the "
             "defaults until it is fixed:"
         )
-    items = [f"- {neutralise(_problem_line(p))}" for p in problems]
-    return "\n".join(
+    items = [f"- {neutralise(' '.join(_problem_line(p).split()))}" for p in problems]
+    text = "\n".join(
         [
             "### ⚠️ Arbiter configuration",
             "",
@@ -74,11 +75,12 @@ def problems_comment(effective: EffectiveConfig) -> str:
             "",
             *items,
             "",
-            f"Check a fix with `arbiter config validate {effective.file or REPO_FILE_NAMES[0]}`; "
+            f"Check a fix with {code('arbiter config validate ' + name)}; "
             "every key is described in Arbiter's docs/configuration.md. This comment is "
             "updated when the file on the default branch changes.",
         ]
     )
+    return defused(text)
 
 
 def fixed_comment(effective: EffectiveConfig) -> str:
@@ -86,8 +88,10 @@ def fixed_comment(effective: EffectiveConfig) -> str:
         now = "there is no configuration file now, so the defaults apply."
     else:
         now = f"{code(effective.file)} is used as written."
-    return "\n".join(
-        ["### ✅ Arbiter configuration", "", f"The problems reported here are fixed: {now}"]
+    return defused(
+        "\n".join(
+            ["### ✅ Arbiter configuration", "", f"The problems reported here are fixed: {now}"]
+        )
     )
 
 

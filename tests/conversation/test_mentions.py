@@ -29,6 +29,11 @@ BOT = "arbiter"
         "an unclosed ` backtick @arbiter",
         "- a list item\n  @arbiter inside it",
         "paragraph\n    @arbiter indented, but a paragraph's continuation",
+        # As CommonMark reads them (issue 16): none of these is code.
+        "`a\n\n@arbiter why` (a code span cannot cross a blank line)",
+        "    ```\n@arbiter why\n    ```",
+        "\\`@arbiter why` (an escaped backtick opens nothing)",
+        "&#64;arbiter why?",
     ],
 )
 def test_a_mention_the_reader_sees_counts(body: str) -> None:
@@ -61,6 +66,9 @@ def test_a_mention_the_reader_sees_counts(body: str) -> None:
         ("> > @arbiter pause", "a nested quote"),
         ("<!-- @arbiter pause -->", "an HTML comment"),
         ("<!--\n@arbiter pause\n-->", "an HTML comment over lines"),
+        ("[@arbiter pause](https://example.com)", "a link's text"),
+        ("<details>\n@arbiter pause\n</details>", "an HTML block"),
+        ("- ```\n  @arbiter pause\n  ```", "a fence inside a list item"),
     ],
 )
 def test_a_mention_the_reader_does_not_see_as_one_does_not_count(body: str, why: str) -> None:

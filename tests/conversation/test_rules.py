@@ -134,6 +134,15 @@ def test_bots_and_arbiter_itself_never_talk_to_arbiter(
         assert classify(event, BOT) is None
 
 
+def test_a_person_quoting_arbiters_marker_is_still_heard() -> None:
+    body = "> <!-- arbiter:reply -->\n> earlier answer\n\n@arbiter why? `<!-- arbiter:summary -->`"
+
+    event = _event(_comment(body), sender=ALICE)
+
+    assert not written_by_a_bot(event, BOT)
+    assert classify(event, BOT) is not None
+
+
 def test_arbiter_marks_every_reply() -> None:
     assert as_reply("Done.\n") == f"Done.\n\n{REPLY_MARKER}"
 

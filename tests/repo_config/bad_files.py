@@ -39,7 +39,7 @@ BAD_FILES = {
         (
             'path_filters[1]: "src/[z-a].py"',
             "not a valid glob",
-            "bad character range z-a",
+            "invalid character class range: z-a",  # RE2's words
             "path_filters accepts a list of globs",
         ),
     ),
