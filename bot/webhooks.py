@@ -11,13 +11,15 @@ delivers again later.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
@@ -49,6 +51,10 @@ EVENT_JOB = "event"
 _SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")  # ASCII only: anything else never matches
 _EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 _DELIVERY_ID = re.compile(r"[!-~]{1,255}")  # visible ASCII: it becomes a store key
+# Larger bodies are hashed and parsed in a worker thread: megabytes of HMAC (which releases the
+# GIL) or JSON would otherwise hold up every other request, /health included.
+OFF_LOOP_BYTES = 1024 * 1024
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -198,6 +204,26 @@ def before_the_body(headers: Mapping[str, str], length: int | None, limit: int) 
         raise Rejected(415, str(exc), "unsupported_encoding") from None
 
 
+async def _sized(size: int, work: Callable[..., _T], *args: Any) -> _T:
+    """`work(*args)` for a body of `size` bytes: in a worker thread past OFF_LOOP_BYTES."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
+
+
+async def _received(size: int, read: Callable[[], Received]) -> tuple[Received, str | None]:
+    """The delivery `read` returns and, when a body past OFF_LOOP_BYTES is read in a worker
+    thread, its job payload too (a small one's is made only if a job is queued)."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(_with_job_payload, read)
+    return read(), None
+
+
+def _with_job_payload(read: Callable[[], Received]) -> tuple[Received, str]:
+    received = read()
+    return received, received.job_payload()
+
+
 def _budget(settings: Settings) -> int:
     """Bytes of unverified bodies held at once: a delivery as large as allowed always fits."""
     return max(settings.max_unverified_bytes, settings.max_webhook_bytes)
@@ -257,8 +283,9 @@ class WebhookReceiver:
             # Until the signature is checked, the body is a stranger's: held against the budget.
             with self._unverified.hold() as hold:
                 body = await self._read(request, settings.max_webhook_bytes, coding, hold)
-                verify_github(signature, body, secret.get_secret_value())
-            received = read_github(name, delivery_id, headers, body)
+                await _sized(len(body), verify_github, signature, body, secret.get_secret_value())
+            read = partial(read_github, name, delivery_id, headers, body)
+            received, job = await _received(len(body), read)
         except Rejected as exc:
             return self._reject("github", request, exc)
         event = received.event
@@ -266,7 +293,7 @@ class WebhookReceiver:
             self._count("github", "ping", "ping")
             self.log.info("ping", delivery_id=event.delivery_id, zen=event.payload.get("zen"))
             return web.json_response({"pong": True}, status=200)
-        return await self._accept(received)
+        return await self._accept(received, job)
 
     async def gitlab(self, request: web.Request) -> web.Response:
         settings = self.settings
@@ -282,10 +309,11 @@ class WebhookReceiver:
             coding = before_the_body(headers, request.content_length, settings.max_webhook_bytes)
             # The token is checked: the sender is known, so its body is not held to the budget.
             body = await self._read(request, settings.max_webhook_bytes, coding, None)
-            received = read_gitlab(headers, body, bot_names=self._gitlab_bots)
+            read = partial(read_gitlab, headers, body, bot_names=self._gitlab_bots)
+            received, job = await _received(len(body), read)
         except Rejected as exc:
             return self._reject("gitlab", request, exc)
-        return await self._accept(received)
+        return await self._accept(received, job)
 
     def _require_enabled(self, platform: str) -> None:
         status = self._status(platform)
@@ -310,7 +338,7 @@ class WebhookReceiver:
         except Corrupt as exc:
             raise Rejected(400, str(exc), "bad_request") from None
 
-    async def _accept(self, received: Received) -> web.Response:
+    async def _accept(self, received: Received, job_payload: str | None) -> web.Response:
         event = received.event
         log = self.log.bind(
             delivery_id=event.delivery_id,
@@ -325,7 +353,7 @@ class WebhookReceiver:
             return web.json_response({"ignored": True, "event": event.label}, status=202)
         job = NewJob(
             kind=EVENT_JOB,
-            payload=received.job_payload(),
+            payload=job_payload if job_payload is not None else received.job_payload(),
             max_attempts=self.settings.worker_retry_attempts + 1,
             delivery_id=event.delivery_id,
         )

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot import webhook_body
+from bot import webhook_body, webhooks
 from bot.app import create_app
 from bot.context import Context
 from bot.router import Router
@@ -563,3 +563,18 @@ async def test_a_body_that_stops_arriving_is_refused_in_time(
     assert answer is not None and answer.status == 408
     assert "did not arrive" in answer.json()["error"]
     await _nothing_stored(runtime)
+
+
+async def test_large_deliveries_are_verified_and_read_off_the_loop_all_the_same(
+    make_client: Any,
+) -> None:
+    """Past OFF_LOOP_BYTES the signature and the JSON are worked in a thread: same answers."""
+    client, runtime = await make_client()
+    payload = json.loads(fixture_bytes(OPENED))
+    payload["pull_request"]["body"] = "x" * (webhooks.OFF_LOOP_BYTES + 1)
+    body = json.dumps(payload).encode()
+    assert (await _post_github(client, body, secret="not-the-secret")).status == 401
+    response = await _post_github(client, body, delivery="large")
+    assert response.status == 202
+    (job,) = await runtime.store.list_jobs()
+    assert json.loads(job.payload)["payload"] == payload
