@@ -180,7 +180,7 @@ async def _read_inflated(request: web.Request, limit: int, coding: str, hold: Ho
         if inflater.eof and inflater.unused_data:
             raise Corrupt(f"data follows the end of the {coding} body")
     if inflater is None or not inflater.eof:
-        raise Corrupt(f"the {coding} body ends before its end")
+        raise Corrupt(f"the {coding} body is cut short: its end never came")
     return b"".join(parts)
 
 
