@@ -131,7 +131,7 @@ async def main() -> None:
                 before = _memory(pid)["VmRSS"]
                 started = time.time()
                 answers = await run(server.port)
-                peak = _memory(pid)["VmHWM"] - before
+                peak = max(0, _memory(pid)["VmHWM"] - before)
                 statuses = Counter(a.status if a else None for a in answers)
                 phases.append((name, started, time.time(), statuses, peak))
                 await asyncio.sleep(1)
