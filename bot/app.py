@@ -23,9 +23,10 @@ READY_TIMEOUT = 3.0
 
 
 def create_app(runtime: Runtime) -> web.Application:
-    settings = runtime.settings
-    # Webhook bodies can be large (GitHub caps them at 25 MiB); nothing else here is.
-    app = web.Application(client_max_size=settings.max_webhook_bytes)
+    # Webhooks read their bodies themselves, within ARBITER_MAX_WEBHOOK_BYTES as inflated
+    # (bot/webhook_body.py): aiohttp must not inflate them first, nor inflate what is left of a
+    # refused one while draining its connection.
+    app = web.Application(handler_args={"auto_decompress": False})
     app[RUNTIME] = runtime
     receiver = WebhookReceiver(
         lambda: runtime.settings,  # read per delivery: /setup can switch credentials live

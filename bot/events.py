@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from platforms.base import CommentRef, PlatformName
 
@@ -123,92 +124,281 @@ def comment_ref(event: Event, comment: Comment | None = None) -> CommentRef:
     return CommentRef(id=comment.id, kind=comment.kind, number=event.number, thread=comment.thread)
 
 
+# --- The shapes a delivery must have ------------------------------------------------------------
+# Only the fields normalization reads, each with its type: a delivery that breaks one is refused
+# with a reason naming it (never a TypeError deep in a handler). Everything else is left alone.
+
+_MAX_ID = 2**63 - 1  # ids and numbers fit the store's 64-bit integers
+Positive = Annotated[int, Field(ge=1, le=_MAX_ID)]
+# Event names and actions become labels, metrics and store keys: a plain word, never control
+# characters.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _GitHubUser(_Shape):
+    login: str | None = None
+    id: Positive | None = None
+    type: str | None = None
+
+
+class _Repository(_Shape):
+    full_name: str | None = None
+
+
+class _Installation(_Shape):
+    id: Positive | None = None
+
+
+class _InstalledAt(_Installation):
+    id: Positive
+
+
+class _PullRequest(_Shape):
+    number: Positive | None = None
+
+
+class _Issue(_Shape):
+    number: Positive | None = None
+    pull_request: Any = None  # present (an object of links) when the issue is a pull request
+
+
+class _GitHubComment(_Shape):
+    id: Positive
+    body: str | None = None
+    user: _GitHubUser | None = None
+    in_reply_to_id: Positive | None = None
+    path: str | None = None
+    line: Positive | None = None
+    original_line: Positive | None = None
+
+
+class _BodyChange(_Shape):
+    previous: str | None = Field(None, alias="from")
+
+
+class _CommentChanges(_Shape):
+    body: _BodyChange | None = None
+
+
+class _GitHubDelivery(_Shape):
+    """What any GitHub event may carry."""
+
+    action: Name | None = None
+    repository: _Repository | None = None
+    installation: _Installation | None = None
+    sender: _GitHubUser | None = None
+
+
+class _PullRequestDelivery(_GitHubDelivery):
+    number: Positive | None = None
+    pull_request: _PullRequest
+
+
+class _IssueCommentDelivery(_GitHubDelivery):
+    issue: _Issue
+    comment: _GitHubComment
+    changes: _CommentChanges | None = None
+
+
+class _ReviewCommentDelivery(_GitHubDelivery):
+    pull_request: _PullRequest
+    comment: _GitHubComment
+    changes: _CommentChanges | None = None
+
+
+class _InstallationDelivery(_GitHubDelivery):
+    installation: _InstalledAt
+
+
+_GITHUB_SHAPES: dict[str, type[_GitHubDelivery]] = {
+    "pull_request": _PullRequestDelivery,
+    "issue_comment": _IssueCommentDelivery,
+    "pull_request_review_comment": _ReviewCommentDelivery,
+    "installation": _InstallationDelivery,
+    "installation_repositories": _InstallationDelivery,
+}
+
+
+class _GitLabUser(_Shape):
+    username: str | None = None
+    id: Positive | None = None
+    bot: bool | None = None
+
+
+class _Project(_Shape):
+    path_with_namespace: str | None = None
+
+
+class _Attributes(_Shape):
+    action: Name | None = None
+
+
+class _GitLabDelivery(_Shape):
+    """What any GitLab event may carry."""
+
+    object_kind: Name | None = None
+    event_type: Name | None = None
+    project: _Project | None = None
+    user: _GitLabUser | None = None
+    object_attributes: _Attributes | None = None
+
+
+class _MergeRequestAttributes(_Attributes):
+    iid: Positive
+    oldrev: str | None = None
+
+
+class _DraftChange(_Shape):
+    current: bool | None = None
+
+
+class _MergeRequestChanges(_Shape):
+    draft: _DraftChange | None = None
+    work_in_progress: _DraftChange | None = None
+
+
+class _MergeRequestDelivery(_GitLabDelivery):
+    object_attributes: _MergeRequestAttributes
+    changes: _MergeRequestChanges | None = None
+
+
+class _Position(_Shape):
+    new_line: Positive | None = None
+    old_line: Positive | None = None
+    new_path: str | None = None
+    old_path: str | None = None
+
+
+class _NoteAttributes(_Attributes):
+    id: Positive | None = None
+    note: str | None = None
+    noteable_type: str | None = None
+    system: bool | None = None
+    type: str | None = None
+    position: _Position | None = None
+    discussion_id: str | None = None
+
+
+class _MergeRequestRef(_Shape):
+    iid: Positive
+
+
+class _NoteDelivery(_GitLabDelivery):
+    object_attributes: _NoteAttributes
+    merge_request: _MergeRequestRef | None = None
+
+
+_GITLAB_SHAPES: dict[str, type[_GitLabDelivery]] = {
+    "merge_request": _MergeRequestDelivery,
+    "note": _NoteDelivery,
+}
+
+_PROBLEMS = {
+    "missing": "is missing",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "int_type": "must be an integer",
+    "greater_than_equal": "is out of range",
+    "less_than_equal": "is out of range",
+    "string_type": "must be a string",
+    "string_pattern_mismatch": "must be a word of letters, digits, '_', '.', ':' or '-'",
+    "bool_type": "must be true or false",
+}
+
+_T = TypeVar("_T", bound=_Shape)
+
+
+def _shape(model: type[_T], payload: dict[str, Any], what: str) -> _T:
+    """`payload` read as `model`, or a PayloadError naming the first field that breaks it."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"])
+        problem = _PROBLEMS.get(first["type"], first["msg"])
+        more = len(errors) - 1
+        rest = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise PayloadError(f"{what} delivery: '{where}' {problem}{rest}") from None
+
+
 # --- GitHub ------------------------------------------------------------------------------------
 
 
-def _github_sender(user: Any) -> Sender | None:
-    if not isinstance(user, dict) or not user.get("login"):
+def _github_sender(user: _GitHubUser | None) -> Sender | None:
+    if user is None or not user.login:
         return None
-    login = str(user["login"])
     return Sender(
-        login=login,
-        is_bot=user.get("type") == "Bot" or login.endswith("[bot]"),
-        id=user.get("id"),
+        login=user.login,
+        is_bot=user.type == "Bot" or user.login.endswith("[bot]"),
+        id=user.id,
     )
 
 
 def from_github(event_name: str, delivery_id: str, payload: dict[str, Any]) -> Event:
-    """Normalize a GitHub webhook delivery (`X-GitHub-Event`, `X-GitHub-Delivery`, body)."""
+    """Normalize a GitHub webhook delivery (`X-GitHub-Event`, `X-GitHub-Delivery`, body).
+
+    Raises PayloadError, naming the field, when a field it reads is missing or of the wrong type.
+    """
     if not isinstance(payload, dict):
         raise PayloadError("the body is not a JSON object")
-    action = payload.get("action")
-    repository = payload.get("repository")
-    repo = repository.get("full_name") if isinstance(repository, dict) else None
-    installation = payload.get("installation")
-    installation_id = installation.get("id") if isinstance(installation, dict) else None
-    sender = _github_sender(payload.get("sender"))
+    delivery = _shape(_GITHUB_SHAPES.get(event_name, _GitHubDelivery), payload, event_name)
     name = event_name
     number: int | None = None
     comment: Comment | None = None
 
-    if event_name == "pull_request":
-        pr = _require(payload, "pull_request", event_name)
-        number = payload.get("number") or pr.get("number")
-    elif event_name == "issue_comment":
-        issue = _require(payload, "issue", event_name)
-        raw = _require(payload, "comment", event_name)
-        if issue.get("pull_request"):
+    if isinstance(delivery, _PullRequestDelivery):
+        number = delivery.number or delivery.pull_request.number
+        if number is None:
+            raise PayloadError("pull_request delivery: 'number' is missing")
+    elif isinstance(delivery, _IssueCommentDelivery):
+        if delivery.issue.pull_request:
             # GitHub sends PR conversation comments as issue comments; only those concern us.
-            name, number = "comment", issue.get("number")
-            comment = _github_comment(raw, "conversation", payload)
-    elif event_name == "pull_request_review_comment":
-        pr = _require(payload, "pull_request", event_name)
-        raw = _require(payload, "comment", event_name)
-        name, number = "comment", pr.get("number")
-        comment = _github_comment(raw, "inline", payload)
+            if delivery.issue.number is None:
+                raise PayloadError("issue_comment delivery: 'issue.number' is missing")
+            name, number = "comment", delivery.issue.number
+            comment = _github_comment(delivery.comment, "conversation", delivery.changes)
+    elif isinstance(delivery, _ReviewCommentDelivery):
+        if delivery.pull_request.number is None:
+            raise PayloadError(
+                "pull_request_review_comment delivery: 'pull_request.number' is missing"
+            )
+        name, number = "comment", delivery.pull_request.number
+        comment = _github_comment(delivery.comment, "inline", delivery.changes)
 
     return Event(
         platform="github",
         name=name,
-        action=action,
+        action=delivery.action,
         delivery_id=delivery_id,
-        repo=repo,
-        number=int(number) if number is not None else None,
-        installation_id=int(installation_id) if installation_id is not None else None,
-        sender=sender,
+        repo=delivery.repository.full_name if delivery.repository else None,
+        number=number,
+        installation_id=delivery.installation.id if delivery.installation else None,
+        sender=_github_sender(delivery.sender),
         comment=comment,
         payload=payload,
     )
 
 
-def _github_comment(raw: dict[str, Any], kind: str, payload: dict[str, Any]) -> Comment:
-    author = _github_sender(raw.get("user")) or Sender(login="")
-    reply_to = raw.get("in_reply_to_id")
-    thread = None
-    if kind == "inline":
-        thread = str(reply_to or raw["id"])
-    changes = payload.get("changes")
-    previous = None
-    if isinstance(changes, dict) and isinstance(changes.get("body"), dict):
-        previous = changes["body"].get("from")
+def _github_comment(
+    raw: _GitHubComment, kind: Literal["conversation", "inline"], changes: _CommentChanges | None
+) -> Comment:
+    reply_to = raw.in_reply_to_id
     return Comment(
-        id=int(raw["id"]),
-        body=raw.get("body") or "",
-        author=author,
-        kind="inline" if kind == "inline" else "conversation",
-        thread=thread,
-        in_reply_to=int(reply_to) if reply_to else None,
-        path=raw.get("path"),
-        line=raw.get("line") if raw.get("line") is not None else raw.get("original_line"),
-        previous_body=previous,
+        id=raw.id,
+        body=raw.body or "",
+        author=_github_sender(raw.user) or Sender(login=""),
+        kind=kind,
+        thread=str(reply_to or raw.id) if kind == "inline" else None,
+        in_reply_to=reply_to,
+        path=raw.path,
+        line=raw.line if raw.line is not None else raw.original_line,
+        previous_body=changes.body.previous if changes and changes.body else None,
     )
-
-
-def _require(payload: dict[str, Any], key: str, event_name: str) -> dict[str, Any]:
-    value = payload.get(key)
-    if not isinstance(value, dict):
-        raise PayloadError(f"a {event_name} delivery must carry a {key!r} object")
-    return value
 
 
 # --- GitLab ------------------------------------------------------------------------------------
@@ -226,12 +416,12 @@ def is_gitlab_bot(username: str) -> bool:
     return bool(_GITLAB_BOT_NAME.search(username))
 
 
-def _gitlab_sender(user: Any, bot_names: frozenset[str] = frozenset()) -> Sender | None:
-    if not isinstance(user, dict) or not user.get("username"):
+def _gitlab_sender(user: _GitLabUser | None, bot_names: frozenset[str]) -> Sender | None:
+    if user is None or not user.username:
         return None
-    login = str(user["username"])
-    is_bot = bool(user.get("bot")) or is_gitlab_bot(login)
-    return Sender(login=login, is_bot=is_bot or login.lower() in bot_names, id=user.get("id"))
+    login = user.username
+    is_bot = bool(user.bot) or is_gitlab_bot(login) or login.lower() in bot_names
+    return Sender(login=login, is_bot=is_bot, id=user.id)
 
 
 def from_gitlab(
@@ -240,84 +430,82 @@ def from_gitlab(
     """Normalize a GitLab webhook delivery. GitLab names the kind in the body (`object_kind`).
 
     `bot_names` are usernames to treat as bots (GitLab's hook payloads carry no bot flag).
+    Raises PayloadError, naming the field, when a field it reads is missing or of the wrong type.
     """
     if not isinstance(payload, dict):
         raise PayloadError("the body is not a JSON object")
     kind = payload.get("object_kind") or payload.get("event_type")
-    if not isinstance(kind, str) or not kind:
+    if kind is None or kind == "":
         raise PayloadError("a GitLab delivery must carry an 'object_kind'")
-    project = payload.get("project")
-    repo = project.get("path_with_namespace") if isinstance(project, dict) else None
-    sender = _gitlab_sender(payload.get("user"), bot_names)
-    attrs = payload.get("object_attributes")
-    attrs = attrs if isinstance(attrs, dict) else {}
-    name, action = kind, attrs.get("action")
+    shape = _GITLAB_SHAPES.get(kind, _GitLabDelivery) if isinstance(kind, str) else _GitLabDelivery
+    delivery = _shape(shape, payload, kind if shape is not _GitLabDelivery else "GitLab")
+    kind = str(delivery.object_kind or delivery.event_type)
+    attrs = delivery.object_attributes
+    name, action = kind, attrs.action if attrs else None
     number: int | None = None
     comment: Comment | None = None
 
-    if kind == "merge_request":
-        if not attrs:
-            raise PayloadError("a merge_request delivery must carry 'object_attributes'")
-        name, number = "pull_request", attrs.get("iid")
-        action = _gitlab_mr_action(attrs, payload.get("changes"))
+    if isinstance(delivery, _MergeRequestDelivery):
+        name, number = "pull_request", delivery.object_attributes.iid
+        action = _gitlab_mr_action(delivery.object_attributes, delivery.changes)
     elif (
-        kind == "note" and attrs.get("noteable_type") == "MergeRequest" and not attrs.get("system")
+        isinstance(delivery, _NoteDelivery)
+        and delivery.object_attributes.noteable_type == "MergeRequest"
+        and not delivery.object_attributes.system
     ):
         # System notes ("added 1 commit") are GitLab's own, not someone talking.
-        mr = payload.get("merge_request")
-        if not isinstance(mr, dict):
-            raise PayloadError("a note on a merge request must carry 'merge_request'")
-        name, number = "comment", mr.get("iid")
+        note = delivery.object_attributes
+        if delivery.merge_request is None:
+            raise PayloadError("note delivery: 'merge_request' is missing")
+        if note.id is None:
+            raise PayloadError("note delivery: 'object_attributes.id' is missing")
+        name, number = "comment", delivery.merge_request.iid
         # Older GitLab sends note hooks without an action, and for new notes only.
-        action = {"create": "created", "update": "edited", "None": "created"}.get(
-            str(action), action
-        )
-        comment = _gitlab_comment(attrs, payload.get("user"), bot_names)
+        action = {"create": "created", "update": "edited", None: "created"}.get(action, action)
+        comment = _gitlab_comment(note, note.id, _gitlab_sender(delivery.user, bot_names))
 
     return Event(
         platform="gitlab",
         name=name,
         action=action,
         delivery_id=delivery_id,
-        repo=repo,
-        number=int(number) if number is not None else None,
+        repo=delivery.project.path_with_namespace if delivery.project else None,
+        number=number,
         installation_id=None,
-        sender=sender,
+        sender=_gitlab_sender(delivery.user, bot_names),
         comment=comment,
         payload=payload,
     )
 
 
-def _gitlab_mr_action(attrs: dict[str, Any], changes: Any) -> str | None:
-    raw = attrs.get("action")
+def _gitlab_mr_action(
+    attrs: _MergeRequestAttributes, changes: _MergeRequestChanges | None
+) -> str | None:
+    raw = attrs.action
     if raw in _GITLAB_MR_ACTIONS:
         return _GITLAB_MR_ACTIONS[raw]
     if raw != "update":
-        return raw if isinstance(raw, str) else None
-    if attrs.get("oldrev"):
+        return raw
+    if attrs.oldrev:
         return "synchronize"
-    changes = changes if isinstance(changes, dict) else {}
-    draft = changes.get("draft") or changes.get("work_in_progress")
-    if isinstance(draft, dict) and "current" in draft:
-        return "converted_to_draft" if draft["current"] else "ready_for_review"
+    draft = (changes.draft or changes.work_in_progress) if changes else None
+    if draft is not None and "current" in draft.model_fields_set:
+        return "converted_to_draft" if draft.current else "ready_for_review"
     return "update"
 
 
-def _gitlab_comment(attrs: dict[str, Any], user: Any, bot_names: frozenset[str]) -> Comment:
-    position = attrs.get("position") if isinstance(attrs.get("position"), dict) else None
-    line = None
-    path = None
+def _gitlab_comment(note: _NoteAttributes, note_id: int, author: Sender | None) -> Comment:
+    position = note.position
+    line = path = None
     if position:
-        line = position.get("new_line") or position.get("old_line")
-        path = position.get("new_path") or position.get("old_path")
-    author = _gitlab_sender(user, bot_names) or Sender(login="")
-    discussion = attrs.get("discussion_id")
+        line = position.new_line or position.old_line
+        path = position.new_path or position.old_path
     return Comment(
-        id=int(attrs["id"]),
-        body=attrs.get("note") or "",
-        author=author,
-        kind="inline" if position or attrs.get("type") == "DiffNote" else "conversation",
-        thread=str(discussion) if discussion else None,
+        id=note_id,
+        body=note.note or "",
+        author=author or Sender(login=""),
+        kind="inline" if position or note.type == "DiffNote" else "conversation",
+        thread=note.discussion_id or None,
         path=path,
-        line=int(line) if line is not None else None,
+        line=line,
     )

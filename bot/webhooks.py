@@ -1,19 +1,25 @@
 """Webhook intake: verify → normalize → durably enqueue → answer, in a few milliseconds.
 
-The checks are pure functions (`verify_github`, `read_github`, …) raising `Rejected`; the
-`WebhookReceiver` wires them to aiohttp and the store. Nothing here runs a handler: a handler's
-bug can never turn a delivery into a 5xx. The only 5xx is 503, when the store is down, so the
-platform delivers again later.
+The checks are pure functions (`github_signature`, `verify_github`, `read_github`, …) raising
+`Rejected`; the `WebhookReceiver` wires them to aiohttp and the store. What the headers alone
+can refuse (platform not configured, a missing or ill-formed signature or token, a body declared
+too large, an unknown encoding) is refused before a byte of the body is read; the body is then
+read within bounds (bot/webhook_body.py). Nothing here runs a handler: a handler's bug can never
+turn a delivery into a 5xx. The only 5xx is 503, when the store is down, so the platform
+delivers again later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
@@ -26,9 +32,29 @@ from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.router import Router
 from bot.store import Delivery, NewJob, Store, StoreUnavailable
+from bot.webhook_body import (
+    BODY_SECONDS,
+    Corrupt,
+    Hold,
+    OverBudget,
+    TooLarge,
+    TooSlow,
+    Unsupported,
+    UnverifiedBytes,
+    check_declared_length,
+    content_coding,
+    read_body,
+)
 from config.settings import PlatformStatus, Settings, platform_status
 
 EVENT_JOB = "event"
+_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")  # ASCII only: anything else never matches
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+_DELIVERY_ID = re.compile(r"[!-~]{1,255}")  # visible ASCII: it becomes a store key
+# Larger bodies are hashed and parsed in a worker thread: megabytes of HMAC (which releases the
+# GIL) or JSON would otherwise hold up every other request, /health included.
+OFF_LOOP_BYTES = 1024 * 1024
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -38,6 +64,7 @@ class Rejected(Exception):
     status: int
     message: str
     outcome: str
+    retry_after: int | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
@@ -46,17 +73,43 @@ class Rejected(Exception):
 # --- Pure checks -------------------------------------------------------------------------------
 
 
-def verify_github(headers: Mapping[str, str], body: bytes, secret: str) -> None:
-    """Check `X-Hub-Signature-256` (HMAC-SHA256 of the body) with gidgethub's verifier."""
+def github_signature(headers: Mapping[str, str]) -> str:
+    """`X-Hub-Signature-256`, checked to be `sha256=<64 hex digits>` before anything is read."""
     signature = headers.get("X-Hub-Signature-256")
     if not signature:
         raise Rejected(401, "missing X-Hub-Signature-256 header", "unauthorized")
-    if not signature.startswith("sha256="):
-        raise Rejected(401, "X-Hub-Signature-256 must be sha256=<hex digest>", "unauthorized")
+    if not _SIGNATURE.fullmatch(signature):
+        raise Rejected(401, "X-Hub-Signature-256 must be sha256=<64 hex digits>", "unauthorized")
+    return signature
+
+
+def verify_github(signature: str, body: bytes, secret: str) -> None:
+    """Check a well-formed signature (HMAC-SHA256 of the body) with gidgethub's verifier."""
     try:
         validate_event(body, signature=signature, secret=secret)
     except ValidationFailure:
         raise Rejected(401, "signature does not match the webhook secret", "unauthorized") from None
+
+
+def github_delivery(headers: Mapping[str, str]) -> tuple[str, str]:
+    """`X-GitHub-Event` and `X-GitHub-Delivery`, checked before the body is read."""
+    name = headers.get("X-GitHub-Event")
+    if not name:
+        raise Rejected(400, "missing X-GitHub-Event header", "bad_request")
+    if not _EVENT_NAME.fullmatch(name):
+        raise Rejected(
+            400, "X-GitHub-Event must be an event name (letters, digits, '_')", "bad_request"
+        )
+    delivery_id = headers.get("X-GitHub-Delivery")
+    if not delivery_id:
+        raise Rejected(400, "missing X-GitHub-Delivery header", "bad_request")
+    if not _DELIVERY_ID.fullmatch(delivery_id):
+        raise Rejected(
+            400,
+            "X-GitHub-Delivery must be 1 to 255 visible ASCII characters (a GUID)",
+            "bad_request",
+        )
+    return name, delivery_id
 
 
 def verify_gitlab(headers: Mapping[str, str], secret: str) -> None:
@@ -64,7 +117,9 @@ def verify_gitlab(headers: Mapping[str, str], secret: str) -> None:
     token = headers.get("X-Gitlab-Token")
     if not token:
         raise Rejected(401, "missing X-Gitlab-Token header", "unauthorized")
-    if not hmac.compare_digest(token.encode(), secret.encode()):
+    # A header's non-UTF-8 bytes arrive as lone surrogates: give them back as the bytes they were.
+    sent = token.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(sent, secret.encode()):
         raise Rejected(401, "X-Gitlab-Token does not match the webhook token", "unauthorized")
 
 
@@ -96,16 +151,8 @@ def _json_body(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any],
     return data, text
 
 
-def read_github(headers: Mapping[str, str], body: bytes) -> Received:
-    """The Event of a verified GitHub delivery."""
-    name = headers.get("X-GitHub-Event")
-    if not name:
-        raise Rejected(400, "missing X-GitHub-Event header", "bad_request")
-    delivery_id = headers.get("X-GitHub-Delivery")
-    if not delivery_id:
-        raise Rejected(400, "missing X-GitHub-Delivery header", "bad_request")
-    if len(delivery_id) > 255:
-        raise Rejected(400, "X-GitHub-Delivery is longer than 255 characters", "bad_request")
+def read_github(name: str, delivery_id: str, headers: Mapping[str, str], body: bytes) -> Received:
+    """The Event of a verified GitHub delivery (`name`, `delivery_id` from `github_delivery`)."""
     data, text = _json_body(headers, body)
     try:
         return Received(from_github(name, delivery_id, data), text)
@@ -113,13 +160,22 @@ def read_github(headers: Mapping[str, str], body: bytes) -> Received:
         raise Rejected(400, str(exc), "bad_request") from None
 
 
-def gitlab_delivery_id(headers: Mapping[str, str], body: bytes) -> str:
-    """GitLab's id for a delivery, stable across its retries; the body's hash as a last resort."""
+def gitlab_delivery_header(headers: Mapping[str, str]) -> str | None:
+    """GitLab's id for a delivery, stable across its retries, when a header carries one."""
     for header in ("Idempotency-Key", "X-Gitlab-Webhook-UUID", "X-Gitlab-Event-UUID"):
         value = headers.get(header)
         if value:
-            return value[:255]
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+            if not _DELIVERY_ID.fullmatch(value):
+                raise Rejected(
+                    400, f"{header} must be 1 to 255 visible ASCII characters", "bad_request"
+                )
+            return value
+    return None
+
+
+def gitlab_delivery_id(headers: Mapping[str, str], body: bytes) -> str:
+    """GitLab's id for a delivery, stable across its retries; the body's hash as a last resort."""
+    return gitlab_delivery_header(headers) or "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def read_gitlab(
@@ -134,6 +190,43 @@ def read_gitlab(
         return Received(event, text)
     except PayloadError as exc:
         raise Rejected(400, str(exc), "bad_request") from None
+
+
+def before_the_body(headers: Mapping[str, str], length: int | None, limit: int) -> str | None:
+    """What the headers say of the body: refused here if declared too large or in an unknown
+    encoding; otherwise its content coding (None when sent as is)."""
+    try:
+        check_declared_length(length, limit)
+        return content_coding(headers)
+    except TooLarge as exc:
+        raise Rejected(413, str(exc), "too_large") from None
+    except Unsupported as exc:
+        raise Rejected(415, str(exc), "unsupported_encoding") from None
+
+
+async def _sized(size: int, work: Callable[..., _T], *args: Any) -> _T:
+    """`work(*args)` for a body of `size` bytes: in a worker thread past OFF_LOOP_BYTES."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
+
+
+async def _received(size: int, read: Callable[[], Received]) -> tuple[Received, str | None]:
+    """The delivery `read` returns and, when a body past OFF_LOOP_BYTES is read in a worker
+    thread, its job payload too (a small one's is made only if a job is queued)."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(_with_job_payload, read)
+    return read(), None
+
+
+def _with_job_payload(read: Callable[[], Received]) -> tuple[Received, str]:
+    received = read()
+    return received, received.job_payload()
+
+
+def _budget(settings: Settings) -> int:
+    """Bytes of unverified bodies held at once: a delivery as large as allowed always fits."""
+    return max(settings.max_unverified_bytes, settings.max_webhook_bytes)
 
 
 # --- The aiohttp side --------------------------------------------------------------------------
@@ -162,6 +255,7 @@ class WebhookReceiver:
         self.on_enqueued = on_enqueued
         self.log = get_logger(component="webhooks")
         self._status_for: tuple[Settings, dict[str, PlatformStatus]] | None = None
+        self._unverified = UnverifiedBytes(_budget(self.settings))
         bot = self.settings.bot_name.lower()
         self._gitlab_bots = frozenset({bot, bot.removesuffix("[bot]")})
 
@@ -173,16 +267,25 @@ class WebhookReceiver:
         settings = self.settings
         if self._status_for is None or self._status_for[0] is not settings:
             self._status_for = (settings, platform_status(settings))  # once per Settings object
+            self._unverified.capacity = _budget(settings)
         return self._status_for[1][platform]
 
     async def github(self, request: web.Request) -> web.Response:
-        secret = self.settings.github_webhook_secret
+        settings = self.settings
+        headers = request.headers
         try:
             self._require_enabled("github")
+            secret = settings.github_webhook_secret
             assert secret is not None  # _require_enabled checked it
-            body = await self._read(request)
-            verify_github(request.headers, body, secret.get_secret_value())
-            received = read_github(request.headers, body)
+            signature = github_signature(headers)
+            name, delivery_id = github_delivery(headers)
+            coding = before_the_body(headers, request.content_length, settings.max_webhook_bytes)
+            # Until the signature is checked, the body is a stranger's: held against the budget.
+            with self._unverified.hold() as hold:
+                body = await self._read(request, settings.max_webhook_bytes, coding, hold)
+                await _sized(len(body), verify_github, signature, body, secret.get_secret_value())
+            read = partial(read_github, name, delivery_id, headers, body)
+            received, job = await _received(len(body), read)
         except Rejected as exc:
             return self._reject("github", request, exc)
         event = received.event
@@ -190,19 +293,27 @@ class WebhookReceiver:
             self._count("github", "ping", "ping")
             self.log.info("ping", delivery_id=event.delivery_id, zen=event.payload.get("zen"))
             return web.json_response({"pong": True}, status=200)
-        return await self._accept(received)
+        return await self._accept(received, job)
 
     async def gitlab(self, request: web.Request) -> web.Response:
-        secret = self.settings.gitlab_webhook_token
+        settings = self.settings
+        headers = request.headers
         try:
             self._require_enabled("gitlab")
+            secret = settings.gitlab_webhook_token
             assert secret is not None
-            verify_gitlab(request.headers, secret.get_secret_value())
-            body = await self._read(request)
-            received = read_gitlab(request.headers, body, bot_names=self._gitlab_bots)
+            verify_gitlab(headers, secret.get_secret_value())
+            if not headers.get("X-Gitlab-Event"):
+                raise Rejected(400, "missing X-Gitlab-Event header", "bad_request")
+            gitlab_delivery_header(headers)
+            coding = before_the_body(headers, request.content_length, settings.max_webhook_bytes)
+            # The token is checked: the sender is known, so its body is not held to the budget.
+            body = await self._read(request, settings.max_webhook_bytes, coding, None)
+            read = partial(read_gitlab, headers, body, bot_names=self._gitlab_bots)
+            received, job = await _received(len(body), read)
         except Rejected as exc:
             return self._reject("gitlab", request, exc)
-        return await self._accept(received)
+        return await self._accept(received, job)
 
     def _require_enabled(self, platform: str) -> None:
         status = self._status(platform)
@@ -213,16 +324,21 @@ class WebhookReceiver:
                 "unconfigured",
             )
 
-    async def _read(self, request: web.Request) -> bytes:
-        limit = self.settings.max_webhook_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise Rejected(413, f"body is larger than {limit} bytes", "too_large")
+    async def _read(
+        self, request: web.Request, limit: int, coding: str | None, hold: Hold | None
+    ) -> bytes:
         try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise Rejected(413, f"body is larger than {limit} bytes", "too_large") from None
+            return await read_body(request, limit=limit, coding=coding, hold=hold)
+        except TooLarge as exc:
+            raise Rejected(413, str(exc), "too_large") from None
+        except OverBudget as exc:
+            raise Rejected(429, str(exc), "busy", retry_after=round(BODY_SECONDS)) from None
+        except TooSlow as exc:
+            raise Rejected(408, str(exc), "timeout") from None
+        except Corrupt as exc:
+            raise Rejected(400, str(exc), "bad_request") from None
 
-    async def _accept(self, received: Received) -> web.Response:
+    async def _accept(self, received: Received, job_payload: str | None) -> web.Response:
         event = received.event
         log = self.log.bind(
             delivery_id=event.delivery_id,
@@ -237,7 +353,7 @@ class WebhookReceiver:
             return web.json_response({"ignored": True, "event": event.label}, status=202)
         job = NewJob(
             kind=EVENT_JOB,
-            payload=received.job_payload(),
+            payload=job_payload if job_payload is not None else received.job_payload(),
             max_attempts=self.settings.worker_retry_attempts + 1,
             delivery_id=event.delivery_id,
         )
@@ -281,7 +397,12 @@ class WebhookReceiver:
             reason=exc.message,
             remote=request.remote,
         )
-        return web.json_response({"error": exc.message}, status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        response = web.json_response({"error": exc.message}, status=exc.status, headers=headers)
+        if not request.content.is_eof():
+            # The rest of the body is never read: close rather than keep a connection it fills.
+            response.force_close()
+        return response
 
     def _count(self, platform: str, event: str, outcome: str) -> None:
         self.metrics.webhooks.labels(platform=platform, event=event, outcome=outcome).inc()

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     max_webhook_bytes: int = Field(
         25 * MIB, ge=1024, description="largest webhook body accepted, in bytes (at least 1024)"
     )
+    max_unverified_bytes: int = Field(
+        64 * MIB,
+        ge=1024,
+        description="webhook body bytes held at once before their signature is checked (raised "
+        "to ARBITER_MAX_WEBHOOK_BYTES if lower); a delivery beyond it is answered 429",
+    )
     bot_name: str = Field(
         "arbiter",
         min_length=1,

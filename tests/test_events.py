@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bot.events import Event, PayloadError, Sender, from_github, from_gitlab, is_gitlab_bot
+from tests.bad_input import WRONG_TYPES, WrongType
 from tests.conftest import fixture_json, fixtures_dir
 
 HELLO = "Codertocat/Hello-World"
@@ -131,8 +132,8 @@ def test_null_pull_request_body_is_kept_as_none() -> None:
 @pytest.mark.parametrize(
     ("header", "payload", "message"),
     [
-        ("pull_request", {"action": "opened"}, "'pull_request' object"),
-        ("issue_comment", {"action": "created", "issue": {}}, "'comment' object"),
+        ("pull_request", {"action": "opened"}, "'pull_request' is missing"),
+        ("issue_comment", {"action": "created", "issue": {}}, "'comment' is missing"),
     ],
 )
 def test_github_payload_missing_its_object_is_an_error(
@@ -140,6 +141,46 @@ def test_github_payload_missing_its_object_is_an_error(
 ) -> None:
     with pytest.raises(PayloadError, match=message):
         from_github(header, "d", payload)
+
+
+def _normalize(platform: str, event: str, payload: dict[str, Any]) -> Event:
+    if platform == "github":
+        return from_github(event, "d", payload)
+    return from_gitlab("d", payload)
+
+
+@pytest.mark.parametrize(
+    "wrong", WRONG_TYPES, ids=[f"{w.platform}: {w.label}" for w in WRONG_TYPES]
+)
+def test_a_field_of_the_wrong_type_is_a_payload_error_naming_it(wrong: WrongType) -> None:
+    """Each field normalization reads is checked: a clear reason, never a TypeError or KeyError."""
+    payload = wrong.payload()
+    with pytest.raises(PayloadError) as caught:
+        _normalize(wrong.platform, wrong.event, payload)
+    assert wrong.named_in(str(caught.value)), str(caught.value)
+
+
+def test_the_reason_names_the_field_and_what_it_must_be() -> None:
+    payload = fixture_json("github/webhooks/pull_request_review_comment/created.payload.json")
+    payload["comment"]["line"] = "12"
+    with pytest.raises(PayloadError) as caught:
+        from_github("pull_request_review_comment", "d", payload)
+    assert str(caught.value) == (
+        "pull_request_review_comment delivery: 'comment.line' must be an integer"
+    )
+    del payload["comment"]["id"]
+    with pytest.raises(PayloadError, match=r"'comment.id' is missing \(and 1 more problem\)"):
+        from_github("pull_request_review_comment", "d", payload)
+
+
+def test_nulls_where_github_sends_them_are_accepted() -> None:
+    payload = fixture_json("github/webhooks/pull_request_review_comment/created.payload.json")
+    payload["comment"].update(line=None, in_reply_to_id=None, body=None)
+    payload["installation"] = None
+    event = from_github("pull_request_review_comment", "d", payload)
+    assert event.comment is not None
+    assert (event.comment.line, event.comment.body) == (payload["comment"]["original_line"], "")
+    assert event.installation_id is None
 
 
 # --- GitLab ------------------------------------------------------------------------------------
