@@ -85,7 +85,7 @@ class _Progress:
     pr: PullRequest | None = None
     record: ReviewRecord | None = None
     result: ReviewResult | None = None  # the model's review, once it answered
-    stage: str = "review"  # review → post → record
+    stage: str = "review"  # review → post → record → settled (the final status is set)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -194,7 +194,7 @@ async def _review(
     progress.stage = "post"
     posted = await _post(ctx, pr, record, result, earlier_tally if summary else None)
     progress.stage = "record"
-    await _record(ctx, pr, record, result, posted, started, config.review.fail_on)
+    await _record(ctx, pr, record, result, posted, progress, config.review.fail_on)
     return await store.get_review(record.id)
 
 
@@ -259,7 +259,7 @@ async def _record(
     record: ReviewRecord,
     result: ReviewResult,
     posted: PostedReview | None,
-    started: float,
+    progress: _Progress,
     fail_on: str,
 ) -> None:
     store = ctx.store
@@ -278,11 +278,12 @@ async def _record(
     )
     state, description = final_status(result, fail_on)
     await _status(ctx, pr, state, description)
+    progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours
     await store.update_pr_state(
         platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
     )
     outcome = state if state in ("failure", "error") else "success"
-    duration = time.monotonic() - started
+    duration = time.monotonic() - progress.started
     await store.update_review(
         record.id,
         state="done",
@@ -367,7 +368,9 @@ async def _give_up(ctx: Context, progress: _Progress, reason: str) -> None:
     assert progress.pr is not None
     ctx.log.warning("review failed on its last attempt", reason=reason, stage=progress.stage)
     try:
-        await _status(ctx, progress.pr, "error", f"{_HEADLINES[progress.stage]}: {reason}")
+        # Once the outcome is on the pull request, a bookkeeping failure does not replace it.
+        if progress.stage != "settled":
+            await _status(ctx, progress.pr, "error", f"{_HEADLINES[progress.stage]}: {reason}")
     except Exception as exc:
         ctx.log.warning("could not set the final status", error=_plain(exc))
     if progress.record is None:

@@ -13,7 +13,7 @@ import asyncio
 import copy
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ import pytest
 from bot.events import from_github
 from bot.review.request import REVIEW_JOB
 from bot.runtime import Runtime
-from bot.store import Job
+from bot.store import Job, Store, StoreUnavailable
+from bot.store.base import FindingRecord, PullRequestState
+from bot.store.sql import SQLStore
 from config.settings import load_settings
 from tests.conftest import fixture_json
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
@@ -77,7 +79,7 @@ async def make_runtime(
 ) -> AsyncIterator[MakeRuntime]:
     made: list[Runtime] = []
 
-    async def make(**overrides: Any) -> Runtime:
+    async def make(*, store: Store | None = None, **overrides: Any) -> Runtime:
         settings = load_settings(
             **{
                 "database_url": f"sqlite+aiosqlite:///{tmp_path}/outcomes.db",
@@ -90,7 +92,7 @@ async def make_runtime(
                 **overrides,
             }
         )
-        runtime = Runtime(settings, clock=clock)
+        runtime = Runtime(settings, store=store, clock=clock)
         await runtime.start()
         made.append(runtime)
         return runtime
@@ -235,3 +237,63 @@ async def test_a_review_that_runs_out_of_time_on_its_last_attempt_says_so(
     assert "ARBITER_WORKER_JOB_TIMEOUT" in description
     (record,) = await runtime.store.list_reviews()
     assert (record.state, record.outcome) == ("failed", "error")
+
+
+class BrokenStore(SQLStore):
+    """The database goes away after the review is posted: at `broken`, a write fails."""
+
+    def __init__(self, url: str, broken: str, *, clock: Clock) -> None:
+        super().__init__(url, clock=clock)
+        self.broken = broken
+
+    async def record_findings(
+        self,
+        review_id: int,
+        platform: str,
+        repo: str,
+        number: int,
+        records: Iterable[FindingRecord],
+    ) -> int:
+        if self.broken == "findings":
+            raise StoreUnavailable("the database went away")
+        return await super().record_findings(review_id, platform, repo, number, records)
+
+    async def update_pr_state(
+        self, platform: str, repo: str, number: int, **changes: Any
+    ) -> PullRequestState:
+        if self.broken == "pr state" and "last_reviewed_head" in changes:
+            raise StoreUnavailable("the database went away")
+        return await super().update_pr_state(platform, repo, number, **changes)
+
+
+async def test_a_review_posted_but_not_recorded_says_so_on_its_last_attempt(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock, tmp_path: Path
+) -> None:
+    store = BrokenStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db", "findings", clock=clock)
+    runtime = await make_runtime(store=store, worker_retry_attempts=0)
+    await opened(runtime)
+
+    await work(runtime)
+
+    assert len(github.reviews(REPO, 2)) == 1  # posted, then the store failed
+    state, description = statuses(github)[-1]
+    assert state == "error"
+    assert description.startswith("Arbiter posted its review but could not record it:")
+    assert "StoreUnavailable" in description
+
+
+async def test_a_store_failure_after_the_final_status_leaves_the_outcome_shown(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock, tmp_path: Path
+) -> None:
+    store = BrokenStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db", "pr state", clock=clock)
+    runtime = await make_runtime(store=store, worker_retry_attempts=0)
+    await opened(runtime)
+
+    await work(runtime)
+
+    assert (await review_job(runtime)).state == "dead"
+    # The pull request shows the review's outcome; Arbiter's bookkeeping failure is its own.
+    assert [s for s, _ in statuses(github)] == ["pending", "success"]
+    (record,) = await runtime.store.list_reviews()
+    assert (record.state, record.outcome) == ("failed", "error")
+    assert record.reason is not None and "StoreUnavailable" in record.reason
