@@ -6,6 +6,7 @@ Tests build a Runtime the same way, with fakes behind the base-URL settings.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from bot.metrics import Metrics
 from bot.outbound import RedactedPlatform
 from bot.redaction import Redactor
 from bot.repo_config import RepoConfigs
-from bot.review import REVIEW_JOB, Attempt, ReviewRequest, review_pull_request
+from bot.review import REVIEW_JOB, Attempt, ReviewRequest, attempt_deadline, review_pull_request
 from bot.router import HandlerFailed, Router
 from bot.store import Job, SchemaOutOfDate, Store, make_store
 from bot.webhooks import EVENT_JOB
@@ -236,7 +237,13 @@ class Runtime:
             number=request.number,
             installation_id=request.installation_id,
         )
-        attempt = Attempt(job_id=job.id, last=job.attempts >= job.max_attempts)
+        attempt = Attempt(
+            job_id=job.id,
+            last=job.attempts >= job.max_attempts,
+            deadline=attempt_deadline(
+                asyncio.get_running_loop().time(), self.settings.worker_job_timeout
+            ),
+        )
         await review_pull_request(self.context(event, job_id=job.id), request, attempt)
 
     async def _run_event(self, job: Job) -> None:

@@ -11,6 +11,7 @@ agent, and the hidden markers by which Arbiter finds its own comments again.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -35,6 +36,11 @@ def comment_marker(key: str) -> str:
 def review_marker(key: str) -> str:
     """The hidden mark that finds a review again by its key."""
     return comment_marker(f"review:{key}")
+
+
+def reply_marker() -> str:
+    """The hidden mark of one reply, its own: a reply whose answer was lost is found by it."""
+    return comment_marker(f"reply:{secrets.token_hex(8)}")
 
 
 def finding_marker(fingerprint: str) -> str:
@@ -93,6 +99,18 @@ class RateLimited(PlatformError):
     """The platform's rate limit would make us wait longer than we are willing to."""
 
     def __init__(self, message: str, *, retry_after: float, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class WriteUncertain(PlatformError):
+    """A write whose answer was lost (a 5xx, a timeout, a connection dropped after it was
+    sent): the platform may have carried it out, so it is looked for before it is sent again.
+    Callers see it only once every try is spent. `retry_after`: the wait the answer asked for."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: str | None = None
+    ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
 
@@ -212,7 +230,9 @@ class Platform(Protocol):
     async def find_comment(self, pr: PullRequest, key: str) -> CommentRef | None:
         """Our PR comment marked with `key` (as `upsert_comment` writes it), or None."""
 
-    async def reply(self, comment: CommentRef, body: str) -> CommentRef: ...
+    async def reply(self, comment: CommentRef, body: str) -> CommentRef:
+        """A reply in the comment's thread. It carries a hidden mark of its own (`reply_marker`),
+        by which a reply whose answer was lost is found instead of posted twice."""
 
     async def set_status(
         self, pr: PullRequest, state: StatusState, description: str, url: str | None = None

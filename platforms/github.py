@@ -9,14 +9,19 @@ Every request goes through `Transport` (platforms/github_transport.py): a timeou
 rate limits waited out up to ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT, and the delivery id. What
 GitHub's diffs allow a review comment to sit on, and the review payloads, are the pure functions
 of platforms/github_diff.py; credentials are platforms/github_auth.py's.
+
+Every write that creates something carries a hidden marker (a review its key's, a comment its
+key's, a reply its own), so a write whose answer was lost is looked for on GitHub before it is
+sent again (`GitHubPlatform._write`): GitHub applies a write and answers 502 often enough.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote
@@ -43,6 +48,7 @@ from platforms.base import (
     StatusState,
     comment_marker,
     has_marker,
+    reply_marker,
     review_marker,
 )
 from platforms.github_auth import (
@@ -78,7 +84,7 @@ from platforms.github_transport import (
     platform_error,
     post,
 )
-from platforms.retry import AsyncSleep, Clock, RequestPolicy
+from platforms.retry import AsyncSleep, Clock, LostAnswers, RequestPolicy, once
 
 # The markers and the user agent live in platforms/base.py; importing them from here still works.
 __all__ = [
@@ -92,6 +98,7 @@ __all__ = [
 
 STATUS_DESCRIPTION_LIMIT = 140
 T = TypeVar("T")
+Find = Callable[[], Awaitable[T | None]]  # what a write made, looked for on GitHub
 
 
 # --- The process-wide client --------------------------------------------------------------------
@@ -136,6 +143,10 @@ class GitHub:
         self._login: str | None = None
         self._login_lock = asyncio.Lock()
         self._log = get_logger(component="github")
+
+    @property
+    def policy(self) -> RequestPolicy[AsyncSleep]:
+        return self._policy
 
     def for_repo(
         self, repo: str, installation_id: int | None, *, delivery_id: str | None = None
@@ -227,13 +238,20 @@ class GitHub:
         self, app: AppCredentials, installation_id: int, delivery_id: str | None
     ) -> InstallationToken:
         http = self.transport("app", delivery_id)
-        try:
-            data = await get_installation_access_token(
+
+        async def issue() -> dict[str, Any]:
+            return await get_installation_access_token(
                 http,
                 installation_id=str(installation_id),
                 app_id=app.app_id,
                 private_key=app.private_key,
             )
+
+        action = f"issue a token for installation {installation_id}"
+        try:
+            # A second token where the first one's answer was lost does no harm: send again.
+            lost = LostAnswers(self._policy, action, self._log)
+            data = await once(lost, issue, None, self._policy.sleep)
         except HTTPException as exc:
             raise platform_error(
                 f"issue a token for installation {installation_id} (check ARBITER_GITHUB_APP_ID "
@@ -378,11 +396,12 @@ class GitHubPlatform:
         culprits are found against the diff, then, if GitHub still disagrees, by asking GitHub
         about halves of the remainder with pending reviews it never shows anyone. With a
         `key`, a submitted review of ours whose body carries the key's marker is returned
-        instead of posting again.
+        instead of posting again. Without one the review is marked all the same, so that a
+        post whose answer was lost is found rather than posted twice.
         """
+        marker = review_marker(key if key is not None else _nonce())
+        summary = summary if has_marker(summary, marker) else f"{summary}\n\n{marker}".lstrip()
         if key is not None:
-            marker = review_marker(key)
-            summary = summary if has_marker(summary, marker) else f"{summary}\n\n{marker}".lstrip()
             existing = await self._find_review(pr, marker)
             if existing is not None:
                 return PostedReview(
@@ -391,22 +410,22 @@ class GitHubPlatform:
                     url=existing.get("html_url"),
                 )
         items = list(enumerate(comments))
-        outcome = await self._submit(pr, summary, items)
+        outcome = await self._submit(pr, summary, marker, items)
         if isinstance(outcome, dict):
             return posted_review(outcome, items, [])
         keep, dropped = await self._split_by_diff(pr, items, outcome)
-        outcome = await self._submit(pr, summary, keep)
+        outcome = await self._submit(pr, summary, marker, keep)
         if isinstance(outcome, Refusal) and keep:
             refused = await self._refused_by_github(pr, keep, outcome)
             dropped += refused
             refused_indexes = {index for index, _, _ in refused}
             keep = [item for item in keep if item[0] not in refused_indexes]
-            outcome = await self._submit(pr, summary, keep)
+            outcome = await self._submit(pr, summary, marker, keep)
         if isinstance(outcome, Refusal):
             # The summary alone, rather than nothing.
             dropped += [(index, comment, outcome.reason) for index, comment in keep]
             keep = []
-            outcome = await self._submit(pr, summary, keep)
+            outcome = await self._submit(pr, summary, marker, keep)
             if isinstance(outcome, Refusal):
                 raise PlatformError(f"GitHub refused even an empty review: {outcome.reason}")
         if dropped:
@@ -451,18 +470,23 @@ class GitHubPlatform:
         return keep, dropped
 
     async def _submit(
-        self, pr: PullRequest, summary: str, items: Sequence[Numbered]
+        self, pr: PullRequest, summary: str, marker: str, items: Sequence[Numbered]
     ) -> dict[str, Any] | Refusal:
         payload = review_payload(pr.head_sha, [c for _, c in items], summary=summary)
-        return await self._post_review(f"post a review on #{pr.number}", pr, payload)
+
+        async def find() -> dict[str, Any] | None:
+            return await self._find_review(pr, marker)
+
+        return await self._post_review(f"post a review on #{pr.number}", pr, payload, find)
 
     async def _post_review(
-        self, action: str, pr: PullRequest, payload: dict[str, Any]
+        self, action: str, pr: PullRequest, payload: dict[str, Any], find: Find[dict[str, Any]]
     ) -> dict[str, Any] | Refusal:
-        """The review GitHub made, or its refusal of a comment's line (any other error raises)."""
+        """The review GitHub made (or, its answer lost, the one `find` finds), or its refusal
+        of a comment's line (any other error raises)."""
         url = f"{self._path}/pulls/{pr.number}/reviews"
         try:
-            review = await self._call(action, post(url, payload))
+            review = await self._write(action, post(url, payload), find)
         except PlatformError as exc:
             refusal = line_refusal(exc)
             if refusal is None:
@@ -485,8 +509,15 @@ class GitHubPlatform:
         """GitHub allows one pending review per user: a probe left by a crash would block ours."""
         for review in await self._our_reviews(pr):
             if review.get("state") == "PENDING":
-                endpoint = f"{self._path}/pulls/{pr.number}/reviews/{review['id']}"
-                await self._call(f"delete a pending review on #{pr.number}", delete(endpoint))
+                await self._delete_pending_review(pr, review["id"])
+
+    async def _delete_pending_review(self, pr: PullRequest, review_id: int) -> None:
+        endpoint = f"{self._path}/pulls/{pr.number}/reviews/{review_id}"
+        try:
+            await self._call(f"delete a pending review on #{pr.number}", delete(endpoint))
+        except PlatformError as exc:
+            if exc.status != 404:  # gone: an earlier try whose answer was lost deleted it
+                raise
 
     async def _bisect(self, pr: PullRequest, items: list[Numbered]) -> list[Dropped]:
         """The comments GitHub refuses, found by halving: O(bad × log n) probes."""
@@ -503,21 +534,32 @@ class GitHubPlatform:
         """Would GitHub accept these comments? A pending review (no `event`) is visible to no
         one; it is deleted again at once."""
         payload = review_payload(pr.head_sha, [c for _, c in items])
-        review = await self._post_review(f"check comments on #{pr.number}", pr, payload)
+
+        async def find() -> dict[str, Any] | None:
+            # Ours are all deleted before probing: a pending one now is this probe.
+            pending = [r for r in await self._our_reviews(pr) if r.get("state") == "PENDING"]
+            return pending[0] if pending else None
+
+        review = await self._post_review(f"check comments on #{pr.number}", pr, payload, find)
         if isinstance(review, Refusal):
             return review
-        endpoint = f"{self._path}/pulls/{pr.number}/reviews/{review['id']}"
-        await self._call(f"delete a pending review on #{pr.number}", delete(endpoint))
+        await self._delete_pending_review(pr, review["id"])
         return None
 
     async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
         marker = comment_marker(key)
         text = body if has_marker(body, marker) else f"{marker}\n{body}"
         me = await self._github.login(delivery_id=self.delivery_id)
-        existing = await self._find_marked(pr.number, marker, me)
+        comments = f"{self._path}/issues/{pr.number}/comments"
+        existing = await self._find_marked(comments, marker, me, number=pr.number)
         if existing is None:
-            url = f"{self._path}/issues/{pr.number}/comments"
-            made = await self._call(f"comment on #{pr.number}", post(url, {"body": text}))
+
+            async def find() -> dict[str, Any] | None:
+                return await self._find_marked(comments, marker, me, number=pr.number)
+
+            made = await self._write(
+                f"comment on #{pr.number}", post(comments, {"body": text}), find
+            )
             return _conversation_ref(made, pr.number)
         if existing.get("body") == text:
             return _conversation_ref(existing, pr.number)  # an unchanged body needs no edit
@@ -529,16 +571,19 @@ class GitHubPlatform:
 
     async def find_comment(self, pr: PullRequest, key: str) -> CommentRef | None:
         me = await self._github.login(delivery_id=self.delivery_id)
-        found = await self._find_marked(pr.number, comment_marker(key), me)
+        comments = f"{self._path}/issues/{pr.number}/comments"
+        found = await self._find_marked(comments, comment_marker(key), me, number=pr.number)
         return None if found is None else _conversation_ref(found, pr.number)
 
-    async def _find_marked(self, number: int, marker: str, author: str) -> dict[str, Any] | None:
-        """Our comment carrying `marker`; a marker copied into someone else's comment is not."""
-        url = f"{self._path}/issues/{number}/comments?per_page=100"
+    async def _find_marked(
+        self, url: str, marker: str, author: str, *, number: int
+    ) -> dict[str, Any] | None:
+        """Our comment under `url` (a list of #`number`'s comments) carrying `marker`; a marker
+        copied into someone else's comment is not."""
 
         async def find(http: Transport, token: str) -> dict[str, Any] | None:
-            async with aclosing(http.getiter(url, oauth_token=token)) as comments:
-                async for comment in comments:
+            async with aclosing(http.getiter(f"{url}?per_page=100", oauth_token=token)) as items:
+                async for comment in items:
                     login = (comment.get("user") or {}).get("login")
                     if login == author and has_marker(comment.get("body") or "", marker):
                         return cast(dict[str, Any], comment)
@@ -547,26 +592,37 @@ class GitHubPlatform:
         return await self._call(f"list the comments of #{number}", find)
 
     async def reply(self, comment: CommentRef, body: str) -> CommentRef:
+        """A reply in the comment's thread, with a mark of its own so that a reply whose answer
+        was lost is found instead of posted twice."""
         number = comment.number
         if number is None:
             raise PlatformError(f"cannot reply to comment {comment.id}: no pull request number")
+        marker = reply_marker()
+        text = f"{body.rstrip()}\n\n{marker}"
         if comment.kind == "inline":
             # GitHub threads replies on the thread's first comment; replies to replies fail.
             root = comment.thread or comment.id
             url = f"{self._path}/pulls/{number}/comments/{root}/replies"
-            made = await self._call(
-                f"reply to review comment {root} on #{number}", post(url, {"body": body})
-            )
-            return CommentRef(
-                id=int(made["id"]),
-                kind="inline",
-                number=number,
-                thread=str(root),
-                url=made.get("html_url"),
-            )
-        url = f"{self._path}/issues/{number}/comments"
-        made = await self._call(f"comment on #{number}", post(url, {"body": body}))
-        return _conversation_ref(made, number)
+            action = f"reply to review comment {root} on #{number}"
+            listing = f"{self._path}/pulls/{number}/comments"
+        else:
+            url = listing = f"{self._path}/issues/{number}/comments"
+            action = f"comment on #{number}"
+
+        async def find() -> dict[str, Any] | None:
+            me = await self._github.login(delivery_id=self.delivery_id)
+            return await self._find_marked(listing, marker, me, number=number)
+
+        made = await self._write(action, post(url, {"body": text}), find)
+        if comment.kind != "inline":
+            return _conversation_ref(made, number)
+        return CommentRef(
+            id=int(made["id"]),
+            kind="inline",
+            number=number,
+            thread=str(root),
+            url=made.get("html_url"),
+        )
 
     async def set_status(
         self, pr: PullRequest, state: StatusState, description: str, url: str | None = None
@@ -579,16 +635,31 @@ class GitHubPlatform:
         if url:
             payload["target_url"] = url
         endpoint = f"{self._path}/statuses/{quote(pr.head_sha, safe='')}"
-        await self._call(f"set the status of {pr.head_sha[:12]}", post(endpoint, payload))
+        # Idempotent in effect: the newest status of a context is the commit's, so the same
+        # status twice (its first answer lost) reads as once.
+        await self._write(f"set the status of {pr.head_sha[:12]}", post(endpoint, payload), None)
 
     async def react(self, comment: CommentRef, reaction: Reaction) -> None:
         if comment.kind == "review":
             raise PlatformError("GitHub has no reactions on a review, only on its comments")
         kind = "pulls" if comment.kind == "inline" else "issues"
         url = f"{self._path}/{kind}/comments/{comment.id}/reactions"
-        await self._call(f"react to comment {comment.id}", post(url, {"content": reaction}))
+        # Idempotent in effect: GitHub keeps one reaction of a kind per user (and answers the
+        # existing one), so sending it again when its answer was lost adds nothing.
+        await self._write(f"react to comment {comment.id}", post(url, {"content": reaction}), None)
 
     # --- Plumbing -----------------------------------------------------------------------------
+
+    async def _write(self, action: str, request: Request[T], find: Find[T] | None) -> T:
+        """A write that creates something: when its answer is lost, `find` looks on GitHub for
+        what it made before it is sent again. Without `find` the write is idempotent in effect,
+        and is simply sent again."""
+        lost = LostAnswers(self._github.policy, action, self._log)
+
+        async def send() -> T:
+            return await self._call(action, request)
+
+        return await once(lost, send, find, self._github.policy.sleep)
 
     async def _call(self, action: str, request: Request[T]) -> T:
         """One API call with this repo's credentials, GitHub's errors as PlatformError."""
@@ -682,6 +753,11 @@ def trim_description(text: str) -> str:
     if len(text) <= STATUS_DESCRIPTION_LIMIT:
         return text
     return text[: STATUS_DESCRIPTION_LIMIT - 1].rstrip() + "…"
+
+
+def _nonce() -> str:
+    """A mark of its own for a write no key names: a lost answer is recognised by it."""
+    return secrets.token_hex(8)
 
 
 def _conversation_ref(data: Mapping[str, Any], number: int) -> CommentRef:

@@ -5,8 +5,10 @@ to its callers.
 connections (up to ARBITER_INTEGRATION_MAX_RETRIES), GitHub's primary and secondary rate limits
 waited out up to ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT, and the webhook delivery id in an
 `X-Arbiter-Delivery` header so GitHub-side logs can be matched to ours (the policy and its
-bookkeeping are platforms/retry.py's). Conditional GETs use a process-wide ETag cache, of which
-each credential sees only its own share (`ScopedCache`).
+bookkeeping are platforms/retry.py's). A POST whose answer is lost is not sent again here: it
+raises `WriteUncertain`, and the platform looks for what it made first (platforms/github.py).
+Conditional GETs use a process-wide ETag cache, of which each credential sees only its own
+share (`ScopedCache`).
 
 A `Request` is one API call waiting for a transport and a token (`get`, `collect`, `post`…):
 the platform decides which token, and mints a fresh one when GitHub refuses a stale one.
@@ -28,7 +30,14 @@ from gidgethub.abc import CACHE_TYPE
 
 from bot.logs import Logger
 from platforms.base import USER_AGENT, PlatformError
-from platforms.retry import DELIVERY_HEADER, AsyncSleep, RequestPolicy, Tries, header_seconds
+from platforms.retry import (
+    DELIVERY_HEADER,
+    RETRYABLE_STATUSES,
+    AsyncSleep,
+    RequestPolicy,
+    Tries,
+    header_seconds,
+)
 
 RAW_MEDIA_TYPE = "application/vnd.github.raw"
 SECONDARY_LIMIT_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when it names no time
@@ -95,8 +104,11 @@ class ScopedCache(CACHE_TYPE):
 class Transport(gh_aiohttp.GitHubAPI):
     """gidgethub's aiohttp client, with a timeout, retries, rate-limit waits and the delivery id.
 
-    Retries cover every method: a POST that GitHub answered 502 may have landed, but failing the
-    whole job instead would repeat it all the same when the worker retries.
+    Reads, edits and deletions are retried as they are (the same request twice has the effect
+    of one). A POST creates something: once sent, a lost answer (a 5xx, a timeout, a dropped
+    connection) raises `WriteUncertain` instead, for the caller to reconcile. A rate limit or a
+    connection never made is no lost answer: GitHub did nothing, so any method waits and tries
+    again.
     """
 
     def __init__(
@@ -122,11 +134,15 @@ class Transport(gh_aiohttp.GitHubAPI):
     ) -> tuple[int, Mapping[str, str], bytes]:
         headers = {**headers, **self._extra_headers}
         tries = Tries(self._policy, method, urlsplit(url).path, self._log)
+        creates = method == "POST"
         while True:
             try:
                 response = await self._send(method, url, headers, body)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = type(exc).__name__
+                if creates and not never_sent(exc):
+                    detail = f"did not answer ({reason})"
+                    raise self._policy.answer_lost(tries.where, detail=detail) from exc
                 delay = tries.failed()
                 if delay is None:
                     timed_out = isinstance(exc, TimeoutError)
@@ -138,7 +154,12 @@ class Transport(gh_aiohttp.GitHubAPI):
                     tries.rate_limited(limit.seconds, status=limit.status, kind=limit.kind)
                     await self.sleep(limit.seconds)
                     continue
-                delay = tries.answered(status, response_headers.get("retry-after"))
+                retry_after = response_headers.get("retry-after")
+                if creates and status in RETRYABLE_STATUSES:
+                    raise self._policy.answer_lost(
+                        tries.where, status=status, retry_after=retry_after
+                    )
+                delay = tries.answered(status, retry_after)
                 if delay is None:
                     return response
                 reason = str(status)
@@ -165,6 +186,11 @@ class Transport(gh_aiohttp.GitHubAPI):
         if status != 200:
             sansio.decipher_response(status, response_headers, body)  # raises GitHub's error
         return body
+
+
+def never_sent(exc: BaseException) -> bool:
+    """A connection that was never made: the request cannot have reached GitHub."""
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
 def platform_error(action: str, exc: HTTPException) -> PlatformError:

@@ -16,6 +16,11 @@ review's body. They are written as draft notes and published in bulk, so they ap
 (or, on a GitLab without the draft notes API, posted one by one, the body last). Every note
 carries a hidden marker, which is what makes `post_review(..., key=...)` idempotent; see
 `GitLabPlatform.post_review`.
+
+The markers also make each write happen once when GitLab carried it out but its answer was
+lost (a 502, a timeout, a dropped connection): the note, discussion or draft is looked for
+before it is sent again (`GitLabPlatform._write`). GitLab's REST API honours no
+`Idempotency-Key` on these writes (it only sends one on its webhooks), so none is sent.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from platforms.base import (
     StatusState,
     comment_marker,
     has_marker,
+    reply_marker,
     review_marker,
 )
 from platforms.gitlab_diff import (
@@ -65,7 +71,14 @@ from platforms.gitlab_diff import (
     place,
 )
 from platforms.gitlab_transport import RetryingAdapter, Sessions
-from platforms.retry import DELIVERY_HEADER, BlockingSleep, Clock, RequestPolicy
+from platforms.retry import (
+    DELIVERY_HEADER,
+    BlockingSleep,
+    Clock,
+    LostAnswers,
+    RequestPolicy,
+    once_blocking,
+)
 
 __all__ = ["EMOJI", "STATES", "GitLab", "GitLabPlatform", "permission_from", "pull_request_from"]
 
@@ -221,6 +234,13 @@ class GitLabPlatform:
     async def _run(self, action: str, work: Callable[[gitlab.Gitlab], T]) -> T:
         return await self._gitlab.run(action, work, self.delivery_id)
 
+    def _write(self, action: str, send: Callable[[], T], find: Callable[[], T | None] | None) -> T:
+        """A write that creates something, in the pool's thread: when its answer is lost,
+        `find` looks on GitLab for what it made before it is sent again. Without `find` the
+        write is idempotent in effect, and is simply sent again."""
+        policy = self._gitlab.policy
+        return once_blocking(LostAnswers(policy, action, self._log), send, find, policy.sleep)
+
     def _note_url(self, number: int, note_id: Any) -> str | None:
         if self.repo.isdigit():
             return None  # a project known by its id only: its web address is unknown here
@@ -374,8 +394,12 @@ class GitLabPlatform:
             mr = self._mr(client, pr.number)
             existing = self._find_note(client, mr, marker)
             if existing is None:
-                made = mr.notes.create({"body": text})
-                return _note_ref(made.attributes, pr)
+                made = self._write(
+                    f"write the {key} note on !{pr.number}",
+                    lambda: mr.notes.create({"body": text}).attributes,
+                    lambda: self._find_note(client, mr, marker),
+                )
+                return _note_ref(made, pr)
             if existing.get("body") == text:
                 return _note_ref(existing, pr)  # an unchanged body needs no edit
             mr.notes.update(existing["id"], {"body": text})
@@ -409,18 +433,28 @@ class GitLabPlatform:
         return next((n for n in notes if has_marker(n.get("body") or "", marker)), None)
 
     async def reply(self, comment: CommentRef, body: str) -> CommentRef:
+        """A reply in the note's discussion, with a mark of its own so that a reply whose
+        answer was lost is found instead of posted twice."""
         number = comment.number
         if number is None:
             raise PlatformError(f"cannot reply to note {comment.id}: no merge request number")
+        marker = reply_marker()
+        text = f"{body.rstrip()}\n\n{marker}"
+        where = f"discussion {comment.thread}" if comment.thread else f"note {comment.id}"
 
         def work(client: gitlab.Gitlab) -> CommentRef:
             mr = self._mr(client, number)
-            if comment.thread:
-                # Inside the discussion (a reply to a lone note makes it a thread, as in GitLab).
-                discussion = mr.discussions.get(comment.thread, lazy=True)
-                made = discussion.notes.create({"body": body}).attributes
-            else:
-                made = mr.notes.create({"body": body}).attributes
+
+            def send() -> dict[str, Any]:
+                if comment.thread:
+                    # Inside the discussion (a reply to a lone note makes it a thread).
+                    discussion = mr.discussions.get(comment.thread, lazy=True)
+                    return dict(discussion.notes.create({"body": text}).attributes)
+                return dict(mr.notes.create({"body": text}).attributes)
+
+            made = self._write(
+                f"reply to {where} on !{number}", send, lambda: self._find_note(client, mr, marker)
+            )
             return CommentRef(
                 id=int(made["id"]),
                 kind="inline" if comment.kind == "inline" else "conversation",
@@ -429,7 +463,6 @@ class GitLabPlatform:
                 url=self._note_url(number, made["id"]),
             )
 
-        where = f"discussion {comment.thread}" if comment.thread else f"note {comment.id}"
         return await self._run(f"reply to {where} on !{number}", work)
 
     async def set_status(
@@ -443,7 +476,9 @@ class GitLabPlatform:
         if url:
             payload["target_url"] = url
 
-        def work(client: gitlab.Gitlab) -> None:
+        action = f"set the status of {pr.head_sha[:12]}"
+
+        def send(client: gitlab.Gitlab) -> None:
             commit = self._project(client).commits.get(pr.head_sha, lazy=True)
             try:
                 commit.statuses.create(payload)
@@ -452,14 +487,21 @@ class GitLabPlatform:
                 if _status(exc) != 400 or "cannot transition status" not in str(exc).lower():
                     raise
 
-        await self._run(f"set the status of {pr.head_sha[:12]}", work)
+        def work(client: gitlab.Gitlab) -> None:
+            # Idempotent in effect: the newest status of a name is the commit's, and the same
+            # state twice is refused as no transition (above), so it is simply sent again.
+            self._write(action, lambda: send(client), None)
+
+        await self._run(action, work)
 
     async def react(self, comment: CommentRef, reaction: Reaction) -> None:
         number = comment.number
         if number is None:
             raise PlatformError(f"cannot react to note {comment.id}: no merge request number")
 
-        def work(client: gitlab.Gitlab) -> None:
+        action = f"react to note {comment.id} on !{number}"
+
+        def send(client: gitlab.Gitlab) -> None:
             note = self._mr(client, number).notes.get(comment.id, lazy=True)
             try:
                 note.awardemojis.create({"name": EMOJI[reaction]})
@@ -468,7 +510,11 @@ class GitLabPlatform:
                 if _status(exc) != 404 or "already been taken" not in str(exc):
                     raise
 
-        await self._run(f"react to note {comment.id} on !{number}", work)
+        def work(client: gitlab.Gitlab) -> None:
+            # Idempotent in effect: the same emoji twice is refused as taken (above).
+            self._write(action, lambda: send(client), None)
+
+        await self._run(action, work)
 
 
 # --- Posting a review ---------------------------------------------------------------------------
@@ -601,20 +647,41 @@ class _ReviewPoster:
     ) -> tuple[list[InlineComment], list[tuple[InlineComment, str]], dict[str, Any] | None]:
         for stale in (d for d in drafts if REVIEW_MARK_PREFIX in d.note):
             # Never published: an earlier attempt died before publishing, so start afresh.
-            self.mr.draft_notes.delete(stale.id)
+            self._delete_draft(stale.id)
         kept, refused = self._each_placed(
-            placed,
-            lambda text, position: self.mr.draft_notes.create({"note": text, "position": position}),
+            placed, lambda text, position: self._draft({"note": text, "position": position})
         )
-        self.mr.draft_notes.create({"note": body})
+        self._draft({"note": body})
         mine, others = self._dedupe(body, kept)
         self._publish(mine, others=others)
         note = self._find_body(body)
         return kept, refused, note
 
+    def _draft(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A draft note, made once: one whose answer was lost is looked for among the drafts."""
+        identity = self._identity(str(data["note"]))
+
+        def find() -> dict[str, Any] | None:
+            drafts = self._drafts() or []
+            found = next((d for d in drafts if self._identity(d.note) == identity), None)
+            return None if found is None else {"id": found.id, "note": found.note}
+
+        return self.platform._write(
+            f"draft a note on !{self.pr.number}",
+            lambda: dict(self.mr.draft_notes.create(data).attributes),
+            find,
+        )
+
+    def _delete_draft(self, draft_id: int) -> None:
+        try:
+            self.mr.draft_notes.delete(draft_id)
+        except GitlabError as exc:
+            if _status(exc) != 404:  # gone: an earlier try whose answer was lost deleted it
+                raise
+
     def _dedupe(self, body: str, kept: list[InlineComment]) -> tuple[list[int], bool]:
-        """Our drafts of this review, each once (a create that GitLab answered 5xx after all
-        and that was sent again left two), and whether the user has other drafts here."""
+        """Our drafts of this review, each once (a safety net: a draft made twice, by a GitLab
+        that showed the first one late, say), and whether the user has other drafts here."""
         wanted = {self._identity(self._text(c)) for c in kept} | {self._identity(body)}
         seen: set[str] = set()
         mine: list[int] = []
@@ -624,7 +691,7 @@ class _ReviewPoster:
             if identity not in wanted:
                 others = True
             elif identity in seen:
-                self.mr.draft_notes.delete(draft.id)
+                self._delete_draft(draft.id)
             else:
                 seen.add(identity)
                 mine.append(draft.id)
@@ -642,13 +709,19 @@ class _ReviewPoster:
         publishing would make a person's pending comments public)."""
         if not others:
             try:
-                self.mr.draft_notes.bulk_publish()
+                # Idempotent in effect: publishing again publishes the drafts left, none.
+                action = f"publish the review on !{self.pr.number}"
+                self.platform._write(action, self.mr.draft_notes.bulk_publish, None)
                 return
             except GitlabError as exc:
                 if _status(exc) not in (404, 405):
                     raise
         for draft_id in mine:
-            self.mr.draft_notes.get(draft_id, lazy=True).publish()
+            try:
+                self.mr.draft_notes.get(draft_id, lazy=True).publish()
+            except GitlabError as exc:
+                if _status(exc) != 404:  # gone: published by a try whose answer was lost
+                    raise
 
     def _one_by_one(
         self, placed: list[tuple[InlineComment, dict[str, Any]]], body: str
@@ -657,10 +730,28 @@ class _ReviewPoster:
         review as complete)."""
         kept, refused = self._each_placed(
             placed,
-            lambda text, position: self.mr.discussions.create({"body": text, "position": position}),
+            lambda text, position: self._note(
+                lambda: self.mr.discussions.create({"body": text, "position": position}), text
+            ),
         )
-        note = self.mr.notes.create({"body": body}).attributes
+        note = self._note(lambda: self.mr.notes.create({"body": body}), body)
         return kept, refused, note
+
+    def _note(self, create: Callable[[], Any], text: str) -> dict[str, Any]:
+        """A note or discussion of this review, made once: one whose answer was lost is looked
+        for among our notes by its marker (without a key, by its words)."""
+        identity = self._identity(text)
+
+        def find() -> dict[str, Any] | None:
+            notes = self.platform._our_notes(self.client, self.mr, newest_first=True)
+            return next((n for n in notes if self._identity(n.get("body") or "") == identity), None)
+
+        def send() -> dict[str, Any]:
+            made = create().attributes
+            # A discussion's answer is the discussion: its first note is the note.
+            return dict(made["notes"][0]) if "notes" in made else dict(made)
+
+        return self.platform._write(f"post a review note on !{self.pr.number}", send, find)
 
     def _each_placed(
         self,

@@ -6,7 +6,9 @@ retries with backoff on 5xx answers, timeouts and dropped connections (up to
 ARBITER_INTEGRATION_MAX_RETRIES), and GitLab's 429 waited out when its `Retry-After` (or
 `RateLimit-Reset`) fits within ARBITER_GITLAB_RATE_LIMIT_MAX_WAIT; otherwise `RateLimited`
 says how long GitLab asked for. python-gitlab's own retry loop stays off: it sleeps as long
-as any `Retry-After` says, with no bound and no log line.
+as any `Retry-After` says, with no bound and no log line. A POST creates something: once
+sent, a lost answer raises `WriteUncertain` instead of a retry, and the platform looks for
+what it made first (platforms/gitlab.py).
 
 The adapter runs in the GitLab thread pool (python-gitlab is synchronous), so it sleeps with a
 blocking, injectable `sleep`. One adapter (one connection pool) is shared by every thread;
@@ -22,10 +24,12 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError
 
 from bot.logs import Logger, get_logger
 from platforms.retry import (
     DELIVERY_HEADER,
+    RETRYABLE_STATUSES,
     BlockingSleep,
     RequestPolicy,
     Tries,
@@ -46,8 +50,18 @@ def rate_limit_wait(headers: Mapping[str, str], now: float) -> float:
     return RATE_LIMIT_DEFAULT_WAIT
 
 
+def never_sent(exc: requests.RequestException) -> bool:
+    """A connection that was never made (refused, unresolvable, too slow to open): the request
+    cannot have reached GitLab."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", None), ConnectTimeoutError)  # NewConnectionError
+
+
 class RetryingAdapter(HTTPAdapter):
-    """requests' HTTP adapter with Arbiter's request policy around each send."""
+    """requests' HTTP adapter with Arbiter's request policy around each send. A POST whose
+    answer is lost once it was sent is not sent again: `WriteUncertain` (see the module)."""
 
     def __init__(
         self, policy: RequestPolicy[BlockingSleep], *, pool_size: int, log: Logger | None = None
@@ -61,11 +75,15 @@ class RetryingAdapter(HTTPAdapter):
         path = urlsplit(request.url or "").path
         delivery = request.headers.get(DELIVERY_HEADER)
         tries = Tries(self.policy, method, path, self._log, {"delivery_id": delivery})
+        creates = method == "POST"
         while True:
             try:
                 response = super().send(request, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 reason = type(exc).__name__
+                if creates and not never_sent(exc):
+                    detail = f"did not answer ({reason})"
+                    raise self.policy.answer_lost(tries.where, detail=detail) from None
                 delay = tries.failed()
                 if delay is None:
                     # The exception's text names the host and port, never a header (the token
@@ -80,7 +98,13 @@ class RetryingAdapter(HTTPAdapter):
                     response.close()
                     self.policy.sleep(wait)
                     continue
-                delay = tries.answered(status, response.headers.get("Retry-After"))
+                retry_after = response.headers.get("Retry-After")
+                if creates and status in RETRYABLE_STATUSES:
+                    response.close()
+                    raise self.policy.answer_lost(
+                        tries.where, status=status, retry_after=retry_after
+                    )
+                delay = tries.answered(status, retry_after)
                 if delay is None:
                     return response
                 reason = str(status)

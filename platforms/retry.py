@@ -7,6 +7,12 @@ The two transports differ in how they wait: GitHub's (platforms/github_transport
 the event loop and awaits its `sleep`; GitLab's (platforms/gitlab_transport.py) runs in a
 thread pool and blocks in it. `RequestPolicy` is generic in that one thing. `Tries` is one
 request's bookkeeping under the policy: both transports' loops ask it what comes next.
+
+A write that creates something (a POST) is never sent twice blindly: when its answer is lost
+(a 5xx, a timeout, a connection dropped once it was sent) the transport raises
+`WriteUncertain`, and the platform reconciles with `once` / `once_blocking`: it looks on the
+platform for what the write would have made (by its hidden marker) and sends it again only
+when it is not there.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from bot.logs import Logger
 from config.settings import Settings
-from platforms.base import PlatformError, PlatformName, RateLimited
+from platforms.base import PlatformError, PlatformName, RateLimited, WriteUncertain
 
 DELIVERY_HEADER = "X-Arbiter-Delivery"  # so the platform's request logs can be matched to ours
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
@@ -30,6 +36,7 @@ Clock = Callable[[], float]
 AsyncSleep = Callable[[float], Awaitable[None]]
 BlockingSleep = Callable[[float], None]
 SleepT = TypeVar("SleepT", AsyncSleep, BlockingSleep)
+T = TypeVar("T")
 
 _DISPLAY_NAMES: dict[PlatformName, str] = {"github": "GitHub", "gitlab": "GitLab"}
 
@@ -111,6 +118,23 @@ class RequestPolicy(Generic[SleepT]):
             status=status,
         )
 
+    def answer_lost(
+        self,
+        where: str,
+        *,
+        status: int | None = None,
+        detail: str = "",
+        retry_after: str | None = None,
+    ) -> WriteUncertain:
+        """A write sent but not answered (`status`: its 5xx; else `detail` says what happened).
+        `detail` must never carry a header: tokens travel in them."""
+        what = f"answered {status}" if status is not None else detail
+        return WriteUncertain(
+            f"{self.service} {what} to {where}: it may have been carried out",
+            status=status,
+            retry_after=retry_after,
+        )
+
     def unreachable(
         self, where: str, attempts: int, *, timed_out: bool, detail: str
     ) -> PlatformError:
@@ -190,3 +214,89 @@ class Tries(Generic[SleepT]):
             path=self.path,
             **self.fields,
         )
+
+
+# --- Writes whose answer may be lost ------------------------------------------------------------
+
+
+@dataclass
+class LostAnswers:
+    """One write's tries when answers may be lost: how long to wait before looking for it, and
+    when to give up. Each lost answer counts against ARBITER_INTEGRATION_MAX_RETRIES."""
+
+    policy: RequestPolicy[Any]
+    action: str
+    log: Logger
+    failures: int = 0
+
+    def lost(self, exc: WriteUncertain) -> float | None:
+        """The delay before looking for the write, or None when the tries are spent."""
+        self.failures += 1
+        if self.failures > self.policy.max_retries:
+            return None
+        delay = self.policy.retry_delay(self.failures, exc.retry_after)
+        self.log.warning(
+            f"{self.policy.platform} write answer lost; looking for it before sending it again",
+            action=self.action,
+            error=str(exc),
+            attempt=self.failures + 1,
+            delay=delay,
+        )
+        return delay
+
+    def spent(self, exc: WriteUncertain) -> WriteUncertain:
+        tries = self.failures
+        return WriteUncertain(
+            f"{exc} ({tries} tries, ARBITER_INTEGRATION_MAX_RETRIES)",
+            status=exc.status,
+            retry_after=exc.retry_after,
+        )
+
+    def found(self) -> None:
+        self.log.info(
+            f"{self.policy.platform} write had been carried out; not sent again",
+            action=self.action,
+        )
+
+
+async def once(
+    lost: LostAnswers,
+    send: Callable[[], Awaitable[T]],
+    find: Callable[[], Awaitable[T | None]] | None,
+    sleep: AsyncSleep,
+) -> T:
+    """`send()` a write; when its answer is lost, `find()` what it made before sending it again.
+    Without `find` the write is idempotent in effect and is simply sent again."""
+    while True:
+        try:
+            return await send()
+        except WriteUncertain as exc:
+            delay = lost.lost(exc)
+            if delay is None:
+                raise lost.spent(exc) from exc
+            await sleep(delay)  # give the platform a moment to show what it did
+            found = await find() if find is not None else None
+            if found is not None:
+                lost.found()
+                return found
+
+
+def once_blocking(
+    lost: LostAnswers,
+    send: Callable[[], T],
+    find: Callable[[], T | None] | None,
+    sleep: BlockingSleep,
+) -> T:
+    """`once` for a thread pool's blocking calls (GitLab's)."""
+    while True:
+        try:
+            return send()
+        except WriteUncertain as exc:
+            delay = lost.lost(exc)
+            if delay is None:
+                raise lost.spent(exc) from exc
+            sleep(delay)
+            found = find() if find is not None else None
+            if found is not None:
+                lost.found()
+                return found

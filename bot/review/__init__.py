@@ -6,7 +6,7 @@ repository's configuration (policy.py), reviews with the pure core (bot/core/), 
 the Platform, reports configuration problems (config_problems.py) and records everything.
 """
 
-from bot.review.pull_request import Attempt, ReviewFailed, review_pull_request
+from bot.review.pull_request import Attempt, ReviewFailed, attempt_deadline, review_pull_request
 from bot.review.request import REVIEW_JOB, ReviewRequest, cancel_review, schedule_review
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Attempt",
     "ReviewFailed",
     "ReviewRequest",
+    "attempt_deadline",
     "cancel_review",
     "review_pull_request",
     "schedule_review",

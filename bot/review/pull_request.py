@@ -5,13 +5,20 @@ finds it again; the review is posted under that record's key, which the platform
 the summary is one comment found again by its marker; the model's answers are cached. A
 worker killed anywhere in between leaves, once the job is retried, one review, one summary
 and one set of inline comments.
+
+A review never dies silently. A rate limit that asks for longer than a request may wait
+(ARBITER_<PLATFORM>_RATE_LIMIT_MAX_WAIT) defers the job until the platform's time, using no
+attempt. A review that fails on its last attempt, or runs out of ARBITER_WORKER_JOB_TIMEOUT,
+sets the final `error` status with the reason: the pull request is never left "pending".
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from bot.context import Context
 from bot.core.budget import seconds_to_next_utc_day, utc_day_start
@@ -42,13 +49,16 @@ from platforms.base import (
     Changes,
     InlineComment,
     Platform,
+    PlatformError,
     PostedReview,
     PullRequest,
+    RateLimited,
     SinceNotAncestor,
     StatusState,
 )
 
 SUMMARY_KEY = "summary"
+REPORT_RESERVE = 10.0  # seconds of a job's time kept to report a failure (at most a fifth)
 
 
 class ReviewFailed(Exception):
@@ -59,15 +69,57 @@ class ReviewFailed(Exception):
 class Attempt:
     job_id: int | None = None
     last: bool = True  # no retry will follow a failure
+    deadline: float | None = None  # event-loop time to stop by, with time left to report
+
+
+def attempt_deadline(now: float, job_timeout: float) -> float:
+    """When a job's review stops working, so that a failure is still reported before the
+    worker's ARBITER_WORKER_JOB_TIMEOUT cuts the job off."""
+    return now + job_timeout - min(REPORT_RESERVE, job_timeout / 5)
+
+
+@dataclass
+class _Progress:
+    """How far one attempt got: what reporting its failure needs."""
+
+    pr: PullRequest | None = None
+    record: ReviewRecord | None = None
+    result: ReviewResult | None = None  # the model's review, once it answered
+    stage: str = "review"  # review → post → record → settled (the final status is set)
+    started: float = field(default_factory=time.monotonic)
 
 
 async def review_pull_request(
     ctx: Context, request: ReviewRequest, attempt: Attempt = Attempt()
 ) -> ReviewRecord | None:
     """Review the pull request's current head: the whole review job. None when it was skipped
-    (and why is logged)."""
+    (and why is logged).
+
+    Raises JobDeferred when the platform's rate limit asks for longer than a request waits.
+    Any other failure is raised for the worker to retry; on the last attempt the pull request
+    first gets the final `error` status with the reason.
+    """
+    progress = _Progress()
+    deadline = asyncio.timeout_at(attempt.deadline)
+    try:
+        async with deadline:
+            return await _review(ctx, request, attempt, progress)
+    except RateLimited as exc:
+        raise _deferral(ctx, exc) from exc
+    except (JobDeferred, ReviewFailed):
+        raise  # deferred: it resumes later; the model's failure: already reported
+    except Exception as exc:
+        if attempt.last and progress.pr is not None:
+            reason = _out_of_time(ctx) if deadline.expired() else _plain(exc)
+            await _give_up(ctx, progress, reason)
+        raise
+
+
+async def _review(
+    ctx: Context, request: ReviewRequest, attempt: Attempt, progress: _Progress
+) -> ReviewRecord | None:
     store, platform = ctx.store, ctx.platform
-    pr = await platform.pull_request(request.number)
+    pr = progress.pr = await platform.pull_request(request.number)
     loaded = await config_for_review(ctx, pr)
     config = loaded.config
     state = await store.pr_state(request.platform, request.repo, request.number)
@@ -92,7 +144,8 @@ async def review_pull_request(
             delivery_id=request.delivery_id,
         )
     )
-    started = time.monotonic()
+    progress.record = record
+    started = progress.started = time.monotonic()
     await _status(ctx, pr, "pending", REVIEWING)
     changes = await _changes(platform, pr, since, ctx)
     if since and not changes.incremental:
@@ -116,6 +169,7 @@ async def review_pull_request(
         # Configuration, not weather: retrying cannot help, so say it and stop.
         await _fail(ctx, pr, record, str(exc), started)
         return await store.get_review(record.id)
+    progress.result = result
     await store.record_usage(
         UsageRecord(
             "review",
@@ -137,8 +191,10 @@ async def review_pull_request(
 
     summary = config.review.summary
     earlier_tally = {} if request.fresh else earlier_counts(f.severity for f in earlier)
+    progress.stage = "post"
     posted = await _post(ctx, pr, record, result, earlier_tally if summary else None)
-    await _record(ctx, pr, record, result, posted, started, config.review.fail_on)
+    progress.stage = "record"
+    await _record(ctx, pr, record, result, posted, progress, config.review.fail_on)
     return await store.get_review(record.id)
 
 
@@ -203,7 +259,7 @@ async def _record(
     record: ReviewRecord,
     result: ReviewResult,
     posted: PostedReview | None,
-    started: float,
+    progress: _Progress,
     fail_on: str,
 ) -> None:
     store = ctx.store
@@ -223,11 +279,12 @@ async def _record(
     state, description = final_status(result, fail_on)
     description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
     await _status(ctx, pr, state, description)
+    progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours
     await store.update_pr_state(
         platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
     )
     outcome = state if state in ("failure", "error") else "success"
-    duration = time.monotonic() - started
+    duration = time.monotonic() - progress.started
     await store.update_review(
         record.id,
         state="done",
@@ -271,6 +328,17 @@ async def _fail(
 ) -> None:
     reason = ctx.redactor.scrub(reason)  # a provider's error may echo its key
     await _status(ctx, pr, "error", f"Arbiter could not review: {reason}")
+    await _record_failure(ctx, record, reason, started, result=result)
+
+
+async def _record_failure(
+    ctx: Context,
+    record: ReviewRecord,
+    reason: str,
+    started: float,
+    *,
+    result: ReviewResult | None = None,
+) -> None:
     usage = result.usage if result else None
     await ctx.store.update_review(
         record.id,
@@ -287,6 +355,57 @@ async def _fail(
     platform = pr_platform(ctx)
     ctx.metrics.reviews.labels(platform=platform, outcome="error").inc()
     ctx.log.warning("review failed", reason=reason)
+
+
+# --- When a review cannot go on ------------------------------------------------------------------
+
+_HEADLINES = {
+    "review": "Arbiter could not review",
+    "post": "Arbiter could not post its review",
+    "record": "Arbiter posted its review but could not record it",
+}
+
+
+async def _give_up(ctx: Context, progress: _Progress, reason: str) -> None:
+    """The last attempt failed: the final `error` status with the reason, and the review
+    recorded as failed. The failure itself stays the job's error, so neither step may raise."""
+    assert progress.pr is not None
+    ctx.log.warning("review failed on its last attempt", reason=reason, stage=progress.stage)
+    try:
+        # Once the outcome is on the pull request, a bookkeeping failure does not replace it.
+        if progress.stage != "settled":
+            await _status(ctx, progress.pr, "error", f"{_HEADLINES[progress.stage]}: {reason}")
+    except Exception as exc:
+        ctx.log.warning("could not set the final status", error=_plain(exc))
+    if progress.record is None:
+        return
+    try:
+        await _record_failure(
+            ctx, progress.record, reason, progress.started, result=progress.result
+        )
+    except Exception as exc:
+        ctx.log.warning("could not record the failed review", error=_plain(exc))
+
+
+def _deferral(ctx: Context, limit: RateLimited) -> JobDeferred:
+    """The job again once the platform's rate limit allows, plus a little spread so that the
+    reviews it stopped do not all return in the same second."""
+    delay = limit.retry_after + random.uniform(1, 5)  # noqa: S311 - spread, not a secret
+    ctx.log.warning("rate limited; review deferred", delay_seconds=math.ceil(delay))
+    return JobDeferred(delay, f"deferred {math.ceil(delay)} s: {limit}")
+
+
+def _out_of_time(ctx: Context) -> str:
+    limit = ctx.settings.worker_job_timeout
+    return f"the review took longer than ARBITER_WORKER_JOB_TIMEOUT ({limit:g} s) allows"
+
+
+def _plain(exc: BaseException) -> str:
+    """An error in words: a platform's own message says what happened; others say what too."""
+    text = str(exc).strip()
+    if isinstance(exc, PlatformError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _status(ctx: Context, pr: PullRequest, state: StatusState, description: str) -> None:

@@ -26,7 +26,10 @@ Read back: `requests` / `requests_to` (every answered request, with headers and 
 `review_comments`, `issue_comments`, `statuses`, `reactions`, `minted` (installation tokens),
 `branch_head`.
 Script failures: `fail` (any status, e.g. 502), `disconnect`, `delay`, `secondary_rate_limit`,
-`primary_rate_limit`, `revoke_tokens`.
+`primary_rate_limit`, `revoke_tokens`. With `landed=True`, `fail`, `disconnect` and `delay` carry
+the request out first and only then lose its answer (a 502, a dropped connection, an answer
+later than the client waits), as a proxy in front of GitHub does when GitHub completed a write
+but the answer never made it back.
 App manifests: `add_manifest_code(manifest)` is the code GitHub hands the browser after someone
 creates an App from `manifest`; `POST /app-manifests/{code}/conversions` (no authentication, as
 on GitHub) converts it once, within an hour, into GitHub's answer (id, slug, pem, webhook_secret,
@@ -268,6 +271,7 @@ class _Rule:
     headers: Mapping[str, str] = field(default_factory=dict)
     seconds: float | None = None
     if_body: Callable[[Any], bool] | None = None
+    landed: bool = False  # carried out before its answer is lost
 
     def matches(self, request: web.Request, body: bytes) -> bool:
         method_ok = self.method == "*" or self.method.upper() == request.method
@@ -618,10 +622,12 @@ class FakeGitHub:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         if_body: Callable[[Any], bool] | None = None,
+        landed: bool = False,
     ) -> None:
         """The next `times` requests matching `method` ("*": any), the glob `path` and, when
         given, `if_body` (called with the request's JSON body) get `status`, before any auth,
-        with GitHub's JSON error body unless `body` is given."""
+        with GitHub's JSON error body unless `body` is given. With `landed`, each is carried
+        out first (a review is created, say) and only its answer is replaced."""
         self._rules.append(
             _Rule(
                 method,
@@ -632,17 +638,40 @@ class FakeGitHub:
                 body=body,
                 headers=headers or {},
                 if_body=if_body,
+                landed=landed,
             )
         )
 
-    def disconnect(self, method: str, path: str, *, times: int = 1) -> None:
-        """Drop the connection without an answer. aiohttp's client itself resends an
-        idempotent request (GET) once on a dropped connection: script two drops for one GET."""
-        self._rules.append(_Rule(method, path, times, "disconnect"))
+    def disconnect(
+        self,
+        method: str,
+        path: str,
+        *,
+        times: int = 1,
+        landed: bool = False,
+        if_body: Callable[[Any], bool] | None = None,
+    ) -> None:
+        """Drop the connection without an answer (with `landed`, after carrying the request
+        out). aiohttp's client itself resends an idempotent request (GET) once on a dropped
+        connection: script two drops for one GET."""
+        self._rules.append(_Rule(method, path, times, "disconnect", landed=landed, if_body=if_body))
 
-    def delay(self, method: str, path: str, seconds: float, *, times: int = 1) -> None:
-        """Answer normally, but only after `seconds` of real time (for client timeouts)."""
-        self._rules.append(_Rule(method, path, times, "delay", seconds=seconds))
+    def delay(
+        self,
+        method: str,
+        path: str,
+        seconds: float,
+        *,
+        times: int = 1,
+        landed: bool = False,
+        if_body: Callable[[Any], bool] | None = None,
+    ) -> None:
+        """Answer normally, but only after `seconds` of real time (for client timeouts). With
+        `landed` the request is carried out at once and only its answer waits: a client that
+        gives up first finds the write done all the same."""
+        self._rules.append(
+            _Rule(method, path, times, "delay", seconds=seconds, landed=landed, if_body=if_body)
+        )
 
     def secondary_rate_limit(
         self,
@@ -782,10 +811,22 @@ class FakeGitHub:
     async def _handle(
         self, request: web.Request, handler: Handler, body: bytes
     ) -> web.StreamResponse:
-        try:
-            scripted = await self._scripted(request, body)
+        blocked = self._blocked()
+        if blocked is not None:
+            return blocked
+        rule = next((r for r in self._rules if r.matches(request, body)), None)
+        if rule is not None:
+            rule.times -= 1
+            if rule.landed:
+                return await self._lose_answer(request, rule, await self._serve(request, handler))
+            scripted = await self._scripted(request, rule)
             if scripted is not None:
                 return scripted
+        return await self._serve(request, handler)
+
+    async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The request as GitHub answers it: authenticated, counted, handled."""
+        try:
             exchange = self._exchanges[id(request)]
             if _anonymous(request.path):  # GitHub wants no credentials for these
                 return self._finish(request, await handler(request))
@@ -827,27 +868,45 @@ class FakeGitHub:
         )
         return response
 
-    async def _scripted(self, request: web.Request, body: bytes) -> web.StreamResponse | None:
+    def _blocked(self) -> web.Response | None:
+        """While a secondary rate limit lasts, every request is refused the same way."""
         now = self.clock()
         if now < self._blocked_until:
             return self._secondary_response(self._blocked_status, self._blocked_until - now)
-        rule = next((r for r in self._rules if r.matches(request, body)), None)
-        if rule is None:
-            return None
-        rule.times -= 1
+        return None
+
+    async def _scripted(self, request: web.Request, rule: _Rule) -> web.StreamResponse | None:
+        """A scripted failure instead of the request (None: a delay, then the real answer)."""
         if rule.kind == "disconnect":
-            self._exchanges[id(request)].dropped = True
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
+            return self._drop(request)
         if rule.kind == "delay":
             await asyncio.sleep(rule.seconds or 0)
             return None
         if rule.kind == "secondary":
             wait = rule.seconds if rule.seconds is not None else 60.0
-            self._blocked_until = now + wait
+            self._blocked_until = self.clock() + wait
             self._blocked_status = rule.status
             return self._secondary_response(rule.status, rule.seconds)
+        return self._failure(rule)
+
+    async def _lose_answer(
+        self, request: web.Request, rule: _Rule, answer: web.StreamResponse
+    ) -> web.StreamResponse:
+        """The request was carried out; what the client gets instead of `answer`."""
+        if rule.kind == "disconnect":
+            return self._drop(request)
+        if rule.kind == "delay":
+            await asyncio.sleep(rule.seconds or 0)  # cancelled when the client gives up
+            return answer
+        return self._failure(rule)
+
+    def _drop(self, request: web.Request) -> web.Response:
+        self._exchanges[id(request)].dropped = True
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=500)
+
+    def _failure(self, rule: _Rule) -> web.Response:
         if rule.body is not None:
             return web.json_response(rule.body, status=rule.status, headers=rule.headers)
         phrase = "Server Error" if rule.status >= 500 else "Scripted failure"

@@ -27,7 +27,10 @@ Read back: `requests` / `requests_to` (every answered request, with headers and 
 `statuses` (the status records) and `status_changes` (every status accepted, in order),
 `award_emoji`, `merge_request`, `project`, `user`.
 Script failures: `fail` (any status, e.g. 502), `rate_limit` (429 with `Retry-After`),
-`disconnect`, `delay`, `hold` (requests wait until the test releases them).
+`disconnect`, `delay`, `hold` (requests wait until the test releases them). With `landed=True`,
+`fail`, `disconnect` and `delay` carry the request out first and only then lose its answer (a
+502, a dropped connection, an answer later than the client waits), as a proxy in front of GitLab
+does when GitLab completed a write but the answer never made it back.
 
 Endpoints (all under /api/v4): /user, /users?username=, /projects/:id (numeric, or the
 URL-encoded path), and under it merge_requests/:iid with /diffs, /changes, /versions, /notes
@@ -49,7 +52,6 @@ has is a 400 "Cannot transition status"); the same award emoji twice is a 404.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import fnmatch
 import hashlib
@@ -581,13 +583,17 @@ class FakeGitLab:
             )
         )
 
-    def disconnect(self, method: str, path: str, *, times: int = 1) -> None:
-        """Drop the connection without an answer."""
-        self._rules.append(_Rule(method, path, times, "disconnect"))
+    def disconnect(self, method: str, path: str, *, times: int = 1, landed: bool = False) -> None:
+        """Drop the connection without an answer (with `landed`, after carrying it out)."""
+        self._rules.append(_Rule(method, path, times, "disconnect", landed=landed))
 
-    def delay(self, method: str, path: str, seconds: float, *, times: int = 1) -> None:
-        """Answer normally, but only after `seconds` of real time (for client timeouts)."""
-        self._rules.append(_Rule(method, path, times, "delay", seconds=seconds))
+    def delay(
+        self, method: str, path: str, seconds: float, *, times: int = 1, landed: bool = False
+    ) -> None:
+        """Answer normally, but only after `seconds` of real time (for client timeouts). With
+        `landed` the request is carried out at once and only its answer waits: a client that
+        gives up first finds the write done all the same."""
+        self._rules.append(_Rule(method, path, times, "delay", seconds=seconds, landed=landed))
 
     def hold(self, method: str, path: str) -> asyncio.Event:
         """Every matching request waits until the returned event is set."""
@@ -691,6 +697,11 @@ class FakeGitLab:
         rule = next((r for r in self._rules if r.matches(request.method, raw_path)), None)
         if rule is not None:
             rule.times -= 1
+            if rule.landed and rule.kind in ("disconnect", "delay"):
+                answer = await self._carry_out(request, raw_path, body)
+                if rule.kind == "delay":
+                    await asyncio.sleep(rule.seconds)  # cancelled when the client gives up
+                    return answer
             if rule.kind == "disconnect":
                 if request.transport is not None:
                     request.transport.close()
@@ -704,8 +715,7 @@ class FakeGitLab:
                 return self._rate_limited(rule.seconds), "anonymous"
             else:
                 if rule.landed:
-                    with contextlib.suppress(_GitLabError):
-                        await self._route(request, raw_path, body, self._authenticate(request))
+                    await self._carry_out(request, raw_path, body)
                 if rule.body is not None:
                     return web.json_response(
                         rule.body, status=rule.status, headers=rule.headers
@@ -715,6 +725,12 @@ class FakeGitLab:
                 return web.json_response(
                     {"message": phrase}, status=rule.status, headers=rule.headers
                 ), "anonymous"
+        return await self._carry_out(request, raw_path, body)
+
+    async def _carry_out(
+        self, request: web.Request, raw_path: str, body: bytes
+    ) -> tuple[web.StreamResponse, str]:
+        """The request done as GitLab does it, whatever answer the client then gets."""
         try:
             user = self._authenticate(request)
         except _GitLabError as error:

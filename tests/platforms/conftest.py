@@ -25,6 +25,12 @@ DELIVERY = "delivery-1"
 MakeGitHub = Callable[..., GitHub]
 
 
+def visible(body: str) -> str:
+    """A comment's text as people read it: Arbiter's hidden markers (HTML comments) left out."""
+    kept = [line for line in body.split("\n") if not line.startswith("<!-- arbiter:")]
+    return "\n".join(kept).strip()
+
+
 @pytest.fixture(scope="session")
 def app_key() -> AppKey:
     return AppKey.generate()

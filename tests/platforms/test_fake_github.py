@@ -107,3 +107,36 @@ async def test_requests_are_recorded_with_what_was_sent(
     [request] = fake.requests_to("POST", "/repos/*/issues/1/comments")
     assert (request.status, request.actor, request.json()) == (201, "token", {"body": "hi"})
     assert request.at >= before - 1
+
+
+# --- Lost answers: the write is done, the answer never arrives ----------------------------------
+
+
+async def post_comment(fake: FakeGitHub, session: aiohttp.ClientSession) -> int | None:
+    """POST a comment on #1: its status, or None when no answer came."""
+    url = f"{fake.url}/repos/{REPO}/issues/1/comments"
+    headers = {"Authorization": f"token {PAT}"}
+    try:
+        async with session.post(
+            url, json={"body": "hi"}, headers=headers, timeout=aiohttp.ClientTimeout(total=0.5)
+        ) as response:
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+@pytest.mark.parametrize("landed", [False, True])
+async def test_a_scripted_failure_is_carried_out_first_only_when_landed(
+    fake: FakeGitHub, session: aiohttp.ClientSession, landed: bool
+) -> None:
+    fake.add_pull(REPO, 1)
+    fake.fail("POST", f"/repos/{REPO}/issues/1/comments", 502, landed=landed)
+    fake.disconnect("POST", f"/repos/{REPO}/issues/1/comments", landed=landed)
+    fake.delay("POST", f"/repos/{REPO}/issues/1/comments", 5, landed=landed)
+
+    answers = [await post_comment(fake, session) for _ in range(3)]
+
+    assert answers == [502, None, None]  # a 502, a dropped connection, an answer too late
+    assert len(fake.issue_comments(REPO, 1)) == (3 if landed else 0)
+    [first, *_] = fake.requests_to("POST", f"/repos/{REPO}/issues/1/comments")
+    assert first.status == 502

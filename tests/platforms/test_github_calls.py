@@ -9,7 +9,7 @@ import pytest
 from platforms.base import CommentRef, InlineComment, PlatformError, SinceNotAncestor
 from platforms.github import GitHubPlatform, comment_marker
 from tests.fakes.github import FakeGitHub, PullFile
-from tests.platforms.conftest import REPO, MakeGitHub
+from tests.platforms.conftest import REPO, MakeGitHub, visible
 
 PATCH = "@@ -1,3 +1,4 @@\n context one\n-old two\n+new two\n+new three\n context four"
 # Line numbers in PATCH. RIGHT (new file): 1, 2, 3, 4 (context, added, added, context).
@@ -224,7 +224,11 @@ async def test_post_review_sends_one_comment_review_with_every_inline_comment(
 
     assert posted.posted == tuple(comments) and posted.dropped == ()
     [review] = fake.reviews(REPO, 1)
-    assert (review["id"], review["state"], review["body"]) == (posted.id, "COMMENTED", "Summary")
+    assert (review["id"], review["state"], visible(review["body"])) == (
+        posted.id,
+        "COMMENTED",
+        "Summary",
+    )
     assert review["commit_id"] == "h" * 40
     placed = [
         (c["path"], c["line"], c["side"], c["start_line"], c["body"])
@@ -300,7 +304,7 @@ async def test_reply_in_an_inline_thread_goes_to_its_first_comment(
 
     assert (ref.kind, ref.number, ref.thread) == ("inline", 1, str(root["id"]))
     reply = next(c for c in fake.review_comments(REPO, 1) if c["id"] == ref.id)
-    assert (reply["body"], reply["in_reply_to_id"], reply["path"]) == (
+    assert (visible(reply["body"]), reply["in_reply_to_id"], reply["path"]) == (
         "Because.",
         root["id"],
         "src/app.py",
@@ -317,7 +321,7 @@ async def test_reply_to_a_conversation_comment_comments_on_the_pull_request(
     ref = await platform.reply(CommentRef(id=asked["id"], kind="conversation", number=1), "Hi")
 
     assert ref.kind == "conversation"
-    assert [c["body"] for c in fake.issue_comments(REPO, 1)] == ["@arbiter why?", "Hi"]
+    assert [visible(c["body"]) for c in fake.issue_comments(REPO, 1)] == ["@arbiter why?", "Hi"]
 
 
 async def test_reply_needs_the_pull_request_number(platform: GitHubPlatform) -> None:

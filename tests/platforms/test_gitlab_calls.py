@@ -7,7 +7,7 @@ import pytest
 from platforms.base import CommentRef, PlatformError, PullRequest, SinceNotAncestor
 from platforms.gitlab import GitLabPlatform
 from tests.fakes.gitlab import FakeGitLab, MRFile, project_path
-from tests.platforms.conftest import GL_PROJECT, MakeGitLab
+from tests.platforms.conftest import GL_PROJECT, MakeGitLab, visible
 
 H1, H2, BASE, START = "a1" * 20, "b2" * 20, "c3" * 20, "d4" * 20
 APP = "import os\n\n\ndef run():\n    return os.system('ls')\n"
@@ -332,7 +332,10 @@ async def test_a_reply_goes_into_the_discussion(
     )
 
     (discussion,) = seeded.discussions(GL_PROJECT, 7)
-    assert [n["body"] for n in discussion["notes"]] == ["@arbiter why?", "Because it runs a shell."]
+    assert [visible(n["body"]) for n in discussion["notes"]] == [
+        "@arbiter why?",
+        "Because it runs a shell.",
+    ]
     assert discussion["notes"][1]["type"] == "DiffNote"
     assert (ref.id, ref.kind, ref.thread) == (
         discussion["notes"][1]["id"],
@@ -352,9 +355,9 @@ async def test_a_reply_to_a_lone_note_threads_it_and_without_a_thread_is_a_new_n
     await gitlab_platform.reply(CommentRef(lone["id"], "conversation", number=7), "Hello again")
 
     first, second = seeded.discussions(GL_PROJECT, 7)
-    assert [n["body"] for n in first["notes"]] == ["@arbiter help", "Hi!"]
+    assert [visible(n["body"]) for n in first["notes"]] == ["@arbiter help", "Hi!"]
     assert first["individual_note"] is False
-    assert [n["body"] for n in second["notes"]] == ["Hello again"]
+    assert [visible(n["body"]) for n in second["notes"]] == ["Hello again"]
 
 
 async def test_a_reply_into_a_discussion_that_is_gone_fails(

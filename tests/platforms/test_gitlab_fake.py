@@ -169,3 +169,28 @@ async def test_drafts_stay_private_until_published(
     assert gitlab_fake.draft_notes(GL_PROJECT, 1) == []
     gitlab_fake.draft_notes_supported = False
     assert (await call(http, "GET", f"{MR}/draft_notes"))[0] == 404
+
+
+# --- Lost answers: the write is done, the answer never arrives ----------------------------------
+
+
+@pytest.mark.parametrize("landed", [False, True])
+async def test_a_scripted_failure_is_carried_out_first_only_when_landed(
+    gitlab_fake: FakeGitLab, http: aiohttp.ClientSession, landed: bool
+) -> None:
+    notes = f"{MR}/notes"
+    gitlab_fake.fail("POST", notes, 502, landed=landed)
+    gitlab_fake.disconnect("POST", notes, landed=landed)
+    gitlab_fake.delay("POST", notes, 5, landed=landed)
+    answers: list[int | None] = []
+    for _ in range(3):
+        try:
+            status, _, _ = await call(
+                http, "POST", notes, json={"body": "hi"}, timeout=aiohttp.ClientTimeout(total=0.5)
+            )
+            answers.append(status)
+        except (aiohttp.ClientError, TimeoutError):
+            answers.append(None)
+
+    assert answers == [502, None, None]  # a 502, a dropped connection, an answer too late
+    assert len(gitlab_fake.notes(GL_PROJECT, 1)) == (3 if landed else 0)

@@ -327,17 +327,17 @@ async def _publish_as_token_user(fake: FakeGitLab, draft_id: int) -> None:
         assert response.status == 204
 
 
-async def test_a_draft_created_twice_by_a_retried_request_is_published_once(
+async def test_a_draft_whose_answer_was_lost_is_found_not_drafted_again(
     fake: FakeGitLab, gitlab_platform: GitLabPlatform
 ) -> None:
     pr = await pr_of(gitlab_platform)
-    # The first draft lands but its answer is a 502: the client sends it again.
+    # The first draft lands but its answer is a 502: it is looked for, not sent again.
     fake.fail("POST", f"{MR}/draft_notes", 502, landed=True)
 
     await gitlab_platform.post_review(pr, "Review", COMMENTS, key="review-9")
 
-    assert len(fake.requests_to("POST", f"{MR}/draft_notes")) == 4
-    assert len(fake.requests_to("DELETE", f"{MR}/draft_notes/*")) == 1
+    assert len(fake.requests_to("POST", f"{MR}/draft_notes")) == 3
+    assert fake.requests_to("DELETE", f"{MR}/draft_notes/*") == []
     assert summary_of(fake) == ["one", "two", "Review"]
 
 

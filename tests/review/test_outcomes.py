@@ -1,0 +1,299 @@
+"""How a review job ends when the platform will not take it: a rate limit longer than Arbiter
+waits in a request defers the job (no attempt used) until the platform's time; a review that
+ends without posting leaves the final `error` status with a plain reason, never "pending".
+
+One process: the runtime and its worker, the fake GitHub and the fake OpenAI. The fake, the
+store and the review share a clock that runs with real time and that the test moves forward,
+so a deferral is read from the queue, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.events import from_github
+from bot.review.request import REVIEW_JOB
+from bot.runtime import Runtime
+from bot.store import Job, Store, StoreUnavailable
+from bot.store.base import FindingRecord, PullRequestState
+from bot.store.sql import SQLStore
+from config.settings import load_settings
+from tests.conftest import fixture_json
+from tests.fakes.github import AppKey, FakeGitHub, PullFile
+from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt
+
+PAT = "ghp_" + "o" * 36
+REPO = "Codertocat/Hello-World"  # the repository of the shared fixtures
+H1, BASE = "a1" * 20, "d4" * 20
+CODE = "def f(x):\n    return eval(x)\n"
+REVIEWS = f"/repos/{REPO}/pulls/2/reviews"
+
+MakeRuntime = Callable[..., Any]
+
+
+class Clock:
+    """Real time, moved forward by hand: waits within a request still pass as they do."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def github(clock: Clock) -> AsyncIterator[FakeGitHub]:
+    key = AppKey.generate()
+    async with FakeGitHub(app_id="1", public_key=key.public_pem, token=PAT, clock=clock) as fake:
+        fake.add_repo(REPO, installation_id=1)
+        fake.add_pull(REPO, 2, files=[PullFile.added("a.py", CODE)], head_sha=H1, base_sha=BASE)
+        yield fake
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        fake.respond(findings_in_prompt([finding("a.py", 2, severity="critical")]))
+        yield fake
+
+
+@pytest.fixture
+async def make_runtime(
+    tmp_path: Path, github: FakeGitHub, openai: FakeOpenAI, clock: Clock
+) -> AsyncIterator[MakeRuntime]:
+    made: list[Runtime] = []
+
+    async def make(*, store: Store | None = None, **overrides: Any) -> Runtime:
+        settings = load_settings(
+            **{
+                "database_url": f"sqlite+aiosqlite:///{tmp_path}/outcomes.db",
+                "github_token": PAT,
+                "github_webhook_secret": "s",
+                "github_base_url": github.url,
+                "llm_max_retries": 0,
+                "worker_retry_backoff_seconds": 0,
+                **openai.settings(),
+                **overrides,
+            }
+        )
+        runtime = Runtime(settings, store=store, clock=clock)
+        await runtime.start()
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        await runtime.close()
+
+
+async def opened(runtime: Runtime) -> None:
+    payload = copy.deepcopy(fixture_json("github/webhooks/pull_request/opened.payload.json"))
+    event = from_github("pull_request", str(uuid.uuid4()), payload)
+    result = await runtime.router.dispatch(runtime.context(event))
+    assert result.ok, result.failed
+
+
+async def work(runtime: Runtime) -> None:
+    worker = runtime.make_worker()
+    async with asyncio.timeout(60):
+        await worker.run_until_idle()
+
+
+async def review_job(runtime: Runtime) -> Job:
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    return job
+
+
+def statuses(github: FakeGitHub) -> list[tuple[str, str]]:
+    return [(s["state"], s["description"]) for s in github.statuses(REPO, H1)]
+
+
+# --- Rate limits longer than a request waits: the job is deferred -------------------------------
+
+
+async def test_a_secondary_rate_limit_of_two_minutes_defers_the_review_then_it_posts(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock
+) -> None:
+    runtime = await make_runtime()  # ARBITER_GITHUB_RATE_LIMIT_MAX_WAIT: 60 s
+    await opened(runtime)
+    github.secondary_rate_limit(retry_after=120, method="POST", path=REVIEWS)
+
+    await work(runtime)
+
+    job = await review_job(runtime)
+    assert (job.state, job.attempts) == ("queued", 0)  # deferred: no attempt used
+    assert 120 <= job.run_at - clock() <= 130
+    assert job.last_error is not None and "secondary rate limit" in job.last_error
+    assert github.reviews(REPO, 2) == []
+    assert [s for s, _ in statuses(github)] == ["pending"]  # not an error: it resumes
+
+    clock.advance(131)  # GitHub's two minutes, and the job's turn
+    await work(runtime)
+
+    job = await review_job(runtime)
+    assert (job.state, job.attempts) == ("done", 1)
+    assert len(github.reviews(REPO, 2)) == 1
+    assert statuses(github)[-1][0] == "success"
+
+
+async def test_a_spent_hourly_limit_defers_the_review_until_its_reset(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock
+) -> None:
+    runtime = await make_runtime()
+    await opened(runtime)
+    github.primary_rate_limit(reset_in=600)  # x-ratelimit-remaining: 0, reset in 10 minutes
+
+    await work(runtime)
+
+    job = await review_job(runtime)
+    assert (job.state, job.attempts) == ("queued", 0)
+    assert 599 <= job.run_at - clock() <= 612
+    assert job.last_error is not None and "primary rate limit" in job.last_error
+
+
+async def test_a_rate_limit_within_the_bound_is_waited_out_in_the_request(
+    make_runtime: MakeRuntime, github: FakeGitHub
+) -> None:
+    runtime = await make_runtime()
+    await opened(runtime)
+    github.secondary_rate_limit(retry_after=1, method="POST", path=REVIEWS)
+
+    await work(runtime)
+
+    job = await review_job(runtime)
+    assert (job.state, job.attempts) == ("done", 1)
+    assert len(github.reviews(REPO, 2)) == 1
+
+
+# --- A review that ends without posting: the final status is `error` --------------------------
+
+
+async def test_a_review_post_refused_every_time_ends_in_error_not_pending(
+    make_runtime: MakeRuntime, github: FakeGitHub
+) -> None:
+    runtime = await make_runtime(worker_retry_attempts=3)
+    await opened(runtime)
+    github.fail("POST", REVIEWS, 422, times=5, body={"message": "Validation Failed"})
+
+    await work(runtime)
+
+    job = await review_job(runtime)
+    assert (job.state, job.attempts) == ("dead", 4)
+    # Each attempt said "reviewing"; the attempts that were retried left it so; the last one
+    # said why it gave up.
+    assert [s for s, _ in statuses(github)] == ["pending"] * 4 + ["error"]
+    description = statuses(github)[-1][1]
+    assert description.startswith("Arbiter could not post its review:")
+    assert "422" in description and "Validation Failed" in description
+    (record,) = await runtime.store.list_reviews()
+    assert (record.state, record.outcome) == ("failed", "error")
+    assert record.reason is not None and "422" in record.reason
+    assert github.reviews(REPO, 2) == []
+
+
+async def test_a_review_that_fails_then_succeeds_shows_only_success(
+    make_runtime: MakeRuntime, github: FakeGitHub
+) -> None:
+    runtime = await make_runtime(worker_retry_attempts=3)
+    await opened(runtime)
+    github.fail("POST", REVIEWS, 422, times=2, body={"message": "Validation Failed"})
+
+    await work(runtime)
+
+    assert [s for s, _ in statuses(github)] == ["pending", "pending", "pending", "success"]
+    (record,) = await runtime.store.list_reviews()
+    assert (record.state, record.outcome) == ("done", "success")
+
+
+async def test_a_review_that_runs_out_of_time_on_its_last_attempt_says_so(
+    make_runtime: MakeRuntime, github: FakeGitHub
+) -> None:
+    runtime = await make_runtime(worker_retry_attempts=0, worker_job_timeout=5)
+    await opened(runtime)
+    github.delay("POST", REVIEWS, 30)  # GitHub hangs past the job's time
+
+    await work(runtime)
+
+    job = await review_job(runtime)
+    assert job.state == "dead"
+    state, description = statuses(github)[-1]
+    assert state == "error"
+    assert "ARBITER_WORKER_JOB_TIMEOUT" in description
+    (record,) = await runtime.store.list_reviews()
+    assert (record.state, record.outcome) == ("failed", "error")
+
+
+class BrokenStore(SQLStore):
+    """The database goes away after the review is posted: at `broken`, a write fails."""
+
+    def __init__(self, url: str, broken: str, *, clock: Clock) -> None:
+        super().__init__(url, clock=clock)
+        self.broken = broken
+
+    async def record_findings(
+        self,
+        review_id: int,
+        platform: str,
+        repo: str,
+        number: int,
+        records: Iterable[FindingRecord],
+    ) -> int:
+        if self.broken == "findings":
+            raise StoreUnavailable("the database went away")
+        return await super().record_findings(review_id, platform, repo, number, records)
+
+    async def update_pr_state(
+        self, platform: str, repo: str, number: int, **changes: Any
+    ) -> PullRequestState:
+        if self.broken == "pr state" and "last_reviewed_head" in changes:
+            raise StoreUnavailable("the database went away")
+        return await super().update_pr_state(platform, repo, number, **changes)
+
+
+async def test_a_review_posted_but_not_recorded_says_so_on_its_last_attempt(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock, tmp_path: Path
+) -> None:
+    store = BrokenStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db", "findings", clock=clock)
+    runtime = await make_runtime(store=store, worker_retry_attempts=0)
+    await opened(runtime)
+
+    await work(runtime)
+
+    assert len(github.reviews(REPO, 2)) == 1  # posted, then the store failed
+    state, description = statuses(github)[-1]
+    assert state == "error"
+    assert description.startswith("Arbiter posted its review but could not record it:")
+    assert "StoreUnavailable" in description
+
+
+async def test_a_store_failure_after_the_final_status_leaves_the_outcome_shown(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock, tmp_path: Path
+) -> None:
+    store = BrokenStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db", "pr state", clock=clock)
+    runtime = await make_runtime(store=store, worker_retry_attempts=0)
+    await opened(runtime)
+
+    await work(runtime)
+
+    assert (await review_job(runtime)).state == "dead"
+    # The pull request shows the review's outcome; Arbiter's bookkeeping failure is its own.
+    assert [s for s, _ in statuses(github)] == ["pending", "success"]
+    (record,) = await runtime.store.list_reviews()
+    assert (record.state, record.outcome) == ("failed", "error")
+    assert record.reason is not None and "StoreUnavailable" in record.reason
