@@ -8,14 +8,15 @@ import hmac
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from bot.store.sql import SQLStore
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_ENV = "ARBITER_FIXTURES_DIR"
 # Read now: every test runs with the ARBITER_* variables cleared (clean_environment).
@@ -149,11 +150,31 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLStore]:
 POSTGRES_ENV = "ARBITER_TEST_POSTGRES_URL"
 
 
-def _admin(url: str, statement: str) -> None:
-    """Run one statement on the server, on a loop of its own (callers may be inside a loop)."""
+def run_in_own_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end on a loop of its own, in a thread of its own: session
+    fixtures set up by an async fixture are called inside that fixture's running loop."""
     import asyncio
     import threading
 
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(asyncio.run(coroutine))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _admin(url: str, statement: str) -> None:
+    """Run one statement on the server (callers may be inside a loop)."""
     import asyncpg  # only needed when PostgreSQL tests run
 
     async def run() -> None:
@@ -164,19 +185,7 @@ def _admin(url: str, statement: str) -> None:
         finally:
             await conn.close()
 
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+    run_in_own_loop(run())
 
 
 @pytest.fixture(scope="session")
