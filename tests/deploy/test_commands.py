@@ -51,12 +51,19 @@ def test_each_process_runs_what_its_role_needs() -> None:
     assert _command(services["worker"]) == ("worker", False)
     assert _command(services["migrate"]) == ("migrate", False)
     procfile = {c.where.split(": ")[-1]: c.argv for c in project.procfile_commands()}
-    assert _command(procfile["web"])[0] == "serve"
-    assert _command(procfile["worker"])[0] == "worker"
+    # `worker:` runs the workers, so `web:` must not run a second set of them.
+    assert _command(procfile["web"]) == ("serve", True), "Procfile web: serve --no-workers"
+    assert _command(procfile["worker"]) == ("worker", False)
     k8s = {c.where.split("/")[-1]: c.argv for c in project.k8s_commands()}
     assert _command(k8s["api"]) == ("serve", True)
     assert _command(k8s["worker"]) == ("worker", False)
     assert _command(k8s["migrate"]) == ("migrate", False)
+
+
+def test_the_procfile_web_process_listens_on_port() -> None:
+    # Heroku and the process managers say where to listen in $PORT, and route only there.
+    procfile = {c.where.split(": ")[-1]: c.argv for c in project.procfile_commands()}
+    assert project.parse_arbiter(procfile["web"]).port == int(project.PROCFILE_PORT)
 
 
 def test_containers_with_http_probes_run_the_web_server() -> None:
