@@ -91,32 +91,43 @@ def _on_pythonpath(path: Path) -> bool:
 
 
 def _overwritten_files(home: Path) -> list[str]:
-    """Files of the packages whose content is not what this distribution installed."""
+    """Files of the packages that are gone, or whose content is not what this distribution
+    installed (another distribution wrote its own over them)."""
     try:
         distribution = metadata.distribution(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return []  # run from a checkout, not installed: nothing recorded to compare with
     if Path(str(distribution.locate_file(""))).resolve() != home:
         return []  # recorded elsewhere (an editable install records no package files)
+    missing: list[str] = []
     changed: dict[str, list[str]] = {}
     for record in distribution.files or ():
         top = record.parts[0] if record.parts else ""
         if top not in PACKAGES or "__pycache__" in record.parts or record.hash is None:
             continue
-        path = home / Path(*record.parts)
         try:
-            digest = hashlib.new(record.hash.mode, path.read_bytes()).digest()
-        except (OSError, ValueError):
-            changed.setdefault(top, []).append(str(record))
+            content = (home / Path(*record.parts)).read_bytes()
+        except OSError:
+            missing.append(str(record))
             continue
+        digest = hashlib.new(record.hash.mode, content).digest()
         if urlsafe_b64encode(digest).rstrip(b"=").decode() != record.hash.value:
             changed.setdefault(top, []).append(str(record))
-    return [
-        f"Arbiter's package {name!r} in {home} was overwritten ({', '.join(files[:3])}"
-        f"{' …' if len(files) > 3 else ''}) by {_owners(name)}, installed into the same "
-        "environment"
+    problems = [
+        f"Arbiter's package {name!r} in {home} was overwritten ({_some(files)}) by "
+        f"{_owners(name)}, installed into the same environment"
         for name, files in changed.items()
     ]
+    if missing:
+        problems.append(
+            f"this installation of Arbiter is incomplete: {_some(missing)} missing from {home}; "
+            "reinstall Arbiter"
+        )
+    return problems
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _owners(package: str) -> str:
@@ -136,6 +147,6 @@ def _missing_resources(home: Path) -> list[str]:
     if not missing:
         return []
     return [
-        f"this installation of Arbiter is incomplete: {', '.join(missing)} not found in {home}; "
+        f"this installation of Arbiter is incomplete: {_some(missing)} missing from {home}; "
         "reinstall Arbiter"
     ]

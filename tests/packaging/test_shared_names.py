@@ -1,7 +1,8 @@
 """Arbiter's top-level packages have generic names (`bot`, `config`, `handlers`, `platforms`,
 `prompts`). Installed beside another distribution that has a `config` of its own, Arbiter either
 works, or stops at once with one message saying what is in the way and how to install it
-apart; never a traceback from deep inside an import."""
+apart; never a traceback from deep inside an import. Likewise for a file missing from the
+installation."""
 
 from __future__ import annotations
 
@@ -81,3 +82,14 @@ def test_a_config_earlier_on_the_path_stops_arbiter_naming_it(
     assert "Traceback" not in errors
     assert str(shadow / stray) in errors
     assert "PYTHONPATH" in errors
+
+
+def test_a_file_missing_from_the_installation_is_named_at_start(
+    arbiter_wheel: Path, tmp_path: Path, elsewhere: Path
+) -> None:
+    venv = make_venv(tmp_path / "venv", arbiter_wheel)
+    (venv.site_packages / "bot" / "dashboard" / "index.html").unlink()
+    code, errors = _manifest(venv, elsewhere)
+    assert code == EXIT_CONFIGURATION, errors
+    assert "incomplete: bot/dashboard/index.html missing from" in errors
+    assert "reinstall Arbiter" in errors
