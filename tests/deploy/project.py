@@ -34,6 +34,7 @@ PROCFILE = ROOT / "Procfile"
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 ENV_EXAMPLE = ROOT / ".env.example"
 DASHBOARD = ROOT / "dashboard"
+PACKAGES = ("bot", "config", "handlers", "platforms", "prompts")
 
 # Files of deploy/k8s that `kubectl apply -k` must not apply: a template, a run-once Job.
 K8S_NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "migrate-job.yaml"}

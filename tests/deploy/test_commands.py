@@ -92,7 +92,21 @@ def test_containers_with_http_probes_run_the_web_server() -> None:
             ).command
             check = service.get("healthcheck") or {}
             own_check = f":{ports.get(command)}/" in " ".join(check.get("test") or [])
-            assert command == "serve" or check.get("disable", False) or own_check, (
-                f"compose {name} runs `{command}` under the image's HTTP HEALTHCHECK (port "
-                f"{ports['serve']}): disable it, or check the port `{command}` listens on"
+            # The image's check (bot.healthcheck) asks both ports: fine for serve and worker.
+            assert command in ports or check.get("disable", False) or own_check, (
+                f"compose {name} runs `{command}`, which answers no HTTP, under the image's "
+                "HEALTHCHECK: disable it"
             )
+
+
+def test_compose_builds_on_the_dockerfiles_default_base() -> None:
+    # PYTHON_IMAGE reaches the build (a local or mirrored base), defaulting to the Dockerfile's.
+    (default,) = [
+        i.value[0].split("=", 1)[1]
+        for i in project.dockerfile_instructions()
+        if i.cmd == "ARG" and i.value[0].startswith("PYTHON_IMAGE=")
+    ]
+    for name, service in project.compose()["services"].items():
+        if "build" in service:
+            argument = service["build"]["args"]["PYTHON_IMAGE"]
+            assert argument == f"${{PYTHON_IMAGE:-{default}}}", f"compose {name}: {argument}"
