@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Arbiter's image: `arbiter` is the entry point, `serve` the default command.
 #
 #   docker build -t arbiter:latest .
@@ -9,45 +8,65 @@
 # The working directory /data holds what a process writes: the embedded SQLite store
 # (./arbiter.db by default) and what the /setup page saves (.env and the App's private key).
 # Mount a volume there when you use either. docs/deployment.md has the rest.
+#
+# Reproducible: the dependencies and the build tools are pinned with their hashes in
+# deploy/image/ (`make image-lock` writes them from pyproject.toml), and Arbiter itself is
+# installed from the wheel built here. Only wheels are installed: no compiler in any stage.
+# `make image-test` builds this image from scratch with podman and runs it.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
-# --- build: compilers live here only ----------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS build
+# --- tools: pip and the build backend, pinned; never in the final image ------------------------
+FROM ${PYTHON_IMAGE} AS tools
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The CA bundle pip trusts, for a build behind a TLS-intercepting proxy (mount it into the build
+# and pass its path, as `make image-test` does); unset, pip uses its own.
+ARG PIP_CERT
 
-# For a dependency without a wheel for this platform; none of it reaches the final image.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
+COPY deploy/image/build-requirements.txt /tmp/
+RUN python3 -m venv /opt/tools \
+    && /opt/tools/bin/pip install --require-hashes --only-binary :all: \
+       -r /tmp/build-requirements.txt
 
-RUN python -m venv /opt/arbiter
-ENV PATH=/opt/arbiter/bin:$PATH
+# --- dependencies: a venv without pip holding the pinned requirements --------------------------
+# It depends on deploy/image/requirements.txt alone, so a code change reuses it, layer and all.
+FROM tools AS dependencies
 
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-WORKDIR /app
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+ARG PIP_CERT
+RUN python3 -m venv --without-pip /opt/arbiter \
+    && /opt/arbiter/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+       > /tmp/site-packages \
+    && echo /opt/arbiter/app > "$(cat /tmp/site-packages)/arbiter-app.pth"
+COPY deploy/image/requirements.txt /tmp/
+RUN /opt/tools/bin/pip --python /opt/arbiter/bin/python install --require-hashes \
+    --only-binary :all: -r /tmp/requirements.txt
 
-# Then Arbiter itself. Installed in place (editable) on purpose: the code finds app.yml, the
-# dashboard and alembic.ini beside its packages, at the root of the source tree (/app).
+# --- wheel: Arbiter's wheel, built from the source ---------------------------------------------
+FROM tools AS wheel
+
+WORKDIR /src
 COPY . .
-RUN pip install --no-deps -e . \
-    && python -m compileall -q /app/bot /app/handlers /app/platforms /app/prompts /app/config \
-    && arbiter --version
+RUN /opt/tools/bin/pip wheel --no-deps --no-build-isolation --no-index -w /dist .
 
-# --- final: the interpreter, the virtualenv and the source; no compilers ----------------------
+# --- app: the wheel, installed in /opt/arbiter/app (on the venv's path through arbiter-app.pth) -
+FROM dependencies AS app
+
+COPY --from=wheel /dist/ /dist/
+RUN /opt/tools/bin/pip --python /opt/arbiter/bin/python install --no-deps --no-index \
+    --target /opt/arbiter/app /dist/*.whl \
+    && PATH=/opt/arbiter/app/bin:/opt/arbiter/bin:$PATH arbiter --version
+
+# --- final: the interpreter, the dependencies' layer and Arbiter's own small layer --------------
 FROM ${PYTHON_IMAGE}
 
 LABEL org.opencontainers.image.title="arbiter" \
       org.opencontainers.image.description="A self-hosted AI code reviewer for GitHub and GitLab" \
       org.opencontainers.image.licenses="MIT"
 
-ENV PATH=/opt/arbiter/bin:$PATH \
+ENV PATH=/opt/arbiter/app/bin:/opt/arbiter/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
@@ -57,17 +76,17 @@ RUN groupadd --system --gid 10001 arbiter \
     && mkdir -p /data \
     && chown arbiter:arbiter /data
 
-COPY --from=build /opt/arbiter /opt/arbiter
-COPY --from=build /app /app
+COPY --from=dependencies /opt/arbiter /opt/arbiter
+COPY --from=app /opt/arbiter/app /opt/arbiter/app
 
 WORKDIR /data
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 9100
 
-# /health/live answers as long as the process serves HTTP; `arbiter worker` has no HTTP server,
-# so docker-compose.yml turns this check off for the worker and the one-shot migrate.
+# Alive on either port: `serve` answers /health/live on ARBITER_PORT (8000), `worker` on
+# ARBITER_WORKER_HTTP_PORT (9100); `migrate` exits before the first check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('ARBITER_PORT', '8000'), timeout=4)"]
+    CMD ["python", "-m", "bot.healthcheck"]
 
 ENTRYPOINT ["arbiter"]
 CMD ["serve"]

@@ -5,7 +5,16 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck pytest install
+# The image's pinned dependencies (with hashes) and its build tools: `make image-lock` writes
+# them from pyproject.toml; the Dockerfile installs exactly these.
+IMAGE_LOCK       := deploy/image/requirements.txt
+IMAGE_BUILD_LOCK := deploy/image/build-requirements.txt
+LOCK_TOOL        := build/lock/bin/uv
+UV_VERSION       := 0.13.9
+# The oldest Python the image may be built on (Debian 12's); the lock covers every newer one.
+LOCK_PYTHON      := 3.11
+
+.PHONY: serve test lint typecheck pytest install image-lock image-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +38,19 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+$(LOCK_TOOL):
+	$(PYTHON) -m venv build/lock
+	build/lock/bin/pip install --quiet 'uv==$(UV_VERSION)'
+
+image-lock: $(LOCK_TOOL)
+	$(LOCK_TOOL) pip compile pyproject.toml --universal --python-version $(LOCK_PYTHON) \
+		--generate-hashes --quiet --custom-compile-command 'make image-lock' -o $(IMAGE_LOCK)
+	printf 'pip\nsetuptools>=77\n' | $(LOCK_TOOL) pip compile - --universal \
+		--python-version $(LOCK_PYTHON) --generate-hashes --quiet \
+		--custom-compile-command 'make image-lock' -o $(IMAGE_BUILD_LOCK)
+
+# Builds the image from an empty image store with podman, runs it and the compose stack, and
+# removes everything again; see tests/image/run.
+image-test:
+	tests/image/run

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -23,21 +24,19 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.conftest import FixturesNotFound, find_fixtures
 from tests.e2e.serve import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
-FIXTURE_CANDIDATES = [
-    ROOT.parent / "shared/fixtures/github/webhooks/pull_request/opened.payload.json",
-    Path("/work/shared/fixtures/github/webhooks/pull_request/opened.payload.json"),
-]
+OPENED = "github/webhooks/pull_request/opened.payload.json"
 
 
 def _body() -> bytes:
-    for path in FIXTURE_CANDIDATES:
-        if path.exists():
-            return path.read_bytes()
-    raise SystemExit("the pull_request/opened fixture is not in ../shared/fixtures")
+    try:
+        return (find_fixtures(ROOT, os.environ) / OPENED).read_bytes()
+    except FixturesNotFound as exc:
+        raise SystemExit(str(exc)) from None
 
 
 async def _load(

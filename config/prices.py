@@ -1,6 +1,6 @@
 """The price table: US dollars per million input and output tokens, per model.
 
-`load_prices(overrides)` reads `prices.yml` beside this module and lays the operator's
+`load_prices(overrides)` reads `prices.yml` (a resource of this package) and lays the operator's
 `ARBITER_MODEL_PRICES` over it (a YAML or JSON file, or inline JSON, in the same shape).
 `table.lookup(provider, model)` answers a model's price, or None when nobody priced it: the LLM
 client then refuses to run that model while a cost cap is set, with `missing_price_message`.
@@ -13,13 +13,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-PRICES_FILE = Path(__file__).with_name("prices.yml")
+PRICES_FILE = resources.files("config") / "prices.yml"
 OVERRIDE_VARIABLE = "ARBITER_MODEL_PRICES"
 DEFAULT_CONTEXT_TOKENS = 128_000
 MILLION = 1_000_000

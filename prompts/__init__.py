@@ -1,17 +1,18 @@
 """Prompt templates (text files) and the loader that renders them.
 
-A template is `prompts/NAME.txt`, with `string.Template` placeholders (`$name`, `${name}`).
-Values go in exactly as given: a `$` inside a diff is never read as a placeholder, and a
-placeholder without a value is an error rather than an empty string. Templates are read once.
+A template is `prompts/NAME.txt` (read as a resource of this package), with `string.Template`
+placeholders (`$name`, `${name}`). Values go in exactly as given: a `$` inside a diff is never
+read as a placeholder, and a placeholder without a value is an error rather than an empty
+string. Templates are read once.
 """
 
 from __future__ import annotations
 
 import functools
 import string
-from pathlib import Path
+from importlib import resources
 
-TEMPLATE_DIR = Path(__file__).parent
+TEMPLATE_DIR = resources.files("prompts")
 
 
 class PromptTemplateError(Exception):

@@ -2,36 +2,58 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from bot.store.sql import SQLStore
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
-_FIXTURE_CANDIDATES = [
-    os.environ.get("ARBITER_FIXTURES_DIR", ""),
-    str(ROOT.parent / "shared" / "fixtures"),
-    "/work/shared/fixtures",  # where this project's machines keep them, for clones elsewhere
-]
+FIXTURES_ENV = "ARBITER_FIXTURES_DIR"
+# Read now: every test runs with the ARBITER_* variables cleared (clean_environment).
+_FIXTURES_ENVIRON = {k: v for k, v in os.environ.items() if k == FIXTURES_ENV}
 
 
-def fixtures_dir() -> Path:
-    """The shared webhook payloads (../shared/fixtures), or skip with the reason."""
-    for candidate in _FIXTURE_CANDIDATES:
-        if candidate and (Path(candidate) / "github" / "webhooks").is_dir():
-            return Path(candidate)
-    pytest.skip(
-        "webhook fixtures not found: expected ../shared/fixtures beside the project "
-        "(or set ARBITER_FIXTURES_DIR)"
+class FixturesNotFound(Exception):
+    """The shared webhook payloads are not where the tests look; the message says where."""
+
+
+def find_fixtures(root: Path, environ: Mapping[str, str]) -> Path:
+    """The shared webhook payloads: ARBITER_FIXTURES_DIR when set, else `../shared/fixtures`
+    beside the repository `root`."""
+    given = environ.get(FIXTURES_ENV)
+    if given:
+        if (Path(given) / "github" / "webhooks").is_dir():
+            return Path(given)
+        raise FixturesNotFound(
+            f"{FIXTURES_ENV}={given} holds no github/webhooks folder: point it at the shared "
+            "webhook fixtures, or unset it to use ../shared/fixtures beside the repository"
+        )
+    beside = root.parent / "shared" / "fixtures"
+    if (beside / "github" / "webhooks").is_dir():
+        return beside
+    raise FixturesNotFound(
+        f"the shared webhook fixtures are not in {beside} (../shared/fixtures beside the "
+        f"repository): put them there, or set {FIXTURES_ENV} to their folder"
     )
+
+
+@functools.cache
+def fixtures_dir() -> Path:
+    """The shared webhook payloads; the test fails, saying where they were looked for."""
+    try:
+        return find_fixtures(ROOT, _FIXTURES_ENVIRON)
+    except FixturesNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def fixture_bytes(relative: str) -> bytes:
@@ -128,11 +150,31 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLStore]:
 POSTGRES_ENV = "ARBITER_TEST_POSTGRES_URL"
 
 
-def _admin(url: str, statement: str) -> None:
-    """Run one statement on the server, on a loop of its own (callers may be inside a loop)."""
+def run_in_own_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end on a loop of its own, in a thread of its own: session
+    fixtures set up by an async fixture are called inside that fixture's running loop."""
     import asyncio
     import threading
 
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(asyncio.run(coroutine))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _admin(url: str, statement: str) -> None:
+    """Run one statement on the server (callers may be inside a loop)."""
     import asyncpg  # only needed when PostgreSQL tests run
 
     async def run() -> None:
@@ -143,19 +185,7 @@ def _admin(url: str, statement: str) -> None:
         finally:
             await conn.close()
 
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+    run_in_own_loop(run())
 
 
 @pytest.fixture(scope="session")

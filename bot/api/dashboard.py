@@ -1,4 +1,5 @@
-"""The static dashboard (`dashboard/` at the top of the project), served at `/`.
+"""The static dashboard, served at `/`: the files of `bot/dashboard/` (shipped in the `bot`
+package; the repository's top-level `dashboard/` is a link to it).
 
 No build step: the files are served as they are. The same files work from any static host
 or CDN, pointed at this server's API by `config.js`.
@@ -7,12 +8,20 @@ or CDN, pointed at this server's API by `config.js`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboard"
+
+def _installed_directory() -> Path:
+    # pip installs a wheel as plain files, so this is the package's own folder, not a copy.
+    with resources.as_file(resources.files("bot") / "dashboard") as path:
+        return path
+
+
+DASHBOARD_DIR = _installed_directory()
 # Scripts and styles only from this server; the API may live elsewhere (config.js).
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

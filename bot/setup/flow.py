@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -88,7 +89,7 @@ class SetupFlow:
         runtime: Runtime,
         *,
         env_file: Path | None = None,
-        app_yml: Path = APP_YML,
+        app_yml: Traversable = APP_YML,
         web_url: str | None = None,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,

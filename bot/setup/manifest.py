@@ -1,4 +1,5 @@
-"""The GitHub App manifest: `app.yml` at the repository root, plus this server's URLs.
+"""The GitHub App manifest: `app.yml` (shipped in this package; the repository's top-level
+`app.yml` is a link to it), plus this server's URLs.
 
 One builder for both the set-up page and `arbiter github-app manifest`, so what people create
 by hand and what /setup creates cannot drift apart.
@@ -6,12 +7,13 @@ by hand and what /setup creates cannot drift apart.
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
 
-APP_YML = Path(__file__).resolve().parents[2] / "app.yml"
+APP_YML = resources.files("bot.setup") / "app.yml"
 WEBHOOK_PATH = "/webhooks/github"
 CALLBACK_PATH = "/setup/callback"
 ACCESS_LEVELS = frozenset({"read", "write"})
@@ -21,14 +23,14 @@ class ManifestError(Exception):
     """app.yml is missing or not a usable manifest; the message says what to fix."""
 
 
-def load_app_definition(path: Path = APP_YML) -> dict[str, Any]:
+def load_app_definition(path: Traversable = APP_YML) -> dict[str, Any]:
     """app.yml, checked: a name, a list of events and a map of permissions to read or write."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ManifestError(
             f"cannot read the App manifest {str(path)!r}: {exc.strerror or exc} "
-            "(Arbiter reads app.yml from the root of its checkout)"
+            "(app.yml ships inside Arbiter's bot.setup package: reinstall Arbiter)"
         ) from None
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path} is not valid YAML: {exc}") from None

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ PROCFILE = ROOT / "Procfile"
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 ENV_EXAMPLE = ROOT / ".env.example"
 DASHBOARD = ROOT / "dashboard"
+PACKAGES = ("bot", "config", "handlers", "platforms", "prompts")
 
 # Files of deploy/k8s that `kubectl apply -k` must not apply: a template, a run-once Job.
 K8S_NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "migrate-job.yaml"}
@@ -177,13 +180,37 @@ def k8s_commands() -> list[CommandLine]:
     return found
 
 
-def procfile_commands() -> list[CommandLine]:
-    found = []
+PROCFILE_PORT = "5000"  # what Heroku, foreman and honcho put in $PORT
+
+
+def procfile_lines() -> dict[str, str]:
+    """Process type → its command line, as written."""
+    found = {}
     for line in PROCFILE.read_text(encoding="utf-8").splitlines():
         if ":" in line and not line.lstrip().startswith("#"):
             name, _, command = line.partition(":")
-            found.append(CommandLine(f"Procfile: {name.strip()}", tuple(shlex.split(command))))
+            found[name.strip()] = command.strip()
     return found
+
+
+def shell_words(command: str, env: dict[str, str]) -> tuple[str, ...]:
+    """The argv `sh -c command` would run under `env`: the shell's own expansion, run nothing."""
+    result = subprocess.run(
+        ["sh", "-c", f'set -- {command}; printf "%s\\0" "$@"'],
+        env={"PATH": os.defpath, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return tuple(result.stdout.split("\0")[:-1])
+
+
+def procfile_commands() -> list[CommandLine]:
+    """Each process type's argv, as the process manager's shell expands it with $PORT set."""
+    return [
+        CommandLine(f"Procfile: {name}", shell_words(command, {"PORT": PROCFILE_PORT}))
+        for name, command in procfile_lines().items()
+    ]
 
 
 def dockerfile_commands() -> list[CommandLine]:

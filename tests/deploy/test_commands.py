@@ -51,12 +51,19 @@ def test_each_process_runs_what_its_role_needs() -> None:
     assert _command(services["worker"]) == ("worker", False)
     assert _command(services["migrate"]) == ("migrate", False)
     procfile = {c.where.split(": ")[-1]: c.argv for c in project.procfile_commands()}
-    assert _command(procfile["web"])[0] == "serve"
-    assert _command(procfile["worker"])[0] == "worker"
+    # `worker:` runs the workers, so `web:` must not run a second set of them.
+    assert _command(procfile["web"]) == ("serve", True), "Procfile web: serve --no-workers"
+    assert _command(procfile["worker"]) == ("worker", False)
     k8s = {c.where.split("/")[-1]: c.argv for c in project.k8s_commands()}
     assert _command(k8s["api"]) == ("serve", True)
     assert _command(k8s["worker"]) == ("worker", False)
     assert _command(k8s["migrate"]) == ("migrate", False)
+
+
+def test_the_procfile_web_process_listens_on_port() -> None:
+    # Heroku and the process managers say where to listen in $PORT, and route only there.
+    procfile = {c.where.split(": ")[-1]: c.argv for c in project.procfile_commands()}
+    assert project.parse_arbiter(procfile["web"]).port == int(project.PROCFILE_PORT)
 
 
 def test_containers_with_http_probes_run_the_web_server() -> None:
@@ -85,7 +92,21 @@ def test_containers_with_http_probes_run_the_web_server() -> None:
             ).command
             check = service.get("healthcheck") or {}
             own_check = f":{ports.get(command)}/" in " ".join(check.get("test") or [])
-            assert command == "serve" or check.get("disable", False) or own_check, (
-                f"compose {name} runs `{command}` under the image's HTTP HEALTHCHECK (port "
-                f"{ports['serve']}): disable it, or check the port `{command}` listens on"
+            # The image's check (bot.healthcheck) asks both ports: fine for serve and worker.
+            assert command in ports or check.get("disable", False) or own_check, (
+                f"compose {name} runs `{command}`, which answers no HTTP, under the image's "
+                "HEALTHCHECK: disable it"
             )
+
+
+def test_compose_builds_on_the_dockerfiles_default_base() -> None:
+    # PYTHON_IMAGE reaches the build (a local or mirrored base), defaulting to the Dockerfile's.
+    (default,) = [
+        i.value[0].split("=", 1)[1]
+        for i in project.dockerfile_instructions()
+        if i.cmd == "ARG" and i.value[0].startswith("PYTHON_IMAGE=")
+    ]
+    for name, service in project.compose()["services"].items():
+        if "build" in service:
+            argument = service["build"]["args"]["PYTHON_IMAGE"]
+            assert argument == f"${{PYTHON_IMAGE:-{default}}}", f"compose {name}: {argument}"

@@ -264,6 +264,12 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
     assert project.image_entrypoint() == ["arbiter"]
 
 
+def test_the_dockerfile_needs_no_frontend_image() -> None:
+    # A `# syntax=` line makes BuildKit pull a frontend image from a registry before building.
+    first = project.DOCKERFILE.read_text(encoding="utf-8").lstrip().splitlines()[0]
+    assert not first.replace(" ", "").lower().startswith("#syntax="), first
+
+
 def test_no_compilers_in_the_final_image() -> None:
     compilers = re.compile(r"\b(build-essential|gcc|g\+\+|clang|make|cc)\b")
     for instruction in project.final_stage():
@@ -298,8 +304,11 @@ def test_dockerignore_keeps_secrets_out_and_what_the_image_needs_in() -> None:
 
     for secret in (".env", ".env.production", "key.private-key.pem", ".git/config", "arbiter.db"):
         assert ignored(secret), f".dockerignore lets {secret} into the build context"
-    needed = ["pyproject.toml", "README.md", "app.yml", "alembic.ini", "dashboard/index.html"]
-    needed += [f"{package}/__init__.py" for package in ("bot", "handlers", "platforms", "config")]
+    # The wheel's sources and metadata (the App manifest and the dashboard ship inside `bot`),
+    # and the pinned requirements the Dockerfile installs.
+    needed = ["pyproject.toml", "README.md", "bot/setup/app.yml", "bot/dashboard/index.html"]
+    needed += ["deploy/image/requirements.txt", "deploy/image/build-requirements.txt"]
+    needed += [f"{package}/__init__.py" for package in project.PACKAGES]
     for path in needed:
         assert not ignored(path), f".dockerignore keeps {path}, which the image needs, out"
         assert (project.ROOT / path).exists(), f"the image needs {path}, which does not exist"

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bot import healthcheck as healthcheck_module
 from bot.app import create_app, create_worker_app
 from bot.runtime import Runtime
 from config.settings import Settings, load_settings
@@ -86,7 +87,11 @@ def _health_check_paths() -> list[tuple[str, str]]:
     found = []
     healthcheck = project.last(project.final_stage(), "HEALTHCHECK")
     assert healthcheck is not None, "the final image has no HEALTHCHECK"
-    found += [("Dockerfile HEALTHCHECK", p) for p in _URL_PATH.findall(" ".join(healthcheck.value))]
+    command = " ".join(healthcheck.value)
+    paths = _URL_PATH.findall(command)
+    if command.endswith("-m bot.healthcheck"):  # the check's module says where it asks
+        paths.append(healthcheck_module.PATH)
+    found += [("Dockerfile HEALTHCHECK", p) for p in paths]
     for name, service in project.compose()["services"].items():
         if project.is_arbiter_image(service.get("image")) or "build" in service:
             test = (service.get("healthcheck") or {}).get("test") or []

@@ -6,12 +6,11 @@ test ids say `mongodb-standin(mongomock)`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -19,11 +18,12 @@ from pymongo import AsyncMongoClient
 from bot.store import Store
 from bot.store.mongo import MongoStore
 from bot.store.sql import SQLStore
-from tests.conftest import FakeClock, reset_sql_schema
+from tests.conftest import FakeClock, reset_sql_schema, run_in_own_loop
 from tests.store.mongo_standin import StandInClient
 
 MONGODB_ENV = "ARBITER_TEST_MONGODB_URL"
 STANDIN_ID = "mongodb-standin(mongomock)"
+T = TypeVar("T")
 
 
 def mongodb_param() -> Any:
@@ -54,9 +54,10 @@ class Backend:
             await store.close()
 
 
-def _run_alone(coroutine: Any) -> Any:
-    """Run a coroutine on a loop of its own (session fixtures are not inside a loop)."""
-    return asyncio.run(coroutine)
+def _run_alone(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a loop and thread of its own: this session fixture is first requested
+    by the async `backend` fixture, inside its running loop."""
+    return run_in_own_loop(coroutine)
 
 
 @pytest.fixture(scope="session")

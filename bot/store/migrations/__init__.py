@@ -1,11 +1,10 @@
 """Alembic migrations for the SQL store, run in-process by `arbiter migrate` (and by
 `arbiter serve` on the embedded SQLite default). `alembic upgrade head` works too, through the
-`alembic.ini` at the repository root.
+`alembic.ini` at the repository root. Alembic finds the scripts as a resource of this package
+(`bot.store:migrations`), so an installed wheel migrates like a checkout.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -13,12 +12,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-HERE = Path(__file__).parent
+SCRIPT_LOCATION = "bot.store:migrations"  # Alembic's package-resource form
 
 
 def config(connection: Connection | None = None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
