@@ -506,6 +506,13 @@ def mask_url(url: str) -> str:
     return f"{lead}{host}{tail}"
 
 
+def without_credentials(url: str) -> str:
+    """The URL with no userinfo, query or fragment: a base URL made fit to build links on."""
+    lead, _, host, tail = _split_url(url)
+    path = tail.split("?", 1)[0].split("#", 1)[0]
+    return f"{lead}{host}{path}"
+
+
 def env_name(field: str) -> str:
     """The environment variable an operator sets for a settings field."""
     info = Settings.model_fields[field]
