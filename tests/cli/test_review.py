@@ -151,7 +151,8 @@ async def test_a_malformed_answer_twice_is_reported(
     code, out, _ = await _review(fake_openai, "--patch", "p.diff")
     assert code == EXIT_INCOMPLETE
     assert "Review failed: the model's answer did not match the expected format" in out
-    assert "src/app.py: the model's answer was malformed twice" in out
+    # One reason for the three files of the one part, said once.
+    assert "  the model's answer was malformed twice (3):\n    src/app.py\n" in out
     assert len(fake_openai.requests) == 2
 
 
