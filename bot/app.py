@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bot import __version__
 from bot.api import add_dashboard_and_api
 from bot.core.budget import utc_day_start
+from bot.llm.status import model_status
 from bot.metrics import ReportsPool
 from bot.runtime import Runtime
 from bot.setup import add_setup_routes
@@ -64,7 +65,12 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Ready when the store answers: without it no delivery can be accepted."""
+    """Ready when the store answers: without it no delivery can be accepted (503).
+
+    What works without being ready for everything is "degraded", still 200, so an orchestrator
+    keeps the process that takes the deliveries: no model configured (reviews would fail; the
+    detail says what to set), Redis unreachable (the API rate limit falls back to this process).
+    """
     runtime = request.app[RUNTIME]
     try:
         async with asyncio.timeout(READY_TIMEOUT):
@@ -73,13 +79,24 @@ async def ready(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "unavailable", "store": str(exc) or "timed out"}, status=503
         )
-    return web.json_response(
-        {
-            "status": "ready",
-            "store": runtime.store.backend,
-            "platforms": {name: s.enabled for name, s in runtime.platforms.items()},
-        }
-    )
+    model = model_status(runtime.settings)
+    problems = [] if model.problem is None else [f"llm: {model.problem}"]
+    body: dict[str, object] = {
+        "status": "ready",
+        "store": runtime.store.backend,
+        "llm": "configured" if model.configured else "not configured",
+        "model": f"{model.provider}:{model.name}",
+        "platforms": {name: s.enabled for name, s in runtime.platforms.items()},
+    }
+    if runtime.redis is not None:
+        redis = await runtime.redis_problem()
+        body["redis"] = "ok" if redis is None else "unavailable"
+        if redis is not None:
+            problems.append(f"redis: {redis}; the API rate limit is counted per process")
+    if problems:
+        body["status"] = "degraded"
+        body["problems"] = problems
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

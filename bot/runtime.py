@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from pydantic import SecretStr
@@ -32,6 +33,11 @@ from handlers import build_router
 from platforms.base import USER_AGENT, Platform, PlatformNotConfigured
 from platforms.github import GitHub
 from platforms.gitlab import GitLab
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+REDIS_TIMEOUT = 2.0  # seconds for a Redis command (and for a free connection from the pool)
 
 
 class UnknownJobKind(Exception):
@@ -63,6 +69,7 @@ class Runtime:
         self.llm: LLM | None = None
         self._redactor = Redactor.from_settings(settings)
         self._redactor_settings = settings
+        self.redis: Redis | None = None  # opened by the web app's API when a URL is set
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -110,6 +117,9 @@ class Runtime:
         if self.llm is not None:
             await self.llm.close()
             self.llm = None
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -129,6 +139,36 @@ class Runtime:
         if self._session is None:
             raise RuntimeError("the runtime is not started")
         return self._session
+
+    def redis_client(self) -> Redis | None:
+        """The Redis client of ARBITER_REDIS_URL (None: not set), made on first use; it
+        connects when first asked something, so a Redis that is down never stops start-up."""
+        url = self.settings.redis_url
+        if self.redis is None and url is not None:
+            from redis.asyncio import BlockingConnectionPool, Redis
+
+            pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=self.settings.redis_max_connections,
+                timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
+            )
+            self.redis = Redis(connection_pool=pool)
+        return self.redis
+
+    async def redis_problem(self) -> str | None:
+        """Why Redis does not answer now (None: it does, or none is in use)."""
+        if self.redis is None:
+            return None
+        from redis.exceptions import RedisError
+
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                await self.redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None
 
     def make_worker(self) -> Worker:
         s = self.settings

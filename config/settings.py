@@ -7,8 +7,11 @@ file in the working directory is read too (the environment wins over it).
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,8 +26,34 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ARBITER_"
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./arbiter.db"
+DEFAULT_DATABASE_URL = "sqlite:///./arbiter.db"
 MIB = 1024 * 1024
+
+# ARBITER_DATABASE_URL schemes, and the one each stands for: a PostgreSQL URL without a driver
+# means asyncpg, the one driver Arbiter ships; `sqlite+aiosqlite` is the old spelling of SQLite.
+DATABASE_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "mongodb": "mongodb",
+    "mongodb+srv": "mongodb+srv",
+}
+DATABASE_URL_FORMS = "sqlite:///PATH, postgresql://… (asyncpg), mongodb://… or mongodb+srv://…"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Settings that hold a URL: shown and echoed with their credentials masked (mask_url).
+URL_FIELDS = (
+    "public_url",
+    "database_url",
+    "redis_url",
+    "openai_base_url",
+    "anthropic_base_url",
+    "github_base_url",
+    "gitlab_base_url",
+)
+# ARBITER_* variables that are not settings but are read on purpose (by the test suite).
+NOT_SETTINGS = frozenset({"ARBITER_FIXTURES_DIR"})
 
 StrList = Annotated[list[str], NoDecode]
 
@@ -44,6 +73,16 @@ _SECRET_FIELD_NAMES = frozenset(
 SecretList = Annotated[list[SecretStr], NoDecode]
 API_ROLES = ("read", "admin")
 MIN_API_TOKEN_LENGTH = 16
+
+
+def normalize_database_url(url: str) -> str:
+    """The store URL with its driver spelled out (`postgresql://` means asyncpg); ValueError
+    for a scheme no store reads."""
+    scheme, sep, rest = url.strip().partition("://")
+    driver = DATABASE_SCHEMES.get(scheme.lower()) if sep else None
+    if driver is None:
+        raise ValueError(f"not a URL Arbiter can store in: use {DATABASE_URL_FORMS}")
+    return f"{driver}://{rest}"
 
 
 def _split_list(value: Any) -> Any:
@@ -112,14 +151,28 @@ class Settings(BaseSettings):
     # --- Database ------------------------------------------------------------------------------
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
-        description="sqlite+aiosqlite:///PATH, postgresql+asyncpg://… or mongodb://…",
+        description=DATABASE_URL_FORMS,
     )
     database_pool_size: int = Field(5, ge=1, description="a positive integer")
     database_max_overflow: int = Field(10, ge=0, description="zero or a positive integer")
 
-    # --- Redis (accepted for compatibility with the guide; the store holds queue and cache) -----
-    redis_url: str = Field("redis://localhost:6379/0", description="a redis:// URL (unused)")
-    redis_max_connections: int = Field(10, ge=1, description="a positive integer (unused)")
+    # --- Redis (optional: the store holds the queue and the cache) -----------------------------
+    redis_url: str | None = Field(
+        None,
+        description=(
+            "a redis://, rediss:// or unix:// URL; when set, every web process counts the API "
+            "rate limit there, together (unset: each process counts its own requests)"
+        ),
+    )
+    redis_max_connections: int = Field(
+        10, ge=1, description="connections to Redis per process, a positive integer"
+    )
+    redis_key_prefix: str = Field(
+        "arbiter:",
+        min_length=1,
+        description="the prefix of every key Arbiter writes in Redis, so that several "
+        "deployments can share one server",
+    )
 
     # --- LLM ------------------------------------------------------------------------------------
     default_model: str = Field(
@@ -351,20 +404,20 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in {
-            "sqlite",
-            "sqlite+aiosqlite",
-            "postgresql+asyncpg",
-            "mongodb",
-            "mongodb+srv",
-        }:
-            raise ValueError(
-                "scheme must be sqlite+aiosqlite, postgresql+asyncpg, mongodb or mongodb+srv"
-            )
+        return normalize_database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.partition("://")[0].lower() not in REDIS_SCHEMES:
+            raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator("github_base_url", "gitlab_base_url", "public_url")
+    @field_validator(
+        "github_base_url", "gitlab_base_url", "public_url", "openai_base_url", "anthropic_base_url"
+    )
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -392,9 +445,10 @@ class Settings(BaseSettings):
             if secret is not None
         ]
         values.extend(token for token, _ in api_tokens(self))
-        password = _url_password(self.database_url)
-        if password:
-            values.append(password)
+        for field in URL_FIELDS:
+            url = getattr(self, field)
+            if url:
+                values.extend(url_secrets(url))
         return [v for v in values if len(v) >= 4]
 
 
@@ -404,19 +458,65 @@ def api_tokens(settings: Settings) -> list[tuple[str, str]]:
     return [(token, role) for token, _, role in pairs]
 
 
-def _url_password(url: str) -> str | None:
-    """The password of a `scheme://user:password@host` URL, if it has one."""
-    rest = url.split("://", 1)[-1]
-    userinfo, sep, _ = rest.rpartition("@")
-    if not sep or ":" not in userinfo:
-        return None
-    return userinfo.split(":", 1)[1] or None
+MASK = "***"
+# Query (and fragment) parameters whose values are credentials: ?token=, ?api_key=, ?sig=…
+_SECRET_PARAMETER = re.compile(
+    r"(?P<lead>[?&;#])(?P<name>[^=&;#]*(?:token|key|secret|passw|pwd|sig|credential)"
+    r"[^=&;#]*)=(?P<value>[^&;#]*)",
+    re.IGNORECASE,
+)
+
+
+def _split_url(url: str) -> tuple[str, str, str, str]:
+    """(scheme with its `://`, userinfo, host part, the rest from the first /, ? or #)."""
+    scheme, sep, rest = url.partition("://")
+    lead = f"{scheme}{sep}" if sep else ""
+    if not sep:
+        rest = url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, host = netloc.rpartition("@")
+    return lead, userinfo if at else "", host if at else netloc, tail
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials a URL carries: its password (or an http(s) URL's lone user, which is a
+    token there) and the values of credential-like query parameters."""
+    lead, userinfo, _, tail = _split_url(url)
+    found: list[str] = []
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        if colon and password:
+            found.append(password)
+        elif not colon and lead.lower().startswith("http"):
+            found.append(user)
+    found.extend(m["value"] for m in _SECRET_PARAMETER.finditer(tail) if m["value"])
+    return found
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced, fit for logs and `arbiter config`."""
-    password = _url_password(url)
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    """The URL with its credentials replaced by ***, fit for logs, errors and `arbiter config`.
+
+    The password of `scheme://user:password@host` (an http(s) URL's lone user too: a token
+    there), and the values of query parameters named like credentials (`?token=`, `?api_key=`).
+    """
+    lead, userinfo, host, tail = _split_url(url)
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        if colon and password:
+            userinfo = f"{user}:{MASK}"
+        elif not colon and lead.lower().startswith("http"):
+            userinfo = MASK
+        host = f"{userinfo}@{host}"
+    tail = _SECRET_PARAMETER.sub(lambda m: f"{m['lead']}{m['name']}={MASK}", tail)
+    return f"{lead}{host}{tail}"
+
+
+def without_credentials(url: str) -> str:
+    """The URL with no userinfo, query or fragment: a base URL made fit to build links on."""
+    lead, _, host, tail = _split_url(url)
+    path = tail.split("?", 1)[0].split("#", 1)[0]
+    return f"{lead}{host}{path}"
 
 
 def env_name(field: str) -> str:
@@ -449,6 +549,8 @@ def _explain(exc: ValidationError) -> str:
         else:
             name, accepts = field, ""
         got = error.get("input")
+        if field in URL_FIELDS and isinstance(got, str):
+            got = mask_url(got)
         shown = "" if isinstance(got, dict) or got is None else f" (got {str(got)[:80]!r})"
         if field in _SECRET_FIELDS:
             shown = ""
@@ -470,21 +572,80 @@ _SECRET_FIELDS = {
     "gitlab_webhook_token",
     "openai_api_key",
     "anthropic_api_key",
-    "database_url",
 }
 
 
-def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+def _known_variables() -> set[str]:
+    return {env_name(name).upper() for name in Settings.model_fields}
+
+
+def _is_unknown(key: str, known: set[str]) -> bool:
+    upper = key.upper()
+    return (
+        upper.startswith(ENV_PREFIX)
+        and upper not in known
+        and upper not in NOT_SETTINGS
+        and not upper.startswith("ARBITER_TEST_")
+    )
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """`ARBITER_*` variables that match no setting: almost always a typo worth a warning."""
     env = os.environ if environ is None else environ
-    known = {env_name(name).upper() for name in Settings.model_fields}
-    return sorted(
-        key
-        for key in env
-        if key.upper().startswith(ENV_PREFIX)
-        and key.upper() not in known
-        and not key.upper().startswith("ARBITER_TEST_")
-    )
+    known = _known_variables()
+    return sorted(key for key in env if _is_unknown(key, known))
+
+
+@dataclass(frozen=True)
+class UnknownVariable:
+    """An `ARBITER_*` variable no setting reads, and the setting its name is closest to."""
+
+    variable: str
+    closest: str | None
+    source: str  # "environment", or the .env file it is in
+
+    def warning(self) -> str:
+        where = "" if self.source == "environment" else f" (in {self.source})"
+        hint = (
+            f"did you mean {self.closest}?"
+            if self.closest
+            else "no setting is close; `arbiter config` lists every setting"
+        )
+        return f"{self.variable}{where} is not a setting (ignored): {hint}"
+
+
+def closest_setting(variable: str) -> str | None:
+    """The setting a mistyped variable most likely meant, or None when none is close."""
+    known = sorted(_known_variables())
+    name = variable.upper()
+    bare = name.removeprefix(ENV_PREFIX)
+    if bare in known:  # OPENAI_API_KEY and ANTHROPIC_API_KEY are read without the prefix
+        return bare
+    suffixes = {k.removeprefix(ENV_PREFIX): k for k in known}
+    match = difflib.get_close_matches(bare, list(suffixes), n=1, cutoff=0.75)
+    return suffixes[match[0]] if match else None
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")
+) -> list[UnknownVariable]:
+    """Unknown `ARBITER_*` variables of the environment and of the `.env` file, each with the
+    setting it is closest to: a typo'd setting is otherwise silently ignored."""
+    from dotenv import dotenv_values  # pydantic-settings reads .env with it too
+
+    env = os.environ if environ is None else environ
+    known = _known_variables()
+    found = [
+        UnknownVariable(key, closest_setting(key), "environment")
+        for key in sorted(env)
+        if _is_unknown(key, known)
+    ]
+    if env_file is not None and env_file.is_file():
+        in_env = {u.variable.upper() for u in found}
+        for key in dotenv_values(env_file):
+            if _is_unknown(key, known) and key.upper() not in in_env:
+                found.append(UnknownVariable(key, closest_setting(key), str(env_file)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -538,7 +699,7 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, field)
         if isinstance(value, SecretStr):
             value = "***" if value.get_secret_value() else ""
-        elif field == "database_url":
+        elif field in URL_FIELDS and isinstance(value, str):
             value = mask_url(value)
         elif field == "api_tokens":
             value = [f"***:{role}" for _, role in api_tokens(settings)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,8 @@ def test_receive_runs_the_handlers_on_a_saved_payload(
 ) -> None:
     url = _db(tmp_path, monkeypatch)
     payload = fixtures_dir() / "github/webhooks/installation/created.payload.json"
-    code = main(["receive", "--platform", "github", "--event", "installation", str(payload)])
+    argv = ["receive", "--platform", "github", "--event", "installation", str(payload)]
+    code = main([*argv, "--store", url])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "event    installation.created" in out
@@ -108,3 +110,48 @@ def test_extra_handler_modules_must_exist(
     payload = fixtures_dir() / "github/webhooks/installation/created.payload.json"
     assert main(["receive", "--platform", "github", "--event", "installation", str(payload)]) == 1
     assert "ARBITER_HANDLERS: cannot import 'no.such.module'" in capsys.readouterr().err
+
+
+def test_receive_leaves_nothing_queued_for_a_later_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a fresh folder, with the default store: the handlers run against a throw-away store,
+    so no ./arbiter.db keeps a queued review that a later `arbiter serve` there would run."""
+    monkeypatch.setenv("ARBITER_LOG_FORMAT", "json")
+    payload = fixtures_dir() / "github/webhooks/pull_request/opened.payload.json"
+    argv = ["receive", "--platform", "github", "--event", "pull_request", str(payload)]
+    assert main(argv) == 0
+    assert not (tmp_path / "arbiter.db").exists()
+    out = capsys.readouterr().out
+    assert "ok       handlers.pull_request.review_wanted" in out
+    assert "store    throw-away (deleted after this run)" in out
+    assert "queued   review job review:github:Codertocat/Hello-World#2" in out
+    assert "not run; gone with the store" in out
+    assert list(tmp_path.iterdir()) == []  # nothing at all is left in the folder
+
+
+def test_receive_with_a_store_keeps_what_the_handlers_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ARBITER_LOG_FORMAT", "json")
+    kept = f"sqlite:///{tmp_path}/kept.db"
+    payload = fixtures_dir() / "github/webhooks/pull_request/opened.payload.json"
+    argv = ["receive", "--platform", "github", "--event", "pull_request", str(payload)]
+    assert main([*argv, "--store", kept]) == 0
+    out = capsys.readouterr().out
+    assert f"store    {kept}" in out
+    assert "a worker on that store will run it" in out
+    assert [job.key for job in asyncio.run(_queued(kept))] == [
+        "review:github:Codertocat/Hello-World#2"
+    ]
+    assert main([*argv, "--store", "mysql://db/x"]) == 2
+    assert "--store: not a URL Arbiter can store in" in capsys.readouterr().err
+
+
+async def _queued(url: str) -> list[Any]:
+    store = SQLStore(url)
+    await store.open()
+    try:
+        return await store.list_jobs(state="queued")
+    finally:
+        await store.close()

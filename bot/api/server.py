@@ -22,7 +22,7 @@ from bot.api.cors import CorsPolicy
 from bot.api.models import ApiError, QueryModel
 from bot.api.openapi import OPENAPI_PATH, openapi_document
 from bot.api.operations import ApiFailure, Call, Operation
-from bot.api.ratelimit import RateLimiter
+from bot.api.ratelimit import ApiRateLimit
 from bot.api.views import OPERATIONS
 from bot.logs import get_logger
 from bot.runtime import Runtime
@@ -45,7 +45,7 @@ class ApiState:
     runtime: Runtime
     tokens: Tokens
     cors: CorsPolicy
-    limiter: RateLimiter
+    limiter: ApiRateLimit
     clock: Callable[[], float]
     document: dict[str, Any]
 
@@ -61,7 +61,13 @@ def build_api(runtime: Runtime, *, clock: Callable[[], float] = time.time) -> we
         runtime=runtime,
         tokens=Tokens(api_tokens(settings)),
         cors=CorsPolicy(settings.cors_origins),
-        limiter=RateLimiter(settings.api_rate_limit_per_minute, 60.0, clock=clock),
+        limiter=ApiRateLimit(
+            settings.api_rate_limit_per_minute,
+            60.0,
+            redis=runtime.redis_client(),  # shared by every web process when there is Redis
+            prefix=settings.redis_key_prefix,
+            clock=clock,
+        ),
         clock=clock,
         document=openapi_document(
             OPERATIONS, title=settings.api_title, version=settings.api_version, prefix=API_PREFIX
@@ -96,7 +102,7 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     caller = state.tokens.caller(request.headers.get("Authorization"))
     request[CALLER] = caller
     client = caller.key if caller is not None else f"address:{request.remote or 'unknown'}"
-    verdict = state.limiter.hit(client)
+    verdict = await state.limiter.hit(client)
     if verdict.allowed:
         response = await _answer(request, handler)
     else:

@@ -40,7 +40,7 @@ from bot.api.models import (
 from bot.api.operations import ApiFailure, Call, Operation
 from bot.logs import get_logger
 from bot.store.base import FindingRecord, Job, ReviewQuery, ReviewRecord
-from config.settings import Settings
+from config.settings import Settings, without_credentials
 from config.severity import SEVERITY_RANK
 from platforms.github_manifest import github_web_url
 
@@ -364,10 +364,11 @@ def pr_url(settings: Settings, platform: str, repo: str, number: int) -> str | N
 
 
 def repo_url(settings: Settings, platform: str, repo: str) -> str | None:
+    # A link carries no credentials, whatever the base URL setting holds.
     if platform == "github":
-        return f"{github_web_url(settings.github_base_url)}/{repo}"
+        return f"{without_credentials(github_web_url(settings.github_base_url))}/{repo}"
     if platform == "gitlab":
-        return f"{settings.gitlab_base_url}/{repo}"
+        return f"{without_credentials(settings.gitlab_base_url)}/{repo}"
     return None
 
 

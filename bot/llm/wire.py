@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from bot.llm.errors import LLMRefused
 from bot.llm.types import Prompt, Provider
+from config.settings import mask_url
 
 DESCRIBE_CHARS = 300
 
@@ -132,5 +133,8 @@ def status_failure(
 
 def unreachable(base_url: object, exc: BaseException) -> Transient:
     return Transient(
-        f"cannot reach {base_url}: {exc}", outcome="unreachable", status=None, retry_after=None
+        f"cannot reach {mask_url(str(base_url))}: {exc}",  # it ends up on the pull request
+        outcome="unreachable",
+        status=None,
+        retry_after=None,
     )

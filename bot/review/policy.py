@@ -62,10 +62,14 @@ def review_options(
     replaces the configuration's cap (e.g. with what is left of a daily budget)."""
     config = effective.config
     cap = effective.max_cost_per_review_usd if max_cost_usd is None else max_cost_usd
+    instructions = config.instructions
+    if config.language.lower() not in ("en", "english"):
+        note = f"Write every title and comment in {config.language}."
+        instructions = f"{note}\n{instructions}".strip()
     return ReviewOptions(
         model=effective.model,
         path_filters=tuple(config.path_filters),
-        instructions=config.instructions,
+        instructions=instructions,
         path_instructions=tuple(
             PathInstruction(entry.path, entry.instructions) for entry in config.path_instructions
         ),

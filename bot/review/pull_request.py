@@ -158,9 +158,6 @@ async def _review(
     ]
     known = frozenset() if request.fresh else frozenset(f.fingerprint for f in earlier)
     options = review_options(loaded, known_fingerprints=known)
-    if config.language.lower() not in ("en", "english"):
-        note = f"Write every title and comment in {config.language}."
-        options = replace(options, instructions=f"{note}\n{options.instructions}".strip())
     try:
         result = await review_changes(
             ctx.model, changes.files, options, title=pr.title, description=pr.body or ""

@@ -21,10 +21,9 @@ from bot.cli.review import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_USAGE,
-    GitError,
     add_review_arguments,
-    run_review,
 )
+from bot.cli.review_local import GitError, run_review
 from tests.core.conftest import settings_for
 from tests.core.test_review import PATCH
 from tests.fakes.anthropic import FakeAnthropic
@@ -151,8 +150,9 @@ async def test_a_malformed_answer_twice_is_reported(
     fake_openai.script(Malformed(), Malformed())
     code, out, _ = await _review(fake_openai, "--patch", "p.diff")
     assert code == EXIT_INCOMPLETE
-    assert "Error: the model's answer did not match the expected format" in out
-    assert "src/app.py: the model's answer was malformed twice" in out
+    assert "Review failed: the model's answer did not match the expected format" in out
+    # One reason for the three files of the one part, said once.
+    assert "  the model's answer was malformed twice (3):\n    src/app.py\n" in out
     assert len(fake_openai.requests) == 2
 
 
@@ -161,7 +161,7 @@ async def test_a_timeout_is_reported(fake_openai: FakeOpenAI, tmp_path: Path) ->
     fake_openai.script(Slow(30))
     code, out, _ = await _review(fake_openai, "--patch", "p.diff", llm_timeout=0.3)
     assert code == EXIT_INCOMPLETE
-    assert "Error: the model did not answer within 0.3 s" in out
+    assert "Review failed: the model did not answer within 0.3 s" in out
 
 
 async def test_usage_errors_exit_2(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
