@@ -219,13 +219,17 @@ class GitLabWorld:
         return [(s["status"], s["description"]) for s in self.gitlab.status_changes(PROJECT, sha)]
 
     async def settled(self, sha: str, timeout: float = 30) -> list[tuple[str, str]]:
-        """The statuses of `sha`, once the last one is final (not running or pending)."""
+        """The statuses of `sha`, once the last one is final (not running or pending) and the
+        review of `sha` is recorded as finished."""
 
-        def done() -> bool:
+        async def done() -> bool:
             found = self.statuses(sha)
-            return bool(found) and found[-1][0] not in ("running", "pending")
+            if not (found and found[-1][0] not in ("running", "pending")):
+                return False
+            # The final status goes out just before the review's record is closed: wait for both.
+            return all(r.state != "running" for r in await self.reviews() if r.head_sha == sha)
 
-        await wait_for(done, timeout, f"a final status on {sha[:7]}")
+        await wait_for(done, timeout, f"a final status on {sha[:7]} and its review recorded")
         return self.statuses(sha)
 
     def ours(self, iid: int) -> list[dict[str, Any]]:
