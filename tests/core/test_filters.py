@@ -95,7 +95,7 @@ def test_every_dropped_file_keeps_its_reason() -> None:
         "img.png": "binary file",
         "big.sql": "too large (the platform did not provide its diff)",
         "old.py": "deleted",
-        "moved.py": "no content changes",
+        "moved.py": "renamed, no content change",
         "trim.py": "no added or changed lines",
         "yarn.lock": "lock file",
     }
