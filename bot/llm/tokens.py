@@ -152,5 +152,5 @@ def estimate_request_tokens(*messages: str, schema_text: str = "") -> int:
 
 
 def _json(value: Mapping[str, Any]) -> str:
-    # How the SDKs put it on the wire (httpx: json.dumps with its default separators).
-    return json.dumps(value)
+    # As the SDKs put it on the wire: compact, not ASCII-escaped.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

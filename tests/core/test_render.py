@@ -94,7 +94,7 @@ def _facts(**changes: Any) -> SummaryFacts:
 def test_summary_reports_changes_findings_gaps_and_cost() -> None:
     text = summary_markdown(_facts())
     assert "**What changed:** 5 files, +40 −3; 2 reviewed." in text
-    assert f"- Adds a cache @{ZWSP}carol asked for." in text
+    assert f"### Walkthrough\n\nAdds a cache @{ZWSP}carol asked for." in text
     assert "### Findings: 2" in text and "🟠 1 major · ⚪ 1 nit" in text
     assert "### Not reviewed: 4 files" in text
     assert "- **binary file** (2)\n  - `assets/`: `logo.png`, `icon.png`" in text

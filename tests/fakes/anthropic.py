@@ -34,6 +34,7 @@ from tests.fakes.openai import (
     finding,
     findings_in_prompt,
     review_answer,
+    wire_json,
 )
 
 __all__ = [
@@ -120,7 +121,7 @@ class FakeAnthropic(FakeLLMServer):
         if isinstance(reply, ServerError):
             request.status = reply.status
             return _error(reply.status, reply.message)
-        prefix = claude_tokens(json.dumps(tools)) + (TOOL_PROMPT_TOKENS if forced else 0)
+        prefix = claude_tokens(wire_json(tools)) + (TOOL_PROMPT_TOKENS if forced else 0)
         blocks = body.get("system")
         cached_upto = 0
         for block in blocks if isinstance(blocks, list) else [{"text": system}]:

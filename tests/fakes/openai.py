@@ -23,7 +23,7 @@ schema, max_tokens, headers, and the status and usage the fake answered with).
 `FakeOpenAI(record=False)` is the instant mode for benchmarks: nothing is kept but the count
 in `fake.served`. Usage is counted as OpenAI bills it, with the real `o200k_base` encoding: each
 message's content plus 3 tokens, 3 more for the reply's priming, and the `response_format` as
-its JSON text; an answer longer than the request's max tokens is cut off, as a real API does.
+its JSON text as sent; an answer longer than the request's max tokens is cut off, as a real API does.
 Prompt caching is OpenAI's: a prompt of 1,024 tokens or more whose system message and schema
 were sent before reports that prefix as `cached_tokens`, in steps of 128 from 1,024 on.
 
@@ -143,6 +143,11 @@ def _o200k() -> Any:
         enc = bpe_openai.get_encoding("o200k_base")
         enc.encode_ordinary("warm up")  # the ranks load on first use
         return enc
+
+
+def wire_json(value: Any) -> str:
+    """A JSON value as the SDKs send it (compact): what a schema is counted as."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 OPENAI_MESSAGE_TOKENS = 3  # OpenAI's published framing: per message, and the reply's priming
@@ -337,7 +342,7 @@ class FakeOpenAI(FakeLLMServer):
             request.status = reply.status
             return _openai_error(reply.status, reply.message, "server_error")
         content = json.dumps(reply.data) if isinstance(reply, Answer) else reply.text
-        schema_text = json.dumps(response_format) if response_format else ""
+        schema_text = wire_json(response_format) if response_format else ""
         request.input_tokens = (
             sum(count_tokens(_text(m.get("content"))) + OPENAI_MESSAGE_TOKENS for m in messages)
             + OPENAI_MESSAGE_TOKENS
