@@ -184,7 +184,8 @@ def assemble(index: int, units: Iterable[Unit], whole: dict[str, int]) -> Chunk:
         mine.sort(key=lambda u: u.order)
         file = mine[0].file
         complete = len(mine) == whole.get(file.path, len(mine)) and not any(u.cut for u in mine)
-        parts.append(file_heading(file, 1, 1 if complete else 2).replace("; part 1 of 2", "; part"))
+        heading = file_heading(file, 1, 1 if complete else 2)
+        parts.append(heading.replace("part 1 of 2", "part"))
         parts += [u.text for u in mine]
         ordered += mine
     return Chunk(index, tuple(ordered), "".join(parts))

@@ -38,7 +38,8 @@ def _untitled(schema: dict[str, Any]) -> None:
 
 
 class FindingAnswer(BaseModel):
-    """A problem on new-side lines of one file."""
+    # A problem on new-side lines of one file. (No docstring: it would be sent with the
+    # schema on every call.)
 
     model_config = ConfigDict(json_schema_extra=_untitled)
 
@@ -59,7 +60,8 @@ class FindingAnswer(BaseModel):
 
 
 class FileAnswer(BaseModel):
-    """One file of the walkthrough: what changed in it, in one line."""
+    # One file of the walkthrough: what changed in it, in one line. (No docstring: it would
+    # be sent with the schema on every call.)
 
     model_config = ConfigDict(json_schema_extra=_untitled)
 

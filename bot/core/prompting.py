@@ -28,10 +28,10 @@ from bot.llm import Prompt
 from config.globs import matches
 
 BOUNDARY_CHARS = 16
-NO_DESCRIPTION = "(no description)"
+NO_DESCRIPTION = "(none)"
 DESCRIPTION_CHARS = 4000  # a PR description is context, not the subject: keep it bounded
 LINE_CHARS = 1000  # longer lines (removed or context; added ones are filtered) are cut
-CONTEXT_KEPT = 2  # unchanged lines kept before a hunk's first change and after its last
+CONTEXT_KEPT = 1  # unchanged lines kept before a hunk's first change and after its last
 REMOVED_RUN_MAX = 8  # a longer run of removed lines is shown as its first lines and a count
 REMOVED_RUN_SHOWN = 3
 _NO_MEANING = re.compile(r"^[\s{}()\[\];,.:]*$")  # blank, or brackets and separators only
@@ -95,12 +95,13 @@ def render_hunk(hunk: Hunk) -> str:
 
 
 def file_heading(file: DiffFile, part: int = 1, parts: int = 1) -> str:
-    status: str = file.status
+    """`=== FILE path ===`, with the status unless the file was only modified."""
+    status: str = "" if file.status == "modified" else file.status
     if file.previous_path and file.previous_path != file.path:
-        status = f"{status} from {file.previous_path}"
+        status = f"{file.status} from {file.previous_path}"
     if parts > 1:
-        status = f"{status}; part {part} of {parts}"
-    return f"=== FILE {file.path} ({status}) ===\n"
+        status = f"{status}; part {part} of {parts}" if status else f"part {part} of {parts}"
+    return f"=== FILE {file.path} ({status}) ===\n" if status else f"=== FILE {file.path} ===\n"
 
 
 def boundary_for(*texts: str) -> str:

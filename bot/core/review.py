@@ -56,8 +56,8 @@ OUTPUT_MARGIN = 1.25  # over what recorded answers of this model took (p90)
 FILE_SHARE = 0.25  # of the review's diff budget, what one file takes before the others
 MIN_FILE_CAP = 1500
 MIN_CALL_TOKENS = 200  # diff tokens below which a call is not worth its fixed prompt
-ONE_PART = "the changes in this pull request"
-SOME_PART = "one part of the changes in this pull request (the other parts are reviewed apart)"
+ONE_PART = "all of it"
+SOME_PART = "one part of it (the other parts are reviewed apart)"
 
 Progress = Callable[[int, int], None]  # (chunks done, chunks planned)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from bot.core.chunks import MIN_SLICE_TOKENS, assemble, queue_units, take, units_of
+from bot.core.chunks import MIN_SLICE_TOKENS, Chunk, assemble, queue_units, take, units_of
 from bot.core.diff import parse_diff
 from bot.llm import ModelRef
 from bot.llm.tokens import counter_for
@@ -38,7 +38,7 @@ def test_take_fills_the_room_in_queue_order_and_shows_every_line_once() -> None:
     units = {f.path: units_of(f, COUNT, 1000) for f in files}
     queue = deque(queue_units(files, units, COUNT, file_cap=10_000))
     whole = {p: len(u) for p, u in units.items()}
-    chunks = []
+    chunks: list[Chunk] = []
     while queue:
         taken = take(queue, 1000, COUNT)
         assert taken

@@ -23,7 +23,8 @@ schema, max_tokens, headers, and the status and usage the fake answered with).
 `FakeOpenAI(record=False)` is the instant mode for benchmarks: nothing is kept but the count
 in `fake.served`. Usage is counted as OpenAI bills it, with the real `o200k_base` encoding: each
 message's content plus 3 tokens, 3 more for the reply's priming, and the `response_format` as
-its JSON text as sent; an answer longer than the request's max tokens is cut off, as a real API does.
+its JSON text as sent; an answer longer than the request's max tokens is cut off, as a real
+API does.
 Prompt caching is OpenAI's: a prompt of 1,024 tokens or more whose system message and schema
 were sent before reports that prefix as `cached_tokens`, in steps of 128 from 1,024 on.
 
@@ -119,14 +120,20 @@ def review_answer(*findings: Mapping[str, Any], summary: str = "Changes reviewed
 
 def findings_in_prompt(findings: Iterable[Mapping[str, Any]]) -> Responder:
     """A responder that answers each request with the findings whose file it was shown
-    (`=== FILE path (`), so a review split into chunks gets each finding exactly once."""
+    (`=== FILE path (status) ===`, or `=== FILE path ===` for a modified file), so a review
+    split into chunks gets each finding exactly once."""
     pending = [dict(f) for f in findings]
 
     def respond(request: LLMRequest) -> Reply:
-        shown = [f for f in pending if f"=== FILE {f['path']} (" in request.user]
+        shown = [f for f in pending if shown_in(request.user, str(f["path"]))]
         return review_answer(*shown, summary=f"{len(shown)} finding(s) here.")
 
     return respond
+
+
+def shown_in(prompt: str, path: str) -> bool:
+    """Whether a review prompt shows this file's diff."""
+    return f"=== FILE {path} (" in prompt or f"=== FILE {path} ===" in prompt
 
 
 def count_tokens(text: str) -> int:
