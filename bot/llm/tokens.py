@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from bot.llm.types import ModelRef
 
 BYTES_PER_TOKEN = 3
+PIECE_CHARS = 100_000  # counted at once: under the encoder's limit of 200,000 tokens
 MESSAGE_OVERHEAD_TOKENS = 8  # the estimate's framing of a message (no tokenizer)
 REQUEST_OVERHEAD_TOKENS = 16  # the estimate's framing of a request (no tokenizer)
 
@@ -94,14 +95,27 @@ class TokenCounter:
 
     def count(self, text: str) -> int:
         """Tokens in `text` (for a ratio, rounded up)."""
-        if not text:
-            return 0
-        raw = len(encoding(self.encoding).encode_ordinary(text))
+        raw = self.raw(text)
         return raw if self.ratio == 1.0 else math.ceil(raw * self.ratio)
 
     def raw(self, text: str) -> int:
         """Tokens in `text` by the encoding alone, without the ratio."""
-        return len(encoding(self.encoding).encode_ordinary(text)) if text else 0
+        if not text:
+            return 0
+        enc = encoding(self.encoding)
+        if len(text) <= PIECE_CHARS:
+            return len(enc.encode_ordinary(text))
+        # The encoder refuses over 200,000 tokens at once: count in pieces cut after a
+        # newline, where a token never spans the cut (so the sum is the count, or just over).
+        total = start = 0
+        while start < len(text):
+            end = min(start + PIECE_CHARS, len(text))
+            if end < len(text):
+                cut = text.rfind("\n", start, end)
+                end = cut + 1 if cut > start else end
+            total += len(enc.encode_ordinary(text[start:end]))
+            start = end
+        return total
 
     @property
     def framing(self) -> int:

@@ -23,13 +23,7 @@ def _diff_text() -> str:
 
 def test_the_diff_carries_new_side_line_numbers() -> None:
     assert _diff_text() == (
-        "=== FILE src/app.py ===\n"
-        "@@\n"
-        "1 a = 1\n"
-        "-b = 2\n"
-        "2+b = 20\n"
-        "3 c = 3\n"
-        "4+d = '$HOME'\n"
+        "=== FILE src/app.py ===\n@@\n1 a = 1\n-b = 2\n2+b = 20\n3 c = 3\n4+d = '$HOME'\n"
     )
 
 

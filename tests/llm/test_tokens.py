@@ -80,3 +80,10 @@ async def test_claude_counts_start_high_and_calibrate_on_reported_usage(via: Via
     actual = via.fake.requests[1].input_tokens
     # Still not under the bill, and now within 10 % of it.
     assert actual <= calibrated <= actual * 1.10
+
+
+def test_a_text_over_the_encoders_limit_is_counted_in_pieces() -> None:
+    counter = counter_for(ModelRef("openai", "gpt-4o"))
+    line = "value = compute(a, b) + other_function(c)\n"
+    text = line * 30_000  # ~300,000 tokens: more than the encoder takes at once
+    assert counter.count(text) == counter.count(line * 1000) * 30
