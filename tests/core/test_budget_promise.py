@@ -199,3 +199,18 @@ async def test_a_refactor_gets_most_of_its_added_source_to_the_model(
     counted = re.search(r"^-… (\d+) more removed lines$", deleted, re.MULTILINE)
     assert counted is not None and int(counted[1]) > 800
     assert sum(1 for line in deleted.splitlines() if line.startswith("-")) < 10
+
+
+async def test_what_an_answer_is_reserved_follows_recorded_usage(
+    fake_openai: FakeOpenAI, llm_for: Any
+) -> None:
+    llm = llm_for(settings_for(fake_openai, cache_ttl_hours=0))
+    files = {"app.py": (None, code(random.Random(4), 20))}
+    await review_changes(llm, patch_of(files), ReviewOptions())
+    floor = fake_openai.requests[-1].max_tokens
+    await review_changes(llm, patch_of(files), ReviewOptions(recorded_output=(900,) * 10))
+    measured = fake_openai.requests[-1].max_tokens
+    assert floor is not None and measured is not None
+    assert measured == 1125 > floor  # p90 of what answers took, with a 25 % margin
+    await review_changes(llm, patch_of(files), ReviewOptions(recorded_output=(50,) * 10))
+    assert fake_openai.requests[-1].max_tokens == floor  # never below the floor
