@@ -214,3 +214,23 @@ async def test_what_an_answer_is_reserved_follows_recorded_usage(
     assert measured == 1125 > floor  # p90 of what answers took, with a 25 % margin
     await review_changes(llm, patch_of(files), ReviewOptions(recorded_output=(50,) * 10))
     assert fake_openai.requests[-1].max_tokens == floor  # never below the floor
+
+
+async def test_the_walkthrough_is_built_from_the_chunks_answers(
+    fake_openai: FakeOpenAI, llm_for: Any
+) -> None:
+    def respond(request: LLMRequest) -> Reply:
+        paths = re.findall(r"^=== FILE (\S+)", request.user, re.MULTILINE)
+        answer = review_answer(summary="Synthetic change.")
+        answer.data["files"] = [{"path": p, "summary": f"Reworks {p}."} for p in paths]  # type: ignore[index]
+        return answer
+
+    fake_openai.respond(respond)
+    files = {f"src/m{i}.py": (None, code(random.Random(i), 60)) for i in range(6)}
+    llm = llm_for(settings_for(fake_openai, cache_ttl_hours=0))
+    result = await review_changes(llm, patch_of(files), ReviewOptions(chunk_tokens=1500))
+    assert len(fake_openai.requests) > 2  # several chunks, one walkthrough
+    text = result.summary_markdown
+    assert text.count("Synthetic change.") == 1
+    for path in files:
+        assert f"| `{path}` (+60 −0) | Reworks {path}. |" in text
