@@ -298,7 +298,7 @@ class _Run:
                 booking = self.budget.book(exact, out, cache_write=self.cache_write_for(prompt))
                 if isinstance(booking, str):
                     queue.extendleft(reversed(units))
-                    over = exact + out - (self.budget.input_room(0) + 0)
+                    over = exact + out - self.budget.input_room(0)
                     shrink += max(over, 0) + 50
                     if shrink > self.unit_room:  # cannot fit even a small chunk any more
                         break

@@ -87,3 +87,25 @@ def test_a_text_over_the_encoders_limit_is_counted_in_pieces() -> None:
     line = "value = compute(a, b) + other_function(c)\n"
     text = line * 30_000  # ~300,000 tokens: more than the encoder takes at once
     assert counter.count(text) == counter.count(line * 1000) * 30
+
+
+async def test_a_repeated_prefix_is_billed_at_the_cache_price(via: Via) -> None:
+    from config.prices import load_prices
+
+    rules = "Review carefully. " * 400  # a fixed system prompt long enough to be cached
+    llm = via.llm()
+    first = await llm.complete(Prompt(rules, "one", cache_prefix=True), ReviewAnswer)
+    second = await llm.complete(Prompt(rules, "two", cache_prefix=True), ReviewAnswer)
+    price = load_prices().lookup(via.provider, via.model)
+    assert price is not None
+    assert second.cache_read_tokens > 1000 and first.cache_read_tokens == 0
+    if via.provider == "anthropic":
+        assert first.cache_write_tokens == second.cache_read_tokens  # written once, then read
+    assert second.cost_usd == pytest.approx(
+        price.cost(
+            second.input_tokens,
+            second.output_tokens,
+            cache_read_tokens=second.cache_read_tokens,
+        )
+    )
+    assert second.cost_usd < price.cost(second.input_tokens, second.output_tokens)
