@@ -114,10 +114,18 @@ def queue_units(
     return first + later
 
 
-def take(queue: deque[Unit], room: int, count: Count, *, max_files: int = MAX_FILES) -> list[Unit]:
+def take(
+    queue: deque[Unit],
+    room: int,
+    count: Count,
+    *,
+    max_files: int = MAX_FILES,
+    fill: bool = True,
+) -> list[Unit]:
     """Units from the head of `queue` filling at most `room` tokens (a file's heading counted
-    once) of at most `max_files` files, cutting the head unit between lines to fill what is
-    left; [] when nothing fits."""
+    once) of at most `max_files` files. A head unit that does not fit is cut between lines to
+    fill what is left when `fill` is set (the last chunk the budget allows) or nothing was
+    taken yet; otherwise it waits whole for the next chunk. [] when nothing fits."""
     taken: list[Unit] = []
     paths: set[str] = set()
     used = 0
@@ -132,7 +140,7 @@ def take(queue: deque[Unit], room: int, count: Count, *, max_files: int = MAX_FI
             used += heading + unit.tokens
             continue
         left = room - used - heading
-        if left >= MIN_SLICE_TOKENS:
+        if (fill or not taken) and left >= MIN_SLICE_TOKENS:
             cut = split(unit, left, count)
             if cut is not None:
                 queue.popleft()

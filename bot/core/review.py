@@ -286,7 +286,7 @@ class _Run:
                     continue
                 if room < MIN_CALL_TOKENS:
                     break
-                units = take(queue, min(room, self.unit_room), self.count)
+                units = take(queue, min(room, self.unit_room), self.count, fill=last)
                 if not units:
                     break
                 chunk = assemble(self.total, units, self.whole)
