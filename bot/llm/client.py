@@ -184,7 +184,7 @@ class LLM:
         self.require_price(info, cost_cap_usd)
         limit = max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
         key = cache_key(
-            info.ref.provider, info.ref.name, schema_text(schema), prompt.system, prompt.user
+            info.ref.provider, info.ref.name, schema_text(schema), prompt.system_text, prompt.user
         )
         lock = self._acquire_lock(key)
         try:

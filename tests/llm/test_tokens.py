@@ -109,3 +109,11 @@ async def test_a_repeated_prefix_is_billed_at_the_cache_price(via: Via) -> None:
         )
     )
     assert second.cost_usd < price.cost(second.input_tokens, second.output_tokens)
+
+
+async def test_different_instructions_are_a_different_question_for_the_cache(via: Via) -> None:
+    llm = via.llm()
+    await llm.complete(Prompt("rules", "diff", instructions="Be strict."), ReviewAnswer)
+    again = await llm.complete(Prompt("rules", "diff", instructions="Be lenient."), ReviewAnswer)
+    assert not again.cached and len(via.fake.requests) == 2
+    assert "Be lenient." in via.fake.requests[1].system
