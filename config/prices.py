@@ -38,10 +38,38 @@ class ModelPrice:
     input_per_mtok: float
     output_per_mtok: float
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    cached_input_per_mtok: float | None = None  # input read from the prompt cache; None: input
+    cache_write_per_mtok: float | None = None  # input written to the prompt cache; None: input
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """USD for that many tokens."""
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / MILLION
+    def cost(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float:
+        """USD for that many tokens; `input_tokens` counts all input, of which
+        `cache_read_tokens` and `cache_write_tokens` are billed at the cache's prices."""
+        read = min(cache_read_tokens, input_tokens)
+        written = min(cache_write_tokens, input_tokens - read)
+        plain = input_tokens - read - written
+        read_price = (
+            self.input_per_mtok
+            if self.cached_input_per_mtok is None
+            else (self.cached_input_per_mtok)
+        )
+        write_price = (
+            self.input_per_mtok
+            if self.cache_write_per_mtok is None
+            else (self.cache_write_per_mtok)
+        )
+        return (
+            plain * self.input_per_mtok
+            + read * read_price
+            + written * write_price
+            + output_tokens * self.output_per_mtok
+        ) / MILLION
 
 
 class _Entry(BaseModel):
@@ -50,9 +78,13 @@ class _Entry(BaseModel):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     context: int = Field(DEFAULT_CONTEXT_TOKENS, gt=0)
+    cached_input: float | None = Field(None, ge=0)
+    cache_write: float | None = Field(None, ge=0)
 
     def price(self) -> ModelPrice:
-        return ModelPrice(self.input, self.output, self.context)
+        return ModelPrice(
+            self.input, self.output, self.context, self.cached_input, self.cache_write
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +174,6 @@ def _entries(data: Any, *, source: str) -> dict[str, ModelPrice]:
             raise PriceError(
                 f"{source}: the price of {name!r} is invalid ({problems}); each entry takes "
                 "input and output (USD per million tokens, zero or more) and optionally "
-                "context (tokens)"
+                "context (tokens), cached_input and cache_write (USD per million tokens)"
             ) from None
     return prices

@@ -14,7 +14,7 @@ from bot.conversation.commands import config_reply
 from bot.conversation.exchange import as_reply
 from bot.core.filters import NotReviewed
 from bot.core.findings import DroppedFinding, Finding
-from bot.core.render import SummaryFacts, comment_body, summary_markdown
+from bot.core.render import FileNote, SummaryFacts, comment_body, summary_markdown
 from bot.review.config_problems import problems_comment
 from config.repo import resolve
 from tests.mention_corpus import (
@@ -83,6 +83,11 @@ def test_the_summary_pings_no_one_and_hides_nothing() -> None:
         output_tokens=20,
         cost_usd=0.01,
         priced=True,
+        # the walkthrough's table: hostile paths, and the model's line on each
+        walkthrough=[
+            FileNote(p, t, additions=3, partial=i % 2 == 0)
+            for i, (t, p) in enumerate(zip(TEXTS, HOSTILE_PATHS * 4, strict=False))
+        ],
     )
 
     posted = summary_markdown(facts)

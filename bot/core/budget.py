@@ -1,11 +1,12 @@
 """The review's budget: tokens and dollars spent, and reserved by calls in flight.
 
-Before a call, `reserve()` books its worst case: the conservative input estimate (scaled up
-if an earlier answer showed the estimate running low) plus the full output limit, priced at
-the table's rates. It is refused, with the reason, when that could pass MAX_TOKENS_PER_REVIEW
-or the cost cap. After the call, `settle()` replaces the booking with the usage the provider
-reported. A call that does not fit waits while others are in flight (they usually settle
-below what they booked) and is refused only when nothing is left to wait for.
+Before a call, `book()` (or `reserve()`, which waits) reserves its worst case: the input as
+counted (exact for OpenAI's models; scaled up if an answer showed the count running low) plus
+the output limit the call is sent, priced at the table's rates (the prompt-cache write at its
+price). It is refused, with the reason, when that could pass MAX_TOKENS_PER_REVIEW or the cost
+cap: input plus output reserved never exceed them. After the call, `settle()` replaces the
+booking with the usage the provider reported, and what the call did not use is free again
+for the next chunk (`input_room()` says how much input the next call may send).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from bot.llm import ModelInfo
 
 @dataclass(frozen=True)
 class Reservation:
-    estimate: int  # the raw input estimate
-    input_tokens: int  # booked: the estimate, calibrated
+    estimate: int  # the input as counted
+    input_tokens: int  # booked: the count, calibrated
     output_tokens: int  # booked: the output limit
     cost_usd: float
 
@@ -57,11 +58,54 @@ class Budget:
     def capped(self) -> bool:
         return self.max_cost_usd > 0
 
-    def booking(self, estimate: int, output_limit: int) -> Reservation:
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def booking(self, estimate: int, output_limit: int, *, cache_write: int = 0) -> Reservation:
         booked_in = math.ceil(estimate * self.factor)
-        return Reservation(
-            estimate, booked_in, output_limit, self.model.cost(booked_in, output_limit)
-        )
+        cost = self.model.cost(booked_in, output_limit, cache_write_tokens=cache_write)
+        return Reservation(estimate, booked_in, output_limit, cost)
+
+    def input_room(self, output_limit: int, *, cache_write: int = 0) -> int:
+        """The most input tokens (as counted) a call reserving `output_limit` output tokens
+        may send now, within the token budget and the cost cap; negative when none."""
+        tokens = self.max_tokens - self.spent.tokens - self._booked_tokens - output_limit
+        room = math.floor(tokens / self.factor)
+        price = self.model.price
+        if self.capped and price is not None:
+            usd = self.max_cost_usd - self.spent.cost_usd - self._booked_usd
+            usd -= self.model.cost(0, output_limit)
+            premium = max((price.cache_write_per_mtok or 0) - price.input_per_mtok, 0)
+            usd -= cache_write * premium / 1_000_000
+            per_token = price.input_per_mtok / 1_000_000 * self.factor
+            if per_token > 0:
+                room = min(room, math.floor(usd / per_token * 0.999999))
+        return room
+
+    def cost_binds(self, output_limit: int) -> bool:
+        """Whether the cost cap, rather than the token budget, limits the next call."""
+        if not self.capped:
+            return False
+        tokens = self.max_tokens - self.spent.tokens - self._booked_tokens - output_limit
+        return self.input_room(output_limit) < math.floor(tokens / self.factor)
+
+    def book(self, estimate: int, output_limit: int, *, cache_write: int = 0) -> Reservation | str:
+        """Book a call's worst case now, or the reason (a str) it does not fit now."""
+        reservation = self.booking(estimate, output_limit, cache_write=cache_write)
+        reason = self.refusal(reservation)
+        if reason is not None:
+            return reason
+        self._booked_tokens += reservation.tokens
+        self._booked_usd += reservation.cost_usd
+        self._in_flight += 1
+        return reservation
+
+    async def changed(self) -> None:
+        """Wait until a call in flight settles (at once when none is in flight)."""
+        async with self._changed:
+            if self._in_flight:
+                await self._changed.wait()
 
     def refusal(self, reservation: Reservation) -> str | None:
         """Why this booking cannot be made now, or None when it fits."""
@@ -85,15 +129,9 @@ class Budget:
         """Book a call's worst case; the reason (a str) when it cannot fit."""
         async with self._changed:
             while True:
-                reservation = self.booking(estimate, output_limit)
-                reason = self.refusal(reservation)
-                if reason is None:
-                    self._booked_tokens += reservation.tokens
-                    self._booked_usd += reservation.cost_usd
-                    self._in_flight += 1
-                    return reservation
-                if self._in_flight == 0:
-                    return reason
+                booked = self.book(estimate, output_limit)
+                if not isinstance(booked, str) or self._in_flight == 0:
+                    return booked
                 await self._changed.wait()
 
     async def settle(self, reservation: Reservation, spent: Spend, *, cached: bool = False) -> None:

@@ -18,6 +18,7 @@ from unidiff.patch import PatchedFile, PatchSet
 from platforms.base import FileChange, FileStatus
 
 ADDED, REMOVED, CONTEXT = "+", "-", " "
+_MOVED = frozenset({"renamed", "copied", "unchanged"})
 
 
 class DiffError(ValueError):
@@ -97,12 +98,14 @@ def from_file_changes(changes: Iterable[FileChange]) -> list[DiffFile]:
 
 
 def _from_change(change: FileChange) -> DiffFile:
+    # A pure rename or copy comes without a patch: that is no withheld diff.
+    moved = change.status in _MOVED and not (change.additions or change.deletions)
     base = DiffFile(
         path=change.path,
         status=change.status,
         previous_path=change.previous_path,
         binary=change.binary,
-        too_large=change.too_large or (change.patch is None and not change.binary),
+        too_large=change.too_large or (change.patch is None and not change.binary and not moved),
     )
     if change.patch is None or change.binary:
         return base

@@ -144,7 +144,13 @@ def reason_to_skip(file: DiffFile) -> str | None:
     if file.status == "removed":
         return "deleted"
     if not any(line.kind == ADDED for hunk in file.hunks for line in hunk.lines):
-        return "no added or changed lines" if file.hunks else "no content changes"
+        if file.hunks:
+            return "no added or changed lines"
+        renamed = file.status in ("renamed", "copied") or (
+            file.previous_path is not None and file.previous_path != file.path
+        )
+        word = "copied" if file.status == "copied" else "renamed"
+        return f"{word}, no content change" if renamed else "no content changes"
     path = file.path
     name = posixpath.basename(path)
     if name.lower() in LOCK_FILES:

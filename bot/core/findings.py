@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.core.diff import DiffFile
 from config.severity import SEVERITY_RANK, Category, Severity
@@ -29,22 +29,29 @@ SHORT_ANCHOR = 8  # an anchor this short ("}", "") is made specific with the lin
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})[^\n]*\n(?P<code>.*?)\n?\1\s*$", re.DOTALL)
 
 
-class FindingAnswer(BaseModel):
-    """One problem, anchored to new-side lines of one file."""
+def _untitled(schema: dict[str, Any]) -> None:
+    """Drop the "title" pydantic gives every property: tokens the model is sent for nothing
+    (the system prompt says what each field holds)."""
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
 
-    path: str = Field(description="the file's path, exactly as after '=== FILE'")
-    line: int = Field(description="new-side line number of the (last) line concerned")
-    start_line: int | None = Field(
-        None, description="first line of a multi-line range in the same hunk, else null"
-    )
+
+class FindingAnswer(BaseModel):
+    # A problem on new-side lines of one file. (No docstring: it would be sent with the
+    # schema on every call.)
+
+    model_config = ConfigDict(json_schema_extra=_untitled)
+
+    path: str
+    line: int
+    start_line: int | None
     severity: Severity
     category: Category
-    title: str = Field(description="one short line")
-    body: str = Field(description="why it matters and how to fix it, Markdown")
-    suggestion: str | None = Field(
-        None, description="exact replacement text for the lines start_line..line, else null"
-    )
-    confidence: float = Field(description="0 to 1: how sure you are this is a real problem")
+    title: str
+    body: str
+    suggestion: str | None
+    confidence: float
 
     @field_validator("severity", "category", mode="before")
     @classmethod
@@ -52,10 +59,23 @@ class FindingAnswer(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
 
-class ReviewAnswer(BaseModel):
-    """Report the result of reviewing this part of the pull request."""
+class FileAnswer(BaseModel):
+    # One file of the walkthrough: what changed in it, in one line. (No docstring: it would
+    # be sent with the schema on every call.)
 
-    summary: str = Field(description="one or two sentences on what this part changes")
+    model_config = ConfigDict(json_schema_extra=_untitled)
+
+    path: str
+    summary: str
+
+
+class ReviewAnswer(BaseModel):
+    """Report the review of these changes."""
+
+    model_config = ConfigDict(json_schema_extra=_untitled)
+
+    summary: str
+    files: list[FileAnswer] = Field(default_factory=list)
     findings: list[FindingAnswer]
 
 

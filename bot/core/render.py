@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 from bot.core.filters import NotReviewed
 from bot.core.findings import DroppedFinding, Finding
-from bot.core.markdown import code, defused, neutralise, suggestion_block
+from bot.core.markdown import code, defused, neutralise, suggestion_block, table_cell
 from config.severity import SEVERITIES
 from platforms.base import InlineComment, finding_marker
 
 SUMMARY_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 SEVERITY_MARK = {"critical": "🔴", "major": "🟠", "minor": "🟡", "nit": "⚪"}
+OVERVIEW_CHARS = 1200
 CUT_NOTE = "… (cut to fit the comment; the full list is in the review record)"
 
 
@@ -54,6 +55,17 @@ def inline_comments(findings: Sequence[Finding]) -> list[InlineComment]:
 
 
 @dataclass(frozen=True)
+class FileNote:
+    """One row of the walkthrough: a reviewed file and the model's line on what changed."""
+
+    path: str
+    note: str
+    additions: int = 0
+    deletions: int = 0
+    partial: bool = False  # part of its diff was left out (listed under Not reviewed)
+
+
+@dataclass(frozen=True)
 class SummaryFacts:
     """What the summary reports, gathered by the review."""
 
@@ -75,22 +87,22 @@ class SummaryFacts:
     priced: bool
     # Findings posted on this pull request by earlier reviews, by severity: still counted.
     earlier: Mapping[str, int] = field(default_factory=dict)
+    walkthrough: Sequence[FileNote] = ()  # the reviewed files, one line each
+    cache_read_tokens: int = 0  # input billed at the prompt cache's price
 
 
 def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> str:
     """The review summary: what changed, findings by severity, what was not reviewed and why,
     tokens and cost. Lists are cut (and say so) only to stay under `max_chars`."""
     head: list[str] = ["## Arbiter review", ""]
+    overview = overall_summary(facts.overview)
+    if overview:
+        head += ["### Walkthrough", "", _line(overview), ""]
     changed = (
         f"**What changed:** {facts.files_changed} file{_s(facts.files_changed)}, "
         f"+{facts.additions} −{facts.deletions}; {facts.reviewed_files} reviewed."
     )
-    head.append(changed)
-    overview = [_line(text) for text in facts.overview if text.strip()]
-    if overview:
-        head.append("")
-        head += [f"- {text}" for text in overview]
-    head.append("")
+    head += [changed, ""]
 
     counts = Counter(f.severity for f in facts.findings)
     if facts.findings:
@@ -119,6 +131,8 @@ def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> 
     ]
 
     sections: list[list[str]] = []
+    if facts.walkthrough:
+        sections.append(_walkthrough_table(facts.walkthrough))
     if facts.findings:
         lines = ["<details><summary>Findings by file</summary>", ""]
         for f in facts.findings:
@@ -145,6 +159,28 @@ def summary_markdown(facts: SummaryFacts, *, max_chars: int = SUMMARY_CHARS) -> 
         else:
             break
     return defused((text.rstrip("\n") + "\n" + tail).strip() + "\n")
+
+
+def overall_summary(summaries: Sequence[str], *, max_chars: int = OVERVIEW_CHARS) -> str:
+    """One paragraph from the chunks' summaries: each said once, in review order."""
+    said = dict.fromkeys(" ".join(t.split()) for t in summaries if t.strip())
+    text = " ".join(said)
+    if len(text) > max_chars:
+        text = text[:max_chars].rsplit(" ", 1)[0] + " …"
+    return text
+
+
+def _walkthrough_table(notes: Sequence[FileNote]) -> list[str]:
+    """The reviewed files, a line each: CodeRabbit's table of changes."""
+    lines = ["| File | Change |", "|---|---|"]
+    for n in notes:
+        counts = f" (+{n.additions} −{n.deletions})" if n.additions or n.deletions else ""
+        note = _line(n.note) or "—"
+        if n.partial:
+            note += " *(partly reviewed)*"
+        lines.append(f"| {table_cell(code(n.path))}{counts} | {table_cell(note)} |")
+    lines.append("")
+    return lines
 
 
 def _not_reviewed_section(items: Sequence[NotReviewed]) -> list[str]:
@@ -215,8 +251,11 @@ def _usage_line(facts: SummaryFacts) -> str:
     if facts.cached_calls:
         calls += f" ({facts.cached_calls} from cache)"
     cost = f"${facts.cost_usd:.4f}" if facts.priced else "cost unknown (no price for the model)"
+    cached = (
+        f" ({facts.cache_read_tokens:,} from the prompt cache)" if facts.cache_read_tokens else ""
+    )
     return (
-        f"{facts.model} · {calls} · {facts.input_tokens:,} input + "
+        f"{facts.model} · {calls} · {facts.input_tokens:,} input{cached} + "
         f"{facts.output_tokens:,} output tokens · {cost}"
     )
 

@@ -1,9 +1,13 @@
 """The review: a diff in, findings, a summary and the bill out.
 
 `review_changes(llm, changes, options)` runs the pure steps in order: parse the diff, drop
-what must not be reviewed, plan chunks within the budget, render each chunk's prompt, ask
-the model (chunks in parallel, each call booked against the budget first), anchor and check
-the findings, and render the inline comments and the summary. It needs no platform: the
+what must not be reviewed, order the rest by risk and cut it into units with exact token
+counts (bot/core/chunks.py), then pack chunks while the budget lasts: each chunk is filled
+from the head of the queue to what the budget leaves once its fixed prompt and its answer are
+paid for, counted exactly and booked before it is sent (chunks run side by side; the last one
+is planned once the others have settled, so nothing they did not use is left over). Findings
+are anchored and checked, and the inline comments and the summary rendered. Whatever the
+budget did not reach is listed, file by file, with what it needed. It needs no platform: the
 caller posts the result.
 """
 
@@ -11,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from bot.core.budget import Budget, Spend
-from bot.core.chunks import MIN_CHUNK_TOKENS, Chunk, plan_chunks
+from bot.core.budget import Budget, Reservation, Spend
+from bot.core.chunks import Chunk, Count, Unit, assemble, queue_units, take, units_of
 from bot.core.diff import DiffFile, from_file_changes, parse_diff
 from bot.core.filters import NotReviewed, filter_files
 from bot.core.findings import (
@@ -30,7 +35,8 @@ from bot.core.findings import (
     merge_duplicates,
 )
 from bot.core.prompting import PathInstruction, build_prompt
-from bot.core.render import SummaryFacts, inline_comments, summary_markdown
+from bot.core.render import FileNote, SummaryFacts, inline_comments, summary_markdown
+from bot.core.risk import order_files
 from bot.llm import (
     LLM,
     LLMError,
@@ -38,14 +44,20 @@ from bot.llm import (
     MalformedAnswer,
     ModelInfo,
     ModelPriceUnknown,
+    Prompt,
 )
 from bot.logs import get_logger
 from config.severity import SEVERITY_RANK, Severity
 from platforms.base import FileChange, InlineComment
 
-OUTPUT_FLOOR = 2048  # output tokens allowed even to a small chunk: room for a dozen findings
-ONE_PART = "the changes in this pull request"
-SOME_PART = "one part of the changes in this pull request (the other parts are reviewed apart)"
+OUTPUT_FLOOR = 640  # output tokens reserved for any answer: a summary and a few findings
+OUTPUT_PER_FILE = 24  # and for each file's line of the walkthrough
+OUTPUT_MARGIN = 1.25  # over what recorded answers of this model took (p90)
+FILE_SHARE = 0.25  # of the review's diff budget, what one file takes before the others
+MIN_FILE_CAP = 1500
+MIN_CALL_TOKENS = 200  # diff tokens below which a call is not worth its fixed prompt
+ONE_PART = "all of it"
+SOME_PART = "one part of it (the other parts are reviewed apart)"
 
 Progress = Callable[[int, int], None]  # (chunks done, chunks planned)
 
@@ -67,6 +79,9 @@ class ReviewOptions:
     chunk_tokens: int = 12_000
     concurrency: int = 4
     known_fingerprints: frozenset[str] = frozenset()  # findings already posted on this PR
+    # Output tokens per call of recent reviews with this model (from the store): what an
+    # answer is reserved is measured on them (their p90, with a margin and a floor).
+    recorded_output: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,8 @@ class Usage:
     output_tokens: int = 0
     cost_usd: float = 0.0
     priced: bool = True
+    cache_read_tokens: int = 0  # input billed at the prompt cache's price
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,20 +170,12 @@ async def review_changes(
         title=title,
         description=description,
         cap=cap,
+        count=llm.counter(options.model).count,
     )
-    chunks = plan_chunks(kept, max_tokens=run.chunk_room())
-    run.total = len(chunks)
-    if on_progress is not None:
-        on_progress(0, run.total)
     run.on_progress = on_progress
-    tasks = [asyncio.create_task(run.review_chunk(chunk)) for chunk in chunks]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    # Counting every line is CPU work: off the event loop.
+    queue = await asyncio.to_thread(run.plan, kept)
+    await run.execute(queue)
     return run.result(files, skipped)
 
 
@@ -182,6 +191,7 @@ class _Run:
     title: str
     description: str
     cap: float
+    count: Count
     total: int = 0
     done: int = 0
     on_progress: Progress | None = None
@@ -192,78 +202,187 @@ class _Run:
     reviewed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     overview: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
     calls: int = 0
     cached_calls: int = 0
     chunks_reviewed: int = 0
-    _gate: asyncio.Semaphore | None = None
+    cache_read: int = 0
+    cache_write: int = 0
+    whole: dict[str, int] = field(default_factory=dict)
+    unit_room: int = 0
+    many_calls: bool = False
+    unplanned: int = 0  # chunks the budget did not reach
+    expected: int = 0  # chunks the whole queue would take
+    queued: bool = True  # units are still waiting for a chunk
 
-    def chunk_room(self) -> int:
-        """Diff tokens per chunk: the option, shrunk to what the context window, the token
-        budget and the cost cap leave once the fixed prompt and the answer are paid for."""
-        o = self.options
-        fixed = self.llm.estimate_input_tokens(
-            build_prompt(
-                "",
-                None,
-                title=self.title,
-                description=self.description,
-                scope=SOME_PART,
-                instructions=o.instructions,
-                path_instructions=o.path_instructions,
-            ),
-            ReviewAnswer,
-        )
-        room = min(
-            o.chunk_tokens,
-            self.info.context_tokens - o.max_output_tokens - fixed,
-            self.budget.max_tokens - OUTPUT_FLOOR - fixed,
-        )
-        price = self.info.price
-        if self.budget.capped and price is not None and price.input_per_mtok > 0:
-            affordable_usd = self.cap - self.info.cost(0, OUTPUT_FLOOR)
-            room = min(room, math.floor(affordable_usd * 1_000_000 / price.input_per_mtok) - fixed)
-        return max(room, MIN_CHUNK_TOKENS)
+    # --- Planning ---------------------------------------------------------------------------
 
-    def output_limit(self, estimate: int) -> int:
-        return max(min(math.ceil(estimate / 3), self.options.max_output_tokens), OUTPUT_FLOOR)
-
-    async def review_chunk(self, chunk: Chunk) -> None:
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(max(self.options.concurrency, 1))
-        async with self._gate:
-            try:
-                await self._review(chunk)
-            finally:
-                self.done += 1
-                if self.on_progress is not None:
-                    self.on_progress(self.done, self.total)
-
-    async def _review(self, chunk: Chunk) -> None:
-        if self.stopped is not None:
-            self._skip(chunk, f"the review stopped after an error: {self.stopped}")
-            return
+    def fixed_tokens(self, *, paths: Sequence[str] | None = None) -> int:
+        """Input tokens of a call besides its diff (all the instructions when `paths` is None)."""
         o = self.options
         prompt = build_prompt(
+            "",
+            paths,
+            title=self.title,
+            description=self.description,
+            scope=SOME_PART,
+            instructions=o.instructions,
+            path_instructions=o.path_instructions,
+        )
+        return self.llm.estimate_input_tokens(prompt, ReviewAnswer, model=o.model)
+
+    def chunk_room(self) -> int:
+        """Diff tokens one chunk may hold: the option, within the context window."""
+        o = self.options
+        window = self.info.context_tokens - o.max_output_tokens - self.fixed_tokens()
+        return max(min(o.chunk_tokens, window), MIN_CALL_TOKENS)
+
+    def plan(self, files: Sequence[DiffFile]) -> list[Unit]:
+        """Every unit of the reviewable files, in the order to review them."""
+        room = self.chunk_room()
+        units = {f.path: units_of(f, self.count, room) for f in files}
+        sizes = {path: sum(u.tokens for u in mine) for path, mine in units.items()}
+        ordered = order_files(files, sizes, self.options.path_instructions)
+        diff_budget = self.budget.max_tokens - self.fixed_tokens() - self.output_limit(1)
+        file_cap = max(int(diff_budget * FILE_SHARE), MIN_FILE_CAP)
+        queue = queue_units(ordered, units, self.count, file_cap=file_cap)
+        self.whole = {path: len(mine) for path, mine in units.items()}
+        self.unit_room = room
+        self.many_calls = sum(sizes.values()) > room
+        return queue
+
+    def output_limit(self, files: int) -> int:
+        """Output tokens to reserve for an answer on `files` files: what recorded answers of
+        this model took (p90, with a margin), at least the floor, within the option."""
+        recorded = sorted(self.options.recorded_output)
+        measured = 0
+        if recorded:
+            measured = math.ceil(
+                recorded[min(len(recorded) - 1, len(recorded) * 9 // 10)] * OUTPUT_MARGIN
+            )
+        floor = OUTPUT_FLOOR + OUTPUT_PER_FILE * files
+        return max(min(max(measured, floor), self.options.max_output_tokens), 1)
+
+    # --- Packing and calling ----------------------------------------------------------------
+
+    async def execute(self, queue_list: list[Unit]) -> None:
+        queue = deque(queue_list)
+        running: set[asyncio.Task[None]] = set()
+        fixed = self.fixed_tokens()
+        self.expected = max(math.ceil(sum(u.tokens for u in queue) / max(self.unit_room, 1)), 1)
+        if queue:
+            self.progress()
+        shrink = 0  # tokens a chunk came out over its room by, on the last try
+        try:
+            while queue and self.stopped is None:
+                if len(running) >= max(self.options.concurrency, 1):
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                out_guess = self.output_limit(4)
+                room = self.budget.input_room(out_guess) - fixed - shrink
+                last = room < self.unit_room
+                if (last or room < MIN_CALL_TOKENS) and self.budget.in_flight:
+                    # Plan the last chunk with what the others leave unused, once they settle.
+                    await self.budget.changed()
+                    continue
+                if room < MIN_CALL_TOKENS:
+                    break
+                units = take(queue, min(room, self.unit_room), self.count, fill=last)
+                if not units:
+                    break
+                chunk = assemble(self.total, units, self.whole)
+                prompt = self.prompt_for(chunk)
+                exact = self.llm.estimate_input_tokens(
+                    prompt, ReviewAnswer, model=self.options.model
+                )
+                out = self.output_limit(len(chunk.paths))
+                booking = self.budget.book(exact, out, cache_write=self.cache_write_for(prompt))
+                if isinstance(booking, str):
+                    queue.extendleft(reversed(units))
+                    over = exact + out - self.budget.input_room(0)
+                    shrink += max(over, 0) + 50
+                    if shrink > self.unit_room:  # cannot fit even a small chunk any more
+                        break
+                    continue
+                shrink = 0
+                self.total += 1
+                self.progress()
+                task = asyncio.create_task(self.review_chunk(chunk, prompt, booking))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            self.queued = False
+            self.progress()
+            if running:
+                await asyncio.gather(*running)
+        except BaseException:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        if queue:
+            self.unplanned = math.ceil(sum(u.tokens for u in queue) / max(self.unit_room, 1))
+            self._skip_units(queue, self.left_reason)
+
+    def prompt_for(self, chunk: Chunk) -> Prompt:
+        o = self.options
+        return build_prompt(
             chunk.text,
             chunk.paths,
             title=self.title,
             description=self.description,
-            scope=ONE_PART if self.total == 1 else SOME_PART,
+            scope=SOME_PART if self.many_calls else ONE_PART,
             instructions=o.instructions,
             path_instructions=o.path_instructions,
+            cache_prefix=self.many_calls,
         )
-        estimate = self.llm.estimate_input_tokens(prompt, ReviewAnswer)
-        out = self.output_limit(estimate)
+
+    def cache_write_for(self, prompt: Prompt) -> int:
+        """Input that may be billed as a prompt-cache write (Anthropic, when asked)."""
+        if not prompt.cache_prefix or self.info.ref.provider != "anthropic":
+            return 0
+        return self.llm.estimate_input_tokens(
+            Prompt(prompt.system, ""), ReviewAnswer, model=self.options.model
+        )
+
+    def left_reason(self, need: int) -> str:
+        """Why units needing `need` tokens were not reviewed."""
+        b = self.budget
+        if self.stopped is not None:
+            return f"the review stopped after an error: {self.stopped}"
+        if b.cost_binds(self.output_limit(1)):
+            usd_left = max(b.max_cost_usd - b.spent.cost_usd, 0)
+            return (
+                f"over the cost cap of ${b.max_cost_usd:.2f} (ARBITER_MAX_COST_PER_REVIEW_USD): "
+                f"its diff needs {need:,} more tokens, ${usd_left:.4f} were left"
+            )
+        left = max(b.max_tokens - b.spent.tokens, 0)
+        return (
+            f"over the token budget of {b.max_tokens:,} (ARBITER_MAX_TOKENS_PER_REVIEW): "
+            f"its diff needs {need:,} more tokens, {left:,} were left"
+        )
+
+    def progress(self) -> None:
+        """Report (chunks done, chunks planned so far or expected, whichever is more)."""
+        if self.on_progress is not None:
+            self.on_progress(self.done, max(self.total, self.expected if self.queued else 0))
+
+    async def review_chunk(self, chunk: Chunk, prompt: Prompt, booking: Reservation) -> None:
+        try:
+            await self._review(chunk, prompt, booking)
+        finally:
+            self.done += 1
+            self.progress()
+
+    async def _review(self, chunk: Chunk, prompt: Prompt, booking: Reservation) -> None:
+        o = self.options
+        out = booking.output_tokens
         for attempt in (1, 2):
-            booking = await self.budget.reserve(estimate, out)
-            if isinstance(booking, str):
-                reason = (
-                    booking
-                    if attempt == 1
-                    else f"its answer was malformed, and a retry is {booking}"
-                )
-                self._skip(chunk, reason)
-                return
+            if attempt == 2:
+                rebooked = self.budget.book(booking.estimate, out)
+                if isinstance(rebooked, str):
+                    self._skip(chunk, f"its answer was malformed, and a retry is {rebooked}")
+                    return
+                booking = rebooked
             try:
                 answer = await self.llm.complete(
                     prompt,
@@ -277,6 +396,8 @@ class _Run:
                 self.calls += 1
                 await self.budget.settle(booking, _spend(exc))
                 if attempt == 1:
+                    if "cut off" in str(exc):  # the answer needed more room than reserved
+                        out = min(out * 2, max(o.max_output_tokens, out))
                     continue
                 self.errors.append(f"{exc} (the first answer was malformed too: retried once)")
                 self._skip(chunk, "the model's answer was malformed twice")
@@ -299,22 +420,37 @@ class _Run:
                 self.cached_calls += 1
             else:
                 self.calls += answer.attempts
+            self.cache_read += answer.cache_read_tokens
+            self.cache_write += answer.cache_write_tokens
             kept, dropped = anchor(answer.value.findings, self.files)
             self.found += kept
             self.dropped += dropped
             self.overview.append(answer.value.summary)
+            shown = set(chunk.paths)
+            for note in answer.value.files:
+                path = note.path.strip().strip("`")
+                if path in shown and path not in self.notes and note.summary.strip():
+                    self.notes[path] = " ".join(note.summary.split())
             self.reviewed += chunk.paths
             self.chunks_reviewed += 1
             return
 
     def _skip(self, chunk: Chunk, reason: str) -> None:
-        for piece in chunk.pieces:
-            span = (
-                (piece.first_line, piece.last_line)
-                if piece.parts > 1 and piece.first_line is not None and piece.last_line is not None
-                else None
+        self._skip_units(chunk.units, lambda _need: reason)
+
+    def _skip_units(self, units: Sequence[Unit], reason: Callable[[int], str]) -> None:
+        """List units not reviewed, one entry per file with its own need (and, for part of a
+        file, the lines left out)."""
+        by_file: dict[str, list[Unit]] = {}
+        for unit in units:
+            by_file.setdefault(unit.path, []).append(unit)
+        for path, mine in by_file.items():
+            whole = len(mine) == self.whole.get(path, -1) and not any(u.cut for u in mine)
+            spans = [u.span for u in mine if u.span is not None]
+            lines = (
+                None if whole or not spans else (min(s[0] for s in spans), max(s[1] for s in spans))
             )
-            self.not_reviewed.append(NotReviewed(piece.path, reason, span))
+            self.not_reviewed.append(NotReviewed(path, reason(sum(u.tokens for u in mine)), lines))
 
     def result(self, files: Sequence[DiffFile], skipped: Sequence[NotReviewed]) -> ReviewResult:
         o = self.options
@@ -335,8 +471,21 @@ class _Run:
             output_tokens=spent.output_tokens,
             cost_usd=spent.cost_usd,
             priced=self.info.price is not None,
+            cache_read_tokens=self.cache_read,
+            cache_write_tokens=self.cache_write,
         )
-        reviewed = tuple(dict.fromkeys(self.reviewed))
+        reviewed = tuple(p for p in self.files if p in set(self.reviewed))
+        partly = {n.path for n in self.not_reviewed}
+        walkthrough = tuple(
+            FileNote(
+                path=p,
+                note=self.notes.get(p, ""),
+                additions=self.files[p].additions,
+                deletions=self.files[p].deletions,
+                partial=p in partly,
+            )
+            for p in reviewed
+        )
         facts = SummaryFacts(
             model=str(self.info.ref.name),
             files_changed=len(files),
@@ -354,6 +503,8 @@ class _Run:
             output_tokens=usage.output_tokens,
             cost_usd=usage.cost_usd,
             priced=usage.priced,
+            walkthrough=walkthrough,
+            cache_read_tokens=usage.cache_read_tokens,
         )
         get_logger(component="reviewer").debug(
             "review done",
@@ -371,7 +522,7 @@ class _Run:
             reviewed_paths=reviewed,
             usage=usage,
             errors=tuple(self.errors),
-            chunks=self.total,
+            chunks=self.total + self.unplanned,
             chunks_reviewed=self.chunks_reviewed,
             overview=tuple(self.overview),
             files_changed=facts.files_changed,

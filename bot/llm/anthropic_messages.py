@@ -16,7 +16,7 @@ from bot.llm.wire import RawAnswer, TimedOut, describe_status, status_failure, u
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
-    from anthropic.types import ToolParam
+    from anthropic.types import TextBlockParam, ToolParam
 
 OFFICIAL_HOST = "api.anthropic.com"
 PLACEHOLDER_KEY = "unused"
@@ -72,11 +72,17 @@ class AnthropicMessages:
 
         client = self._sdk()
         tool = tool_for(schema)
+        system: list[TextBlockParam] = [{"type": "text", "text": prompt.system}]
+        if prompt.cache_prefix:
+            # Tools come before the system prompt: this breakpoint caches both.
+            system[0]["cache_control"] = {"type": "ephemeral"}
+        if prompt.instructions:
+            system.append({"type": "text", "text": prompt.instructions})
         try:
             response = await client.messages.create(
                 model=model,
                 max_tokens=max_output_tokens,
-                system=prompt.system,
+                system=system,
                 messages=[{"role": "user", "content": prompt.user}],
                 tools=[tool],
                 tool_choice={"type": "tool", "name": tool["name"]},
@@ -97,11 +103,9 @@ class AnthropicMessages:
             raise unreachable(client.base_url, exc) from None
 
         usage = response.usage
-        input_tokens = (
-            usage.input_tokens
-            + (usage.cache_creation_input_tokens or 0)
-            + (usage.cache_read_input_tokens or 0)
-        )
+        written = usage.cache_creation_input_tokens or 0
+        read = usage.cache_read_input_tokens or 0
+        input_tokens = usage.input_tokens + written + read
         payload: dict[str, Any] | None = None
         texts: list[str] = []
         for block in response.content:
@@ -120,10 +124,15 @@ class AnthropicMessages:
             payload=payload,
             input_tokens=input_tokens,
             output_tokens=usage.output_tokens,
+            cache_read_tokens=read,
+            cache_write_tokens=written,
             truncated=response.stop_reason == "max_tokens",
             refusal=" ".join(texts) if response.stop_reason == "refusal" else None,
             note=note,
         )
+
+    def schema_payload(self, schema: type[BaseModel]) -> dict[str, Any]:
+        return dict(tool_for(schema))
 
     async def close(self) -> None:
         if self._client is not None:

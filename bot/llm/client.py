@@ -17,11 +17,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from bot.llm.anthropic_messages import AnthropicMessages
+from bot.llm.anthropic_messages import AnthropicMessages, tool_for
 from bot.llm.cache import ResponseCache, cache_key
 from bot.llm.errors import (
     LLMError,
@@ -32,9 +32,9 @@ from bot.llm.errors import (
     ProviderDown,
     RateLimited,
 )
-from bot.llm.openai_chat import OpenAIChat
+from bot.llm.openai_chat import OpenAIChat, response_format
 from bot.llm.routing import resolve_model
-from bot.llm.tokens import estimate_request_tokens, estimate_tokens
+from bot.llm.tokens import TokenCounter, counter_for
 from bot.llm.types import Completion, ModelRef, Prompt, Provider
 from bot.llm.wire import ProviderAdapter, RawAnswer, TimedOut, Transient
 from bot.logs import get_logger
@@ -73,14 +73,34 @@ class ModelInfo:
     def context_tokens(self) -> int:
         return self.price.context_tokens if self.price else DEFAULT_CONTEXT_TOKENS
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return self.price.cost(input_tokens, output_tokens) if self.price else 0.0
+    def cost(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float:
+        if self.price is None:
+            return 0.0
+        return self.price.cost(
+            input_tokens,
+            output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
 
 
 @functools.cache
 def schema_text(schema: type[BaseModel]) -> str:
-    """The schema as sent (near enough) to the provider: for estimates and cache keys."""
+    """The schema as a stable text: for cache keys."""
     return schema.__name__ + json.dumps(schema.model_json_schema(), sort_keys=True)
+
+
+@functools.cache
+def schema_payload(provider: Provider, schema: type[BaseModel]) -> dict[str, Any]:
+    """The answer's schema exactly as `provider` is sent it: what its tokens are counted on."""
+    return dict(tool_for(schema)) if provider == "anthropic" else response_format(schema)
 
 
 class LLM:
@@ -102,6 +122,7 @@ class LLM:
         self._sleep = sleep
         self._adapters: dict[Provider, ProviderAdapter] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._ratios: dict[ModelRef, float] = {}  # provider tokens per encoding token, seen
         self._log = get_logger(component="llm")
 
     # --- What the reviewer plans with ---------------------------------------------------------
@@ -121,9 +142,22 @@ class LLM:
                 model=info.ref.name,
             )
 
-    def estimate_input_tokens(self, prompt: Prompt, schema: type[BaseModel]) -> int:
-        """Input tokens this prompt will cost, estimated high (see bot.llm.tokens)."""
-        return estimate_request_tokens(prompt.system, prompt.user, schema_text=schema_text(schema))
+    def counter(self, model: str | None = None) -> TokenCounter:
+        """Counts text in `model`'s tokens: exactly for OpenAI's models, by a ratio calibrated
+        on the usage reported so far for Anthropic's (see bot.llm.tokens)."""
+        ref = self.model_info(model).ref
+        first = counter_for(ref)
+        seen = self._ratios.get(ref)
+        return first if seen is None else first.calibrated(seen)
+
+    def estimate_input_tokens(
+        self, prompt: Prompt, schema: type[BaseModel], *, model: str | None = None
+    ) -> int:
+        """Input tokens this prompt will be billed with `model`: exact for OpenAI's models."""
+        ref = self.model_info(model).ref
+        return self.counter(model).request(
+            prompt.system_text, prompt.user, schema_payload(ref.provider, schema)
+        )
 
     # --- The call -----------------------------------------------------------------------------
 
@@ -150,7 +184,7 @@ class LLM:
         self.require_price(info, cost_cap_usd)
         limit = max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
         key = cache_key(
-            info.ref.provider, info.ref.name, schema_text(schema), prompt.system, prompt.user
+            info.ref.provider, info.ref.name, schema_text(schema), prompt.system_text, prompt.user
         )
         lock = self._acquire_lock(key)
         try:
@@ -223,7 +257,7 @@ class LLM:
         self, info: ModelInfo, prompt: Prompt, schema: type[T], limit: int, attempts: int
     ) -> Completion[T]:
         ref = info.ref
-        spent_in = spent_out = 0
+        spent_in = spent_out = read_in = written_in = 0
         spent_usd = 0.0
         problem = ""
         for attempt in range(1, attempts + 1):
@@ -235,8 +269,15 @@ class LLM:
                 exc.output_tokens += spent_out
                 exc.cost_usd += spent_usd
                 raise
-            input_tokens, output_tokens = self._billed(raw, prompt, schema)
-            cost = info.cost(input_tokens, output_tokens)
+            input_tokens, output_tokens = self._billed(raw, info, prompt, schema)
+            cost = info.cost(
+                input_tokens,
+                output_tokens,
+                cache_read_tokens=raw.cache_read_tokens,
+                cache_write_tokens=raw.cache_write_tokens,
+            )
+            read_in += raw.cache_read_tokens
+            written_in += raw.cache_write_tokens
             spent_in += input_tokens
             spent_out += output_tokens
             spent_usd += cost
@@ -266,6 +307,8 @@ class LLM:
                     cost_usd=spent_usd,
                     priced=info.price is not None,
                     attempts=attempt,
+                    cache_read_tokens=read_in,
+                    cache_write_tokens=written_in,
                 )
             self._log.warning(
                 "malformed model answer", provider=ref.provider, model=ref.name, problem=problem
@@ -343,12 +386,44 @@ class LLM:
             model=ref.name,
         )
 
-    def _billed(self, raw: RawAnswer, prompt: Prompt, schema: type[BaseModel]) -> tuple[int, int]:
+    def _billed(
+        self, raw: RawAnswer, info: ModelInfo, prompt: Prompt, schema: type[BaseModel]
+    ) -> tuple[int, int]:
+        counter = self.counter(str(info.ref))
         if raw.usage_reported:
+            if not counter.exact and raw.input_tokens > 0:
+                self._calibrate(info.ref, counter, raw.input_tokens, prompt, schema)
             return raw.input_tokens, raw.output_tokens
-        # Some compatible servers report no usage: count it high rather than as free.
+        # Some compatible servers report no usage: count it rather than call it free.
         text = raw.payload if isinstance(raw.payload, str) else json.dumps(raw.payload)
-        return self.estimate_input_tokens(prompt, schema), estimate_tokens(text or "")
+        estimate = self.estimate_input_tokens(prompt, schema, model=str(info.ref))
+        return estimate, counter.count(text or "")
+
+    def _calibrate(
+        self,
+        ref: ModelRef,
+        counter: TokenCounter,
+        reported: int,
+        prompt: Prompt,
+        schema: type[BaseModel],
+    ) -> None:
+        """Learn the provider's tokens per encoding token from the usage it reported."""
+        payload = schema_payload(ref.provider, schema)
+        raw = counter.request_raw(prompt.system_text, prompt.user, payload)
+        if raw <= 0:
+            return
+        estimated = counter.request(prompt.system_text, prompt.user, payload)
+        seen = max(reported - counter.framing, 1) / raw
+        self._ratios[ref] = max(self._ratios.get(ref, 0.0), seen)
+        self._log.debug(
+            "token estimate checked",
+            provider=ref.provider,
+            model=ref.name,
+            estimated=estimated,
+            reported=reported,
+            error=round(estimated / reported - 1, 4),
+            ratio=round(seen, 4),
+        )
 
     def _count(self, ref: ModelRef, outcome: str) -> None:
         self.metrics.llm_requests.labels(

@@ -23,6 +23,14 @@ OFFICIAL_HOST = "api.openai.com"
 PLACEHOLDER_KEY = "unused"
 
 
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """The `response_format` asking for an answer in `schema` (strict JSON schema)."""
+    from openai.lib import type_to_response_format_param
+
+    param: Any = type_to_response_format_param(schema)
+    return dict(param)
+
+
 class OpenAIChat:
     provider: Provider = "openai"
 
@@ -62,7 +70,6 @@ class OpenAIChat:
         max_output_tokens: int,
     ) -> RawAnswer:
         import openai
-        from openai.lib import type_to_response_format_param
 
         client = self._sdk()
         limit: dict[str, Any] = (
@@ -71,14 +78,17 @@ class OpenAIChat:
             if self._official
             else {"max_tokens": max_output_tokens}
         )
+        answer_format: Any = response_format(schema)
         try:
             response = await client.chat.completions.create(
                 model=model,
+                # The system prompt first and the same on every call: OpenAI caches a prompt's
+                # repeated prefix by itself (from 1,024 tokens on) and bills it at less.
                 messages=[
-                    {"role": "system", "content": prompt.system},
+                    {"role": "system", "content": prompt.system_text},
                     {"role": "user", "content": prompt.user},
                 ],
-                response_format=type_to_response_format_param(schema),
+                response_format=answer_format,
                 **limit,
             )
         except openai.APITimeoutError:
@@ -97,17 +107,22 @@ class OpenAIChat:
             raise unreachable(client.base_url, exc) from None
 
         usage = response.usage
+        details = usage.prompt_tokens_details if usage else None
         choice = response.choices[0] if response.choices else None
         message = choice.message if choice is not None else None
         return RawAnswer(
             payload=message.content if message is not None else None,
             input_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,
+            cache_read_tokens=(details.cached_tokens or 0) if details else 0,
             usage_reported=usage is not None,
             truncated=choice is not None and choice.finish_reason == "length",
             refusal=message.refusal if message is not None else None,
             note="" if choice is not None else "no choices in the answer",
         )
+
+    def schema_payload(self, schema: type[BaseModel]) -> dict[str, Any]:
+        return response_format(schema)
 
     async def close(self) -> None:
         if self._client is not None:

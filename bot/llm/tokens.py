@@ -1,27 +1,170 @@
-"""Conservative token estimates, without a tokenizer.
+"""Token counts: exact for OpenAI's models, calibrated for Anthropic's, estimated where no
+tokenizer exists.
 
-No tokenizer runs here (tiktoken cannot fetch its encodings offline, and Anthropic publishes
-none): a text is estimated at one token per 3 UTF-8 bytes, rounded up. Real tokenizers average
-about 4 bytes per token on English and source code, so the estimate runs high on purpose;
-the usage each provider reports corrects the budget after every call.
+OpenAI's encodings ship inside the `bpe-openai` wheel (nothing is downloaded at run time):
+`o200k_base` for gpt-4o, gpt-4.1, gpt-4.5, the gpt-5 family and the o-series, `cl100k_base`
+for gpt-4 and gpt-3.5. Any other model name (a local or compatible server: vLLM, Ollama) is
+counted with `o200k_base` as an estimate. Anthropic publishes no tokenizer: a Claude count is
+the `o200k_base` count times a ratio, set high at first and then corrected by the usage
+Anthropic reports (`TokenCounter.calibrated`). `estimate_tokens` (UTF-8 bytes / 3) is only for
+text no tokenizer counts.
+
+A request is counted as the provider bills it: each message's content plus its framing, the
+reply's priming, and the answer's schema (OpenAI's `response_format`, Anthropic's forced tool
+and the tool-use system prompt that comes with it). See docs/costs.md for the figures.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from bot.llm.types import ModelRef
+
 BYTES_PER_TOKEN = 3
-MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators around each message
-REQUEST_OVERHEAD_TOKENS = 16  # framing of a request: start of answer, tool / format wrapper
+PIECE_CHARS = 100_000  # counted at once: under the encoder's limit of 200,000 tokens
+MESSAGE_OVERHEAD_TOKENS = 8  # the estimate's framing of a message (no tokenizer)
+REQUEST_OVERHEAD_TOKENS = 16  # the estimate's framing of a request (no tokenizer)
+
+O200K, CL100K = "o200k_base", "cl100k_base"
+# Chat Completions framing (OpenAI's published formula): every message costs 3 tokens around
+# its content, and every answer is primed with 3 more.
+OPENAI_MESSAGE_TOKENS = 3
+OPENAI_REPLY_TOKENS = 3
+# Anthropic: the system prompt added for tool use with tool_choice "tool" (Claude 4 models,
+# per Anthropic's pricing page), and the framing of each message.
+ANTHROPIC_TOOL_PROMPT_TOKENS = 313
+ANTHROPIC_MESSAGE_TOKENS = 7
+# Claude tokens per o200k token before any usage was seen: Claude's tokenizer is reported to
+# need 15-30 % more tokens than o200k on text and more on code; start high, then calibrate.
+ANTHROPIC_FIRST_RATIO = 1.5
+CALIBRATION_MARGIN = 1.05  # over the highest ratio seen, for the next chunk's different text
+
+_O200K_PREFIXES = (
+    *("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "gpt-oss", "chatgpt-4o"),
+    *("o1", "o3", "o4", "codex-"),
+)
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-")
+
+
+class Encoding(Protocol):
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
+@functools.cache
+def encoding(name: str) -> Encoding:
+    """An OpenAI encoding, loaded once from the files inside the bpe-openai wheel."""
+    with warnings.catch_warnings():  # its loader uses a deprecated importlib.resources call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai  # type: ignore[import-untyped]
+
+        enc: Encoding = bpe_openai.get_encoding(name)
+        enc.encode_ordinary("warm up")  # the ranks load on first use
+    return enc
+
+
+def encoding_for(ref: ModelRef) -> tuple[str, bool]:
+    """The encoding that counts `ref`'s tokens, and whether its count is exact."""
+    name = ref.name.lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" on a gateway
+    if ref.provider == "openai":
+        if name.startswith(_O200K_PREFIXES):
+            return O200K, True
+        if name.startswith(_CL100K_PREFIXES):
+            return CL100K, True
+    return O200K, False
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """Counts text and whole requests in one model's tokens.
+
+    `exact` is True when the count is the provider's own (OpenAI's models); otherwise it is
+    the encoding's count times `ratio` (Anthropic), or the encoding's count as an estimate
+    (any other model).
+    """
+
+    provider: str
+    encoding: str
+    exact: bool
+    ratio: float = 1.0
+
+    def count(self, text: str) -> int:
+        """Tokens in `text` (for a ratio, rounded up)."""
+        raw = self.raw(text)
+        return raw if self.ratio == 1.0 else math.ceil(raw * self.ratio)
+
+    def raw(self, text: str) -> int:
+        """Tokens in `text` by the encoding alone, without the ratio."""
+        if not text:
+            return 0
+        enc = encoding(self.encoding)
+        if len(text) <= PIECE_CHARS:
+            return len(enc.encode_ordinary(text))
+        # The encoder refuses over 200,000 tokens at once: count in pieces cut after a
+        # newline, where a token never spans the cut (so the sum is the count, or just over).
+        total = start = 0
+        while start < len(text):
+            end = min(start + PIECE_CHARS, len(text))
+            if end < len(text):
+                cut = text.rfind("\n", start, end)
+                end = cut + 1 if cut > start else end
+            total += len(enc.encode_ordinary(text[start:end]))
+            start = end
+        return total
+
+    @property
+    def framing(self) -> int:
+        """The tokens a request of two messages and a schema costs besides their text."""
+        if self.provider == "anthropic":
+            return ANTHROPIC_TOOL_PROMPT_TOKENS + 2 * ANTHROPIC_MESSAGE_TOKENS
+        return 2 * OPENAI_MESSAGE_TOKENS + OPENAI_REPLY_TOKENS
+
+    def request(self, system: str, user: str, schema: Mapping[str, Any]) -> int:
+        """Input tokens of a request with these messages, answering in `schema` (the
+        response_format or tool object exactly as sent), as the provider bills them."""
+        return self.framing + self.count(system) + self.count(user) + self.count(_json(schema))
+
+    def request_raw(self, system: str, user: str, schema: Mapping[str, Any]) -> int:
+        """The encoding's own count of a request's text (no framing, no ratio): what a
+        provider's reported usage is calibrated against."""
+        return self.raw(system) + self.raw(user) + self.raw(_json(schema))
+
+    def calibrated(self, ratio_seen: float) -> TokenCounter:
+        """This counter after a provider reported `ratio_seen` of its tokens per encoding
+        token: the highest seen, plus a margin. An exact counter needs no calibration."""
+        if self.exact or ratio_seen <= 0:
+            return self
+        return replace(self, ratio=ratio_seen * CALIBRATION_MARGIN)
+
+
+@functools.cache
+def counter_for(ref: ModelRef) -> TokenCounter:
+    """The first counter for a model, before any usage was reported."""
+    name, exact = encoding_for(ref)
+    ratio = ANTHROPIC_FIRST_RATIO if ref.provider == "anthropic" else 1.0
+    return TokenCounter(ref.provider, name, exact, ratio)
 
 
 def estimate_tokens(text: str) -> int:
-    """Tokens in `text`, estimated high: ceil(UTF-8 bytes / 3)."""
+    """Tokens in `text` where no tokenizer exists, estimated high: ceil(UTF-8 bytes / 3)."""
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     return -(-size // BYTES_PER_TOKEN)
 
 
 def estimate_request_tokens(*messages: str, schema_text: str = "") -> int:
-    """Input tokens of a request carrying these messages and a JSON schema (as text)."""
+    """Input tokens of a request carrying these messages and a JSON schema (as text), where
+    no tokenizer exists."""
     total = REQUEST_OVERHEAD_TOKENS + estimate_tokens(schema_text)
     for message in messages:
         total += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message)
     return total
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    # As the SDKs put it on the wire: compact, not ASCII-escaped.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

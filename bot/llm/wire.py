@@ -28,8 +28,10 @@ class RawAnswer:
     object), or why there is none, and the usage the provider reported."""
 
     payload: str | dict[str, Any] | None
-    input_tokens: int
+    input_tokens: int  # all of them, cache reads and writes included
     output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     usage_reported: bool = True
     truncated: bool = False
     refusal: str | None = None
@@ -64,6 +66,9 @@ class ProviderAdapter(Protocol):
         max_output_tokens: int,
     ) -> RawAnswer:
         """One request, without retries; the SDK client carries the timeout."""
+
+    def schema_payload(self, schema: type[BaseModel]) -> dict[str, Any]:
+        """The answer's schema as this provider is sent it (for counting its tokens)."""
 
     async def close(self) -> None: ...
 

@@ -158,6 +158,7 @@ async def _review(
     ]
     known = frozenset() if request.fresh else frozenset(f.fingerprint for f in earlier)
     options = review_options(loaded, known_fingerprints=known)
+    options = replace(options, recorded_output=await _recorded_output(ctx, options.model))
     try:
         result = await review_changes(
             ctx.model, changes.files, options, title=pr.title, description=pr.body or ""
@@ -430,6 +431,13 @@ def _why_not(
 
 def pr_platform(ctx: Context) -> str:
     return ctx.event.platform
+
+
+async def _recorded_output(ctx: Context, model: str | None) -> tuple[int, ...]:
+    """Output tokens per call of this model's recent reviews: what an answer is reserved."""
+    ref = str(ctx.model.model_info(model).ref)
+    recent = await ctx.store.list_reviews(limit=100)
+    return tuple(r.output_tokens // r.calls for r in recent if r.model == ref and r.calls > 0)
 
 
 async def _changes(platform: Platform, pr: PullRequest, since: str | None, ctx: Context) -> Changes:

@@ -1,72 +1,80 @@
+"""Units with exact token counts, the queue in risk order with a cap per file, and chunks
+filled from its head."""
+
 from __future__ import annotations
 
 import re
+from collections import deque
 
-from bot.core.chunks import MIN_CHUNK_TOKENS, plan_chunks
+from bot.core.chunks import MIN_SLICE_TOKENS, Chunk, assemble, queue_units, take, units_of
 from bot.core.diff import parse_diff
-from bot.llm import estimate_tokens
+from bot.llm import ModelRef
+from bot.llm.tokens import counter_for
 from tests.core.conftest import numbered, patch_of
 
-_NUMBERED = re.compile(r"^ *(\d+) [+ ]", re.MULTILINE)
+COUNT = counter_for(ModelRef("openai", "gpt-4o")).count
+_NUMBERED = re.compile(r"^(\d+)[+ ]", re.MULTILINE)
 
 
 def _cited(text: str) -> list[int]:
     return [int(n) for n in _NUMBERED.findall(text)]
 
 
-def test_small_files_share_one_chunk_in_order() -> None:
-    files = parse_diff(patch_of({f"f{i}.py": (None, numbered(5)) for i in range(4)}))
-    chunks = plan_chunks(files, max_tokens=5000)
-    assert len(chunks) == 1
-    assert chunks[0].paths == ["f0.py", "f1.py", "f2.py", "f3.py"]
-    assert chunks[0].tokens <= 5000
+def test_units_are_hunks_counted_exactly_and_huge_hunks_are_cut_between_lines() -> None:
+    (file,) = parse_diff(patch_of({"huge.py": (None, numbered(900, "x = compute_something"))}))
+    assert len(file.hunks) == 1
+    units = units_of(file, COUNT, 1000)
+    assert len(units) > 5
+    for unit in units:
+        assert unit.tokens == COUNT(unit.text) <= 1000
+    assert [n for u in units for n in _cited(u.text)] == list(range(1, 901))
+    assert "(continued)" not in units[0].text and "(continued)" in units[1].text
 
 
-def test_chunks_respect_the_limit_and_show_every_line_once() -> None:
+def test_take_fills_the_room_in_queue_order_and_shows_every_line_once() -> None:
     files = parse_diff(
         patch_of({f"dir/file{i}.py": (None, numbered(40 + i * 7)) for i in range(30)})
     )
-    chunks = plan_chunks(files, max_tokens=MIN_CHUNK_TOKENS)
+    units = {f.path: units_of(f, COUNT, 1000) for f in files}
+    queue = deque(queue_units(files, units, COUNT, file_cap=10_000))
+    whole = {p: len(u) for p, u in units.items()}
+    chunks: list[Chunk] = []
+    while queue:
+        taken = take(queue, 1000, COUNT)
+        assert taken
+        chunk = assemble(len(chunks), taken, whole)
+        assert COUNT(chunk.text) <= 1000  # what is sent fits the room, counted exactly
+        chunks.append(chunk)
     assert len(chunks) > 3
-    for chunk in chunks:
-        assert chunk.tokens <= MIN_CHUNK_TOKENS
-        assert estimate_tokens(chunk.text) <= chunk.tokens + len(chunk.pieces)
+    # Full chunks: a head that does not fit is cut to fill what is left, unless too little is.
+    assert all(COUNT(c.text) > 1000 - MIN_SLICE_TOKENS - 30 for c in chunks[:-1])
     shown: dict[str, list[int]] = {}
     for chunk in chunks:
-        for piece in chunk.pieces:
-            shown.setdefault(piece.path, []).extend(_cited(piece.text))
+        for path, text in re.findall(r"=== FILE (\S+) [^\n]*\n((?:(?!===).*\n)*)", chunk.text):
+            shown.setdefault(path, []).extend(_cited(text))
     for file in files:
         assert shown[file.path] == sorted(file.new_lines)  # each line exactly once, in order
+    assert "=== FILE dir/file0.py (added) ===" in chunks[0].text
+    assert any("; part) ===" in c.text for c in chunks)  # a file cut across chunks says so
 
 
-def test_a_big_file_is_cut_at_hunks_into_numbered_parts() -> None:
+def test_a_file_over_its_cap_gives_its_riskiest_hunks_first_and_the_rest_later() -> None:
     prefix = "a reasonably long line of source code, number"
     before = numbered(600, prefix)
     after = "".join(
-        f"changed {i}\n" if i % 50 == 0 else f"{prefix} {i}\n" for i in range(1, 601)
-    )  # 12 hunks far apart
-    (file,) = parse_diff(patch_of({"big.py": (before, after)}))
-    assert len(file.hunks) == 12
-    chunks = plan_chunks([file], max_tokens=MIN_CHUNK_TOKENS)
-    pieces = [p for c in chunks for p in c.pieces]
-    assert len(pieces) > 1
-    assert [p.part for p in pieces] == list(range(1, len(pieces) + 1))
-    assert all(p.parts == len(pieces) for p in pieces)
-    assert f"=== FILE big.py (modified; part 2 of {len(pieces)}) ===" in pieces[1].text
-    # Parts cut between hunks: each hunk heading appears in exactly one part.
-    headings = [ln for p in pieces for ln in p.text.splitlines() if ln.startswith("@@")]
-    assert len(headings) == 12
-    assert pieces[0].first_line == 47 and pieces[-1].last_line == 600
-
-
-def test_a_hunk_bigger_than_a_chunk_is_cut_between_lines_keeping_numbers() -> None:
-    (file,) = parse_diff(patch_of({"huge.py": (None, numbered(900, "x = compute_something"))}))
-    assert len(file.hunks) == 1
-    chunks = plan_chunks([file], max_tokens=MIN_CHUNK_TOKENS)
-    assert len(chunks) > 5
-    cited = [n for c in chunks for n in _cited(c.text)]
-    assert cited == list(range(1, 901))
-    second = chunks[1].pieces[0]
-    first_new = second.first_line
-    assert f"+{first_new}," in second.text  # the cut hunk's heading starts at its first line
-    assert "(continued)" not in chunks[0].text and "(continued)" in second.text
+        ("result = eval(user_input)\n" if i == 400 else f"changed {i}\n")
+        if i % 50 == 0
+        else f"{prefix} {i}\n"
+        for i in range(1, 601)
+    )  # 12 hunks far apart, the one at line 400 risky
+    big, small = parse_diff(patch_of({"big.py": (before, after), "small.py": ("a\n", "b\n")}))
+    units = {f.path: units_of(f, COUNT, 1000) for f in (big, small)}
+    per_hunk = units["big.py"][0].tokens
+    queue = queue_units([big, small], units, COUNT, file_cap=4 * per_hunk)
+    paths = [u.path for u in queue]
+    first_small = paths.index("small.py")
+    assert 1 < first_small < len(units["big.py"])  # the cap let the small file in early
+    assert any("eval(user_input)" in u.text for u in queue[:first_small])  # riskiest kept
+    assert all(u.held_back for u in queue[first_small + 1 :])
+    every = [n for mine in units.values() for u in mine for n in _cited(u.text)]
+    assert sorted(n for u in queue for n in _cited(u.text)) == sorted(every)  # each once

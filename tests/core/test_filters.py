@@ -95,8 +95,54 @@ def test_every_dropped_file_keeps_its_reason() -> None:
         "img.png": "binary file",
         "big.sql": "too large (the platform did not provide its diff)",
         "old.py": "deleted",
-        "moved.py": "no content changes",
+        "moved.py": "renamed, no content change",
         "trim.py": "no added or changed lines",
         "yarn.lock": "lock file",
     }
     assert len(kept) + len(skipped) == len(files)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # GitHub: a pure rename has no patch and no changed lines
+        {
+            "platform": "github",
+            "filename": "src/new_name.py",
+            "status": "renamed",
+            "previous_filename": "src/old_name.py",
+            "changes": 0,
+            "additions": 0,
+            "deletions": 0,
+        },
+        # GitLab: a pure rename has an empty diff
+        {
+            "platform": "gitlab",
+            "new_path": "src/new_name.py",
+            "old_path": "src/old_name.py",
+            "renamed_file": True,
+            "diff": "",
+        },
+    ],
+    ids=["github", "gitlab"],
+)
+def test_a_pure_rename_is_named_as_such_never_too_large(payload: dict[str, object]) -> None:
+    from platforms import github_diff, gitlab_diff
+
+    data = {k: v for k, v in payload.items() if k != "platform"}
+    parse = github_diff if payload["platform"] == "github" else gitlab_diff
+    change = parse.file_change_from(data)
+    (file,) = from_file_changes([change])
+    assert not file.too_large
+    kept, skipped = filter_files([file])
+    assert kept == []
+    assert skipped[0].path == "src/new_name.py"
+    assert skipped[0].reason == "renamed, no content change"
+
+
+def test_a_withheld_diff_is_still_too_large_and_a_mode_change_has_no_content_change() -> None:
+    big = FileChange("big.py", "modified", None, additions=9000, deletions=10, too_large=True)
+    mode = FileChange("run.sh", "modified", "")
+    (large, chmod) = from_file_changes([big, mode])
+    assert reason_to_skip(large) == "too large (the platform did not provide its diff)"
+    assert reason_to_skip(chmod) == "no content changes"

@@ -94,7 +94,7 @@ def _facts(**changes: Any) -> SummaryFacts:
 def test_summary_reports_changes_findings_gaps_and_cost() -> None:
     text = summary_markdown(_facts())
     assert "**What changed:** 5 files, +40 −3; 2 reviewed." in text
-    assert f"- Adds a cache @{ZWSP}carol asked for." in text
+    assert f"### Walkthrough\n\nAdds a cache @{ZWSP}carol asked for." in text
     assert "### Findings: 2" in text and "🟠 1 major · ⚪ 1 nit" in text
     assert "### Not reviewed: 4 files" in text
     assert "- **binary file** (2)\n  - `assets/`: `logo.png`, `icon.png`" in text
@@ -121,3 +121,25 @@ def test_summary_stays_under_the_comment_limit() -> None:
     assert len(text) <= 20_000
     assert "cut to fit the comment" in text
     assert text.rstrip().endswith("$0.0375</sub>")  # the bill is never cut off
+
+
+def test_one_walkthrough_a_summary_said_once_and_a_line_per_reviewed_file() -> None:
+    from bot.core.render import FileNote
+
+    facts = _facts(
+        overview=["Synthetic change."] * 4 + ["Adds a cache."],
+        walkthrough=[
+            FileNote("src/app.py", "Caches totals | per user, for @dave.", 12, 3),
+            FileNote("src/big.py", "Splits the parser.", 400, 0, partial=True),
+            FileNote("src/x.py", "", 1, 0),
+        ],
+        cache_read_tokens=1024,
+    )
+    text = summary_markdown(facts)
+    assert text.count("Synthetic change.") == 1
+    assert "### Walkthrough\n\nSynthetic change. Adds a cache.\n" in text
+    assert "| File | Change |\n|---|---|\n" in text
+    assert f"| `src/app.py` (+12 −3) | Caches totals \\| per user, for @{ZWSP}dave. |" in text
+    assert "| `src/big.py` (+400 −0) | Splits the parser. *(partly reviewed)* |" in text
+    assert "| `src/x.py` (+1 −0) | — |" in text
+    assert "12,345 input (1,024 from the prompt cache)" in text

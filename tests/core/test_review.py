@@ -10,7 +10,7 @@ import pytest
 
 from bot.core import ReviewOptions, review_changes
 from bot.core.prompting import PathInstruction
-from bot.llm import ModelPriceUnknown, estimate_tokens
+from bot.llm import ModelPriceUnknown
 from bot.store.sql import SQLStore
 from config.prices import load_prices
 from platforms.base import FileChange
@@ -122,13 +122,7 @@ async def test_a_3000_file_patch_stays_within_the_cost_cap(
     billed = sum(price.cost(r.input_tokens, r.output_tokens) for r in fake_openai.requests)
     assert 0 < billed <= cap
     assert result.usage.cost_usd == pytest.approx(billed)
-    # Even counted pessimistically (3 characters a token, every output token the calls
-    # allowed), what was sent stays within the cap.
-    worst = sum(
-        price.cost(estimate_tokens(r.system) + estimate_tokens(r.user), r.max_tokens or 0)
-        for r in fake_openai.requests
-    )
-    assert worst <= cap
+    # (A model that answers at the full length it is allowed: tests/core/test_budget_promise.py)
 
     reviewed = set(result.reviewed_paths)
     unreviewed = {n.path: n.reason for n in result.not_reviewed}
@@ -269,8 +263,9 @@ async def test_progress_is_reported_per_chunk(fake_openai: FakeOpenAI, llm_for: 
     )
     total = result.chunks
     assert total == len(fake_openai.requests) > 1
-    assert seen[0] == (0, total) and seen[-1] == (total, total)
-    assert sorted(done for done, _ in seen) == list(range(total + 1))
+    assert seen[0][0] == 0 and seen[-1] == (total, total)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and set(done) == set(range(total + 1))
     assert math.isclose(result.chunks_reviewed, total)
 
 

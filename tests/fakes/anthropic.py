@@ -15,6 +15,7 @@ an `Answer` comes back as that tool's `tool_use` block (its input is the answer)
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,7 @@ from tests.fakes.openai import (
     finding,
     findings_in_prompt,
     review_answer,
+    wire_json,
 )
 
 __all__ = [
@@ -49,6 +51,17 @@ __all__ = [
     "findings_in_prompt",
     "review_answer",
 ]
+
+CLAUDE_RATIO = 1.2  # the stand-in's Claude tokens per o200k token
+TOOL_PROMPT_TOKENS = 313
+MESSAGE_TOKENS = 7
+CACHE_MIN = 1024
+
+
+def claude_tokens(text: str) -> int:
+    """The stand-in's count of `text` in Claude tokens."""
+    return math.ceil(count_tokens(text) * CLAUDE_RATIO) if text else 0
+
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -108,11 +121,24 @@ class FakeAnthropic(FakeLLMServer):
         if isinstance(reply, ServerError):
             request.status = reply.status
             return _error(reply.status, reply.message)
-        request.input_tokens = (
-            count_tokens(system)
-            + sum(count_tokens(_text(m.get("content"))) + 4 for m in messages)
-            + count_tokens(json.dumps(tools))
+        prefix = claude_tokens(wire_json(tools)) + (TOOL_PROMPT_TOKENS if forced else 0)
+        blocks = body.get("system")
+        cached_upto = 0
+        for block in blocks if isinstance(blocks, list) else [{"text": system}]:
+            prefix += claude_tokens(str(block.get("text", "")))
+            if block.get("cache_control"):
+                cached_upto = prefix
+        total = prefix + sum(
+            claude_tokens(_text(m.get("content"))) + MESSAGE_TOKENS for m in messages
         )
+        if cached_upto >= CACHE_MIN:
+            key = f"{request.model}\x00{json.dumps(tools)}\x00{system}"
+            if key in self.prefixes:
+                request.cache_read_tokens = cached_upto
+            else:
+                request.cache_write_tokens = cached_upto
+                self.prefixes.add(key)
+        request.input_tokens = total
         content: list[dict[str, Any]]
         if isinstance(reply, Answer) and forced:
             answer_text = json.dumps(reply.data)
@@ -146,7 +172,14 @@ class FakeAnthropic(FakeLLMServer):
                 "content": content,
                 "stop_reason": stop,
                 "stop_sequence": None,
-                "usage": {"input_tokens": request.input_tokens, "output_tokens": output_tokens},
+                "usage": {
+                    "input_tokens": request.input_tokens
+                    - request.cache_read_tokens
+                    - request.cache_write_tokens,
+                    "output_tokens": output_tokens,
+                    "cache_creation_input_tokens": request.cache_write_tokens,
+                    "cache_read_input_tokens": request.cache_read_tokens,
+                },
             }
         )
 

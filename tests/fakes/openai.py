@@ -21,8 +21,12 @@ by default an empty review: no findings). Replies:
 Every request is recorded on arrival in `fake.requests` (`LLMRequest`: model, system, user,
 schema, max_tokens, headers, and the status and usage the fake answered with).
 `FakeOpenAI(record=False)` is the instant mode for benchmarks: nothing is kept but the count
-in `fake.served`. Tokens are counted as ceil(characters / 4) plus 4 per message, a stand-in for a
-real tokenizer; an answer longer than the request's max tokens is cut off, as a real API does.
+in `fake.served`. Usage is counted as OpenAI bills it, with the real `o200k_base` encoding: each
+message's content plus 3 tokens, 3 more for the reply's priming, and the `response_format` as
+its JSON text as sent; an answer longer than the request's max tokens is cut off, as a real
+API does.
+Prompt caching is OpenAI's: a prompt of 1,024 tokens or more whose system message and schema
+were sent before reports that prefix as `cached_tokens`, in steps of 128 from 1,024 on.
 
 The reply vocabulary and the server machinery live here; `tests/fakes/anthropic.py` reuses
 them for the Messages API.
@@ -31,10 +35,11 @@ them for the Messages API.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
-import math
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -115,18 +120,52 @@ def review_answer(*findings: Mapping[str, Any], summary: str = "Changes reviewed
 
 def findings_in_prompt(findings: Iterable[Mapping[str, Any]]) -> Responder:
     """A responder that answers each request with the findings whose file it was shown
-    (`=== FILE path (`), so a review split into chunks gets each finding exactly once."""
+    (`=== FILE path (status) ===`, or `=== FILE path ===` for a modified file), so a review
+    split into chunks gets each finding exactly once."""
     pending = [dict(f) for f in findings]
 
     def respond(request: LLMRequest) -> Reply:
-        shown = [f for f in pending if f"=== FILE {f['path']} (" in request.user]
+        shown = [f for f in pending if shown_in(request.user, str(f["path"]))]
         return review_answer(*shown, summary=f"{len(shown)} finding(s) here.")
 
     return respond
 
 
+def shown_in(prompt: str, path: str) -> bool:
+    """Whether a review prompt shows this file's diff."""
+    return f"=== FILE {path} (" in prompt or f"=== FILE {path} ===" in prompt
+
+
 def count_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4)
+    """Tokens in `text` by OpenAI's o200k_base encoding (gpt-4o, gpt-4.1, gpt-5, o-series)."""
+    return len(_o200k().encode_ordinary(text)) if text else 0
+
+
+@functools.cache
+def _o200k() -> Any:
+    with warnings.catch_warnings():  # its loader uses a deprecated importlib.resources call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai  # type: ignore[import-untyped]
+
+        enc = bpe_openai.get_encoding("o200k_base")
+        enc.encode_ordinary("warm up")  # the ranks load on first use
+        return enc
+
+
+def wire_json(value: Any) -> str:
+    """A JSON value as the SDKs send it (compact): what a schema is counted as."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+OPENAI_MESSAGE_TOKENS = 3  # OpenAI's published framing: per message, and the reply's priming
+OPENAI_CACHE_MIN, OPENAI_CACHE_STEP = 1024, 128
+
+
+def cached_prefix_tokens(prefix: int, total: int, seen: bool) -> int:
+    """What OpenAI reports as cached: the repeated prefix, in steps of 128 from 1,024 on."""
+    if not seen or total < OPENAI_CACHE_MIN or prefix < OPENAI_CACHE_MIN:
+        return 0
+    return OPENAI_CACHE_MIN + (prefix - OPENAI_CACHE_MIN) // OPENAI_CACHE_STEP * OPENAI_CACHE_STEP
 
 
 # --- What the fake records ---------------------------------------------------------------------
@@ -145,6 +184,8 @@ class LLMRequest:
     input_tokens: int = 0  # what the fake reported, when it answered 200
     output_tokens: int = 0
     status: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def prompt(self) -> str:
@@ -169,6 +210,7 @@ class FakeLLMServer:
         self._ids = itertools.count(1)
         self.port = 0
         self.served = 0
+        self.prefixes: set[str] = set()  # prompt prefixes sent before (for prompt caching)
 
     # --- The test's controls -----------------------------------------------------------------
 
@@ -307,10 +349,19 @@ class FakeOpenAI(FakeLLMServer):
             request.status = reply.status
             return _openai_error(reply.status, reply.message, "server_error")
         content = json.dumps(reply.data) if isinstance(reply, Answer) else reply.text
-        extra = json.dumps(body.get("response_format") or "")
-        request.input_tokens = sum(
-            count_tokens(_text(m.get("content"))) + 4 for m in messages
-        ) + count_tokens(extra)
+        schema_text = wire_json(response_format) if response_format else ""
+        request.input_tokens = (
+            sum(count_tokens(_text(m.get("content"))) + OPENAI_MESSAGE_TOKENS for m in messages)
+            + OPENAI_MESSAGE_TOKENS
+            + count_tokens(schema_text)
+        )
+        prefix_key = f"{request.model}\x00{schema_text}\x00{system}"
+        request.cache_read_tokens = cached_prefix_tokens(
+            count_tokens(schema_text) + count_tokens(system) + OPENAI_MESSAGE_TOKENS,
+            request.input_tokens,
+            prefix_key in self.prefixes,
+        )
+        self.prefixes.add(prefix_key)
         finish = "stop"
         output_tokens = count_tokens(content)
         if request.max_tokens is not None and output_tokens > request.max_tokens:
@@ -337,6 +388,7 @@ class FakeOpenAI(FakeLLMServer):
                     "prompt_tokens": request.input_tokens,
                     "completion_tokens": output_tokens,
                     "total_tokens": request.input_tokens + output_tokens,
+                    "prompt_tokens_details": {"cached_tokens": request.cache_read_tokens},
                 },
             }
         )

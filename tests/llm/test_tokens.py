@@ -1,0 +1,119 @@
+"""Token counts: OpenAI's encodings from the bpe-openai wheel, per model, and whole requests
+counted as the providers bill them (checked against the fakes, which count by the published
+formulas, through the real SDKs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.core.findings import ReviewAnswer
+from bot.llm import ModelRef, Prompt
+from bot.llm.tokens import ANTHROPIC_FIRST_RATIO, CL100K, O200K, counter_for, encoding
+from tests.llm.conftest import Via
+
+
+def test_the_encodings_are_openais_own_and_load_offline() -> None:
+    # Token ids of the real vocabularies: a wrong or stand-in encoding fails here.
+    assert encoding(O200K).encode_ordinary("hello world") == [24912, 2375]
+    assert encoding(CL100K).encode_ordinary("hello world") == [15339, 1917]
+    # Special-token text in a diff is text, as the API treats it.
+    assert len(encoding(O200K).encode_ordinary("<|endoftext|>")) > 1
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "exact"),
+    [
+        ("gpt-4o", O200K, True),
+        ("gpt-4o-2024-08-06", O200K, True),
+        ("gpt-4.1-mini", O200K, True),
+        ("gpt-5.4", O200K, True),
+        ("o3", O200K, True),
+        ("o4-mini", O200K, True),
+        ("gpt-4", CL100K, True),
+        ("gpt-4-turbo", CL100K, True),
+        ("gpt-3.5-turbo", CL100K, True),
+        ("llama3.1:8b", O200K, False),  # a compatible server: o200k as the estimate
+    ],
+)
+def test_each_openai_model_is_counted_with_its_encoding(model: str, name: str, exact: bool) -> None:
+    counter = counter_for(ModelRef("openai", model))
+    assert (counter.encoding, counter.exact, counter.ratio) == (name, exact, 1.0)
+
+
+def test_claude_is_counted_by_a_ratio_until_usage_calibrates_it() -> None:
+    counter = counter_for(ModelRef("anthropic", "claude-sonnet-4-6"))
+    assert not counter.exact and counter.ratio == ANTHROPIC_FIRST_RATIO
+    text = "def handler(event):\n    return event['body']\n" * 20
+    assert counter.count(text) == -(-counter.raw(text) * 3 // 2)
+    tuned = counter.calibrated(1.2)
+    assert tuned.ratio == pytest.approx(1.26) and tuned.count(text) < counter.count(text)
+    exact = counter_for(ModelRef("openai", "gpt-4o"))
+    assert exact.calibrated(2.0) is exact  # an exact count is never scaled
+
+
+LONG = Prompt(
+    system="You review code. Report problems as findings.",
+    user="=== app.py (added)\n" + "".join(f"{n}+value_{n} = compute({n})\n" for n in range(1, 80)),
+    instructions="Instructions from the repository: prefer small functions.",
+)
+
+
+@pytest.mark.parametrize("via", ["openai"], indirect=True)
+async def test_openai_requests_are_counted_exactly_as_billed(via: Via) -> None:
+    llm = via.llm()
+    counted = llm.estimate_input_tokens(LONG, ReviewAnswer)
+    await llm.complete(LONG, ReviewAnswer)
+    (request,) = via.fake.requests
+    assert counted == request.input_tokens  # to the token: system, user, framing and schema
+
+
+@pytest.mark.parametrize("via", ["anthropic"], indirect=True)
+async def test_claude_counts_start_high_and_calibrate_on_reported_usage(via: Via) -> None:
+    llm = via.llm()
+    first = llm.estimate_input_tokens(LONG, ReviewAnswer)
+    await llm.complete(LONG, ReviewAnswer)
+    reported = via.fake.requests[0].input_tokens
+    assert first >= reported  # booked high before any usage is known
+    other = Prompt(LONG.system, LONG.user.replace("compute", "evaluate_slowly"))
+    calibrated = llm.estimate_input_tokens(other, ReviewAnswer)
+    await llm.complete(other, ReviewAnswer)
+    actual = via.fake.requests[1].input_tokens
+    # Still not under the bill, and now within 10 % of it.
+    assert actual <= calibrated <= actual * 1.10
+
+
+def test_a_text_over_the_encoders_limit_is_counted_in_pieces() -> None:
+    counter = counter_for(ModelRef("openai", "gpt-4o"))
+    line = "value = compute(a, b) + other_function(c)\n"
+    text = line * 30_000  # ~300,000 tokens: more than the encoder takes at once
+    assert counter.count(text) == counter.count(line * 1000) * 30
+
+
+async def test_a_repeated_prefix_is_billed_at_the_cache_price(via: Via) -> None:
+    from config.prices import load_prices
+
+    rules = "Review carefully. " * 400  # a fixed system prompt long enough to be cached
+    llm = via.llm()
+    first = await llm.complete(Prompt(rules, "one", cache_prefix=True), ReviewAnswer)
+    second = await llm.complete(Prompt(rules, "two", cache_prefix=True), ReviewAnswer)
+    price = load_prices().lookup(via.provider, via.model)
+    assert price is not None
+    assert second.cache_read_tokens > 1000 and first.cache_read_tokens == 0
+    if via.provider == "anthropic":
+        assert first.cache_write_tokens == second.cache_read_tokens  # written once, then read
+    assert second.cost_usd == pytest.approx(
+        price.cost(
+            second.input_tokens,
+            second.output_tokens,
+            cache_read_tokens=second.cache_read_tokens,
+        )
+    )
+    assert second.cost_usd < price.cost(second.input_tokens, second.output_tokens)
+
+
+async def test_different_instructions_are_a_different_question_for_the_cache(via: Via) -> None:
+    llm = via.llm()
+    await llm.complete(Prompt("rules", "diff", instructions="Be strict."), ReviewAnswer)
+    again = await llm.complete(Prompt("rules", "diff", instructions="Be lenient."), ReviewAnswer)
+    assert not again.cached and len(via.fake.requests) == 2
+    assert "Be lenient." in via.fake.requests[1].system
