@@ -151,8 +151,11 @@ async def test_a_malformed_answer_twice_is_reported(
     code, out, _ = await _review(fake_openai, "--patch", "p.diff")
     assert code == EXIT_INCOMPLETE
     assert "Review failed: the model's answer did not match the expected format" in out
-    # One reason for the three files of the one part, said once.
-    assert "  the model's answer was malformed twice (3):\n    src/app.py\n" in out
+    # One reason for the three files of the one part, said once (in the review's risk order).
+    reason = "  the model's answer was malformed twice (3):\n"
+    assert out.count(reason) == 1
+    listed = out.split(reason, 1)[1].split("\n\n", 1)[0].split("\n")
+    assert sorted(line.strip() for line in listed) == ["docs/notes.md", "src/app.py", "src/util.py"]
     assert len(fake_openai.requests) == 2
 
 
