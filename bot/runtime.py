@@ -18,6 +18,7 @@ from bot.events import Event
 from bot.llm import LLM, make_llm
 from bot.logs import get_logger
 from bot.metrics import Metrics
+from bot.recovery import Recovery, RecoveryParts
 from bot.repo_config import RepoConfigs
 from bot.review import REVIEW_JOB, Attempt, ReviewRequest, review_pull_request
 from bot.router import HandlerFailed, Router
@@ -58,6 +59,7 @@ class Runtime:
         self.gitlab: GitLab | None = None
         self.repo_configs = RepoConfigs(settings)
         self.llm: LLM | None = None
+        self.recovery: Recovery | None = None
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -96,6 +98,9 @@ class Runtime:
         self.llm = make_llm(self.settings, self.store, self.metrics)
 
     async def close(self) -> None:
+        if self.recovery is not None:
+            await self.recovery.stop()
+            self.recovery = None
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
@@ -131,6 +136,24 @@ class Runtime:
         )
         self.worker = Worker(self.store, self.run_job, options, metrics=self.metrics)
         return self.worker
+
+    def start_recovery(self) -> Recovery:
+        """Start the redelivery pass and the reconcile sweep (bot/recovery/): every process may
+        run them, the store's lease lets one at a time do the work."""
+        self.recovery = Recovery(
+            RecoveryParts(
+                settings=lambda: self.settings,
+                store=self.store,
+                router=self.router,
+                metrics=self.metrics,
+                github=lambda: self.github,
+                gitlab=lambda: self.gitlab,
+                notify=self.notify_worker,
+                clock=self.clock,
+            )
+        )
+        self.recovery.start()
+        return self.recovery
 
     def notify_worker(self) -> None:
         if self.worker is not None:

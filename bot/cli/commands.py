@@ -195,6 +195,7 @@ async def serve(
         _freeze_startup_objects()
         if workers:
             runtime.make_worker().start()
+        runtime.start_recovery()  # in every process: the store's lease picks one to run it
         log.info(
             "listening",
             url=f"http://{bind_host}:{bind_port}",
@@ -236,6 +237,7 @@ async def work(settings: Settings) -> int:
             await _listen(site, "ARBITER_WORKER_HTTP_PORT (0 for none)")
         _freeze_startup_objects()
         runtime.make_worker().start()
+        runtime.start_recovery()
         log.info(
             "worker running",
             store=runtime.store.backend,

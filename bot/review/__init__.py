@@ -7,7 +7,14 @@ the Platform, reports configuration problems (config_problems.py) and records ev
 """
 
 from bot.review.pull_request import Attempt, ReviewFailed, review_pull_request
-from bot.review.request import REVIEW_JOB, ReviewRequest, cancel_review, schedule_review
+from bot.review.request import (
+    REVIEW_JOB,
+    ReviewRequest,
+    cancel_review,
+    queue_review,
+    review_job_key,
+    schedule_review,
+)
 
 __all__ = [
     "REVIEW_JOB",
@@ -15,6 +22,8 @@ __all__ = [
     "ReviewFailed",
     "ReviewRequest",
     "cancel_review",
+    "queue_review",
+    "review_job_key",
     "review_pull_request",
     "schedule_review",
 ]
