@@ -177,9 +177,10 @@ class PeriodicPass:
             return 60.0
         now = self._clock()
         run = next((r for r in await self._store.pass_runs() if r.name == self.name), None)
+        if run is not None and run.holder is not None and (run.lease_until or 0.0) > now:
+            # Running elsewhere: look again in an interval (or when its lease would run out).
+            return max(min(interval, (run.lease_until or now) - now), 0.5)
         due = now
         if run is not None and run.finished_at is not None:
             due = run.finished_at + interval
-        if run is not None and run.holder is not None and run.lease_until is not None:
-            due = max(due, run.lease_until)
         return max(due - now, 0.5)
