@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bot.logs import Logger, Redactor
@@ -40,10 +40,9 @@ class Tally:
     refused: int = 0  # the platform said no
     errors: int = 0  # sources that could not be read
     stopped: str | None = None  # why the run ended early (a rate limit, the limit per pass)
-    details: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, {}, 0) or k == "done"}
+        return {k: v for k, v in asdict(self).items() if v not in (None, 0) or k == "done"}
 
 
 RunPass = Callable[[Tally], Coroutine[Any, Any, None]]
@@ -105,6 +104,13 @@ class PeriodicPass:
                 wait = await self._until_due()
             except StoreUnavailable as exc:
                 self._log.warning("recovery pass waits for the store", error=str(exc))
+                wait = STORE_RETRY_SECONDS
+            except Exception as exc:  # never let the loop die: the next interval tries again
+                self._log.error(
+                    "recovery pass could not start",
+                    error=self._redactor.scrub(f"{type(exc).__name__}: {exc}")[:500],
+                    exc_info=exc,
+                )
                 wait = STORE_RETRY_SECONDS
             await asyncio.sleep(wait + random.uniform(0, min(MAX_JITTER, wait * 0.1)))  # noqa: S311
 

@@ -70,7 +70,12 @@ class Reconcile:
                 if budget <= 0:
                     tally.stopped = LIMIT_REACHED
                     break
-                lister = self._lister(repo)
+                try:
+                    lister = self._lister(repo)
+                except (PlatformError, ValueError) as exc:  # not a name this platform takes
+                    self._log.warning("repository not swept", repo=repo.repo, error=str(exc))
+                    tally.errors += 1
+                    continue
                 if lister is None:
                     break
                 tally.sources += 1

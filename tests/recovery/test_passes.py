@@ -8,6 +8,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from structlog.testing import capture_logs
@@ -180,3 +181,39 @@ async def test_an_interval_of_zero_never_runs(make_pass: MakePass, store: SQLSto
     )
     assert not await off.run_if_due()
     assert await store.pass_runs() == []
+
+
+class Flaky:
+    """The store, whose first `acquire_pass` fails with an error no one expected."""
+
+    def __init__(self, store: SQLStore) -> None:
+        self.store = store
+        self.failed = 0
+
+    async def acquire_pass(self, *args: object, **kwargs: object) -> bool:
+        if not self.failed:
+            self.failed += 1
+            raise RuntimeError("a bug, not an outage")
+        return await self.store.acquire_pass(*args, **kwargs)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+async def test_the_loop_survives_an_unexpected_error(
+    make_pass: MakePass, store: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(passes, "STORE_RETRY_SECONDS", 0.05)
+    flaky = Flaky(store)
+    ran = asyncio.Event()
+
+    async def run(tally: Tally) -> None:
+        ran.set()
+
+    loop = make_pass("a", run, on=cast(Store, flaky))
+    with capture_logs() as logs:
+        loop.start()
+        await asyncio.wait_for(ran.wait(), 5)
+        await loop.stop()
+    assert flaky.failed == 1
+    assert any(e["event"] == "recovery pass could not start" for e in logs)

@@ -155,3 +155,13 @@ async def test_gitlab_merge_requests_never_reviewed_get_a_review_job(
     (listing,) = gl.requests_to("GET", f"{project_path(PROJECT)}/merge_requests")
     assert listing.query["state"] == "opened" and "updated_after" in listing.query
     assert json.loads(json.dumps(listing.query))["order_by"] == "updated_at"
+
+
+async def test_a_repository_name_the_platform_cannot_take_is_skipped(
+    make_world: MakeWorld,
+) -> None:
+    world = await make_world()
+    await world.runtime.store.note_repositories("github", ["no-slash", REPO], installation_id=1)
+    world.github.add_pull(REPO, 1, files=[PullFile.added("a.py", CODE)])
+    tally = await world.reconcile()
+    assert tally.errors == 1 and tally.done == 1
