@@ -333,3 +333,13 @@ def test_bad_hook_ids_stop_start_up_naming_the_setting(entry: str) -> None:
 
     with pytest.raises(SettingsError, match="ARBITER_GITHUB_HOOK_IDS"):
         load_settings(github_hook_ids=entry)
+
+
+def test_hook_ids_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.settings import hook_ids, load_settings
+
+    monkeypatch.setenv("ARBITER_GITHUB_HOOK_IDS", "octo/app:12345, octo/lib:678")
+    monkeypatch.setenv("ARBITER_GITLAB_HOOK_IDS", '["acme/group/shop:12"]')
+    settings = load_settings()
+    assert hook_ids(settings.github_hook_ids) == [("octo/app", 12345), ("octo/lib", 678)]
+    assert hook_ids(settings.gitlab_hook_ids) == [("acme/group/shop", 12)]
