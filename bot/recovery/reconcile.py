@@ -61,6 +61,7 @@ class Reconcile:
         self._notify = notify
         self._clock = clock
         self._log = log
+        self._adopted: set[str] = set()  # platforms whose reviewed repositories were adopted
 
     async def run(self, tally: Tally) -> None:
         settings = self._settings()
@@ -95,6 +96,7 @@ class Reconcile:
 
     async def _repositories(self, platform: PlatformName) -> list[KnownRepository]:
         """The repositories to sweep: those seen, less those whose installation is gone."""
+        await self._adopt(platform)
         known = await self._store.known_repositories(platform)
         if platform != "github":
             return known
@@ -104,6 +106,27 @@ class Reconcile:
             if i.state != "active"
         }
         return [r for r in known if r.installation_id not in gone]
+
+    async def _adopt(self, platform: PlatformName) -> None:
+        """Remember the repositories the store knew before it kept a list of them: those of
+        active installations, and (once per process) those with reviews. They are seen from
+        now on, so the sweep reviews nothing older than a few minutes there."""
+        known = {r.repo for r in await self._store.known_repositories(platform)}
+        found: dict[int | None, set[str]] = {}
+        if platform == "github":
+            for installation in await self._store.list_installations("github"):
+                if installation.state == "active":
+                    fresh = set(installation.repositories) - known
+                    found.setdefault(installation.installation_id, set()).update(fresh)
+        if platform not in self._adopted:
+            self._adopted.add(platform)
+            reviewed = {a.repo for a in await self._store.repo_activity() if a.platform == platform}
+            found.setdefault(None, set()).update(reviewed - known)
+        for installation_id, repos in found.items():
+            if repos:
+                await self._store.note_repositories(
+                    platform, repos, installation_id=installation_id
+                )
 
     def _lister(self, repo: KnownRepository) -> ListsOpenPullRequests | None:
         if repo.platform == "github":

@@ -229,7 +229,13 @@ class Redelivery:
             return 0, False
         items = listing.items
         tally.listed += len(items)
-        if not listing.complete:
+        if not listing.complete and mark is None:
+            self._log.info(
+                "first pass: the newest deliveries read, not all that the platform keeps",
+                webhook=webhook.label,
+                read=len(items),
+            )
+        elif not listing.complete:
             self._log.warning(
                 "more deliveries since the last pass than one pass reads; the older ones were "
                 "not checked (raise ARBITER_REDELIVERY_MAX_PAGES or lower the interval)",

@@ -9,6 +9,7 @@ import json
 
 from bot.review.request import REVIEW_JOB, ReviewRequest, review_job_key
 from bot.store import Job, NewJob
+from bot.store.base import ReviewStart
 from tests.fakes.github import PullFile
 from tests.fakes.gitlab import MRFile, project_path
 from tests.recovery.conftest import INSTALLATION, PROJECT, REPO, MakeWorld
@@ -165,3 +166,40 @@ async def test_a_repository_name_the_platform_cannot_take_is_skipped(
     world.github.add_pull(REPO, 1, files=[PullFile.added("a.py", CODE)])
     tally = await world.reconcile()
     assert tally.errors == 1 and tally.done == 1
+
+
+async def test_repositories_the_store_knew_before_are_adopted_without_a_backlog(
+    make_world: MakeWorld,
+) -> None:
+    """Installations and reviews recorded before the list of repositories existed: the sweep
+    takes their repositories on from now, and reviews nothing older than a few minutes."""
+    world = await make_world()
+    store = world.runtime.store
+    gh = world.github
+    await store.upsert_installation(
+        "github", INSTALLATION, account="Codertocat", repositories=[REPO]
+    )
+    await store.upsert_installation("github", 55, account="gone", repositories=["gone/repo"])
+    await store.set_installation_state("github", 55, "deleted")
+    gh.add_pull(REPO, 1, files=[PullFile.added("a.py", CODE)])  # waiting since long ago
+    gh.pull_updates[(REPO, 1)] = "2020-01-01T00:00:00Z"
+
+    first = await world.reconcile()
+    assert first.done == 0 and first.sources == 1
+    assert [(r.repo, r.installation_id) for r in await store.known_repositories("github")] == [
+        (REPO, INSTALLATION)
+    ]
+    gh.add_pull(REPO, 2, files=[PullFile.added("b.py", CODE)])  # opened after
+    world.clock.advance(3600)
+    await world.reconcile()
+    assert sorted(_requests(await world.jobs(REVIEW_JOB))) == [2]
+
+
+async def test_projects_with_reviews_are_adopted_too(make_world: MakeWorld) -> None:
+    world = await make_world()
+    store = world.runtime.store
+    await store.start_review(ReviewStart("gitlab", PROJECT, 1, "a" * 40, "full", job_id=None))
+    world.gitlab.add_merge_request(PROJECT, 5, files=[MRFile.added("a.py", CODE)])
+    tally = await world.reconcile()
+    assert [r.repo for r in await store.known_repositories("gitlab")] == [PROJECT]
+    assert tally.done == 1  # opened within the last few minutes: reviewed
