@@ -96,6 +96,23 @@ class Metrics:
         self.daily_budget = Gauge(
             "arbiter_daily_budget_usd", "ARBITER_DAILY_BUDGET_USD (0: no daily budget)", registry=r
         )
+        # Recovery (bot/recovery/): what this process's passes did; the dashboard shows the
+        # totals of every process, from the store.
+        self.redeliveries_requested = Counter(
+            "arbiter_redeliveries_requested_total",
+            "Failed webhook deliveries Arbiter asked the platform to send again",
+            ["platform"],
+            registry=r,
+        )
+        self.reconcile_reviews_scheduled = Counter(
+            "arbiter_reconcile_reviews_scheduled_total",
+            "Reviews the reconcile sweep queued for pull requests whose head was never reviewed",
+            ["platform"],
+            registry=r,
+        )
+        for platform in ("github", "gitlab"):  # exposed as 0 from the start
+            self.redeliveries_requested.labels(platform=platform)
+            self.reconcile_reviews_scheduled.labels(platform=platform)
 
     def set_job_counts(self, counts: Mapping[str, int]) -> None:
         for state, n in counts.items():

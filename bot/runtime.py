@@ -22,6 +22,7 @@ from bot.logs import get_logger, mask_secrets_of
 from bot.metrics import Metrics
 from bot.outbound import RedactedPlatform
 from bot.redaction import Redactor
+from bot.recovery import Recovery, RecoveryParts
 from bot.repo_config import RepoConfigs
 from bot.review import REVIEW_JOB, Attempt, ReviewRequest, attempt_deadline, review_pull_request
 from bot.router import HandlerFailed, Router
@@ -70,6 +71,7 @@ class Runtime:
         self._redactor = Redactor.from_settings(settings)
         self._redactor_settings = settings
         self.redis: Redis | None = None  # opened by the web app's API when a URL is set
+        self.recovery: Recovery | None = None
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -108,6 +110,9 @@ class Runtime:
         self.llm = make_llm(self.settings, self.store, self.metrics)
 
     async def close(self) -> None:
+        if self.recovery is not None:
+            await self.recovery.stop()
+            self.recovery = None
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
@@ -190,6 +195,24 @@ class Runtime:
             redact=lambda text: self.redactor.scrub(text),
         )
         return self.worker
+
+    def start_recovery(self) -> Recovery:
+        """Start the redelivery pass and the reconcile sweep (bot/recovery/): every process may
+        run them, the store's lease lets one at a time do the work."""
+        self.recovery = Recovery(
+            RecoveryParts(
+                settings=lambda: self.settings,
+                store=self.store,
+                router=self.router,
+                metrics=self.metrics,
+                github=lambda: self.github,
+                gitlab=lambda: self.gitlab,
+                notify=self.notify_worker,
+                clock=self.clock,
+            )
+        )
+        self.recovery.start()
+        return self.recovery
 
     def notify_worker(self) -> None:
         if self.worker is not None:

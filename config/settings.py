@@ -329,6 +329,55 @@ class Settings(BaseSettings):
         "arbiter", min_length=1, description="the commit status context name"
     )
 
+    # --- Recovery: deliveries that never arrived, pull requests never reviewed ------------------
+    redelivery_interval_seconds: float = Field(
+        300,
+        ge=0,
+        description=(
+            "seconds between passes that ask GitHub (and GitLab, with ARBITER_GITLAB_HOOK_IDS) "
+            "to send failed webhook deliveries again, zero or more (0: off)"
+        ),
+    )
+    redelivery_max_per_pass: int = Field(
+        50, ge=1, description="redeliveries one pass may ask for, a positive integer"
+    )
+    redelivery_max_pages: int = Field(
+        10,
+        ge=1,
+        description="pages of 100 deliveries one pass reads per webhook, a positive integer",
+    )
+    github_hook_ids: StrList = Field(
+        default_factory=list,
+        description=(
+            "token mode: the repository webhooks whose failed deliveries are asked for again, "
+            "owner/repo:HOOK_ID, comma-separated, e.g. octo/app:12345,octo/lib:678 (the token "
+            "needs admin:repo_hook; a GitHub App needs none of this)"
+        ),
+    )
+    gitlab_hook_ids: StrList = Field(
+        default_factory=list,
+        description=(
+            "project webhooks whose failed events GitLab 17.4+ resends, group/project:HOOK_ID, "
+            "comma-separated, e.g. acme/shop:12 (the token needs the Maintainer role)"
+        ),
+    )
+    reconcile_interval_seconds: float = Field(
+        3600,
+        ge=0,
+        description=(
+            "seconds between sweeps of open pull/merge requests that queue a review for any "
+            "whose head was never reviewed, zero or more (0: off)"
+        ),
+    )
+    reconcile_max_pages: int = Field(
+        3,
+        ge=1,
+        description="pages of 100 open pull requests a sweep reads per repository, positive",
+    )
+    reconcile_max_reviews_per_pass: int = Field(
+        50, ge=1, description="reviews one sweep may queue, a positive integer"
+    )
+
     # --- Repository configuration (.arbiter.yml; config/repo.py) --------------------------------
     repo_config_defaults: Path | None = Field(
         None,
@@ -350,6 +399,22 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("github_hook_ids", "gitlab_hook_ids", mode="before")
+    @classmethod
+    def _hook_lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("github_hook_ids", "gitlab_hook_ids")
+    @classmethod
+    def _hook_entries(cls, value: list[str]) -> list[str]:
+        for position, entry in enumerate(value, start=1):
+            repo, hook = parse_hook_id(entry)
+            if not repo or hook is None:
+                raise ValueError(
+                    f"entry {position} ({entry[:80]!r}) is not PATH:HOOK_ID, e.g. octo/app:12345"
+                )
+        return value
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -456,6 +521,22 @@ def api_tokens(settings: Settings) -> list[tuple[str, str]]:
     """ARBITER_API_TOKENS as (token, role) pairs."""
     pairs = [entry.get_secret_value().rpartition(":") for entry in settings.api_tokens]
     return [(token, role) for token, _, role in pairs]
+
+
+def parse_hook_id(entry: str) -> tuple[str, int | None]:
+    """One `PATH:HOOK_ID` entry: the repository ("owner/repo", "group/sub/project") and the
+    webhook's numeric id (None when the entry is not of that form)."""
+    path, sep, hook = entry.strip().rpartition(":")
+    path = path.strip().strip("/")
+    if not sep or "/" not in path or not hook.strip().isdigit() or " " in path:
+        return path, None
+    return path, int(hook)
+
+
+def hook_ids(entries: list[str]) -> list[tuple[str, int]]:
+    """ARBITER_GITHUB_HOOK_IDS / ARBITER_GITLAB_HOOK_IDS as (repository, hook id) pairs."""
+    found = [parse_hook_id(entry) for entry in entries]
+    return [(path, hook) for path, hook in found if hook is not None]
 
 
 MASK = "***"

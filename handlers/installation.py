@@ -43,6 +43,10 @@ async def installed(ctx: Context) -> None:
         repository_selection=selection,
         repositories=repos,
     )
+    if repos:  # the reconcile sweep looks at them (bot/recovery/)
+        await ctx.store.note_repositories(
+            ctx.event.platform, repos, installation_id=installation_id
+        )
     ctx.log.info("installation active", installation_id=installation_id, account=account)
 
 
@@ -83,6 +87,9 @@ async def repositories_changed(ctx: Context) -> None:
     removed = _names(payload.get("repositories_removed"))
     await ctx.store.add_repositories(platform, installation_id, added)
     await ctx.store.remove_repositories(platform, installation_id, removed)
+    await ctx.store.note_repositories(platform, added, installation_id=installation_id)
+    for repo in removed:
+        await ctx.store.forget_repository(platform, repo)
     ctx.log.info(
         "installation repositories changed",
         installation_id=installation_id,

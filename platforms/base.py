@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from bot import __version__
 
@@ -241,3 +241,63 @@ class Platform(Protocol):
     async def permission(self, user: str) -> Permission: ...
 
     async def react(self, comment: CommentRef, reaction: Reaction) -> None: ...
+
+
+# --- Recovery: the deliveries a platform kept, and open pull requests (bot/recovery/) ------------
+
+
+@dataclass(frozen=True)
+class HookDelivery:
+    """One attempt to deliver a webhook, as the platform recorded it.
+
+    `id` is the attempt (GitHub's delivery id, GitLab's hook event id); `guid` the delivery it
+    carried, shared by its redeliveries: what Arbiter stores (GitHub's X-GitHub-Delivery,
+    GitLab's Idempotency-Key). GitLab's events carry the body (`payload`) but no time.
+    """
+
+    id: int
+    guid: str
+    event: str
+    action: str | None
+    ok: bool  # the receiver answered 2xx
+    status: str  # the platform's words: "OK", "Invalid HTTP Response: 502", "internal error"
+    status_code: int | None
+    delivered_at: float | None = None
+    redelivery: bool = False
+    payload: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    """Delivery attempts, newest first. `complete`: everything back to the boundary asked for
+    (or as far back as the platform keeps) is here; False when the limit cut the list."""
+
+    items: tuple[HookDelivery, ...]
+    complete: bool
+
+
+@dataclass(frozen=True)
+class OpenPullRequest:
+    number: int
+    head_sha: str
+    updated_at: float  # UNIX seconds, the platform's clock
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class OpenPullRequests:
+    """Open pull/merge requests, most recently updated first; `complete` as for Deliveries."""
+
+    items: tuple[OpenPullRequest, ...]
+    complete: bool
+
+
+class ListsOpenPullRequests(Protocol):
+    """A Platform that can list its repository's open pull requests (the reconcile sweep)."""
+
+    repo: str
+
+    async def open_pull_requests(
+        self, updated_since: float | None, *, limit: int
+    ) -> OpenPullRequests:
+        """Open pull requests updated at or after `updated_since` (None: all), at most `limit`."""

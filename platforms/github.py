@@ -33,11 +33,15 @@ from gidgethub.apps import get_installation_access_token
 
 from bot.logs import get_logger
 from config.settings import Settings, platform_status
+from platforms import github_hooks
 from platforms.base import (
     USER_AGENT,
     Changes,
     CommentRef,
+    Deliveries,
     InlineComment,
+    OpenPullRequest,
+    OpenPullRequests,
     Permission,
     PlatformError,
     PlatformNotConfigured,
@@ -70,6 +74,7 @@ from platforms.github_diff import (
     posted_review,
     review_payload,
 )
+from platforms.github_hooks import Hook, open_pull_request_from
 from platforms.github_transport import (
     ETAG_CACHE_ENTRIES,
     EtagCache,
@@ -273,6 +278,31 @@ class GitHub:
             return await http.getitem(url, jwt=app.jwt())
         except HTTPException as exc:
             raise platform_error(action, exc) from exc
+
+    # --- Webhook deliveries (bot/recovery/; the calls are platforms/github_hooks.py's) -------
+
+    async def hook_deliveries(
+        self, hook: Hook | None = None, *, newer_than: float | None = None, limit: int = 1000
+    ) -> Deliveries:
+        """Delivery attempts of the App's webhook (`hook` None) or of a repository webhook,
+        newest first, back to `newer_than` (UNIX seconds), at most `limit`."""
+        return await github_hooks.list_deliveries(
+            self._hook_access(hook), hook, newer_than=newer_than, limit=limit
+        )
+
+    async def redeliver(self, delivery_id: int, hook: Hook | None = None) -> None:
+        """Ask GitHub to send a delivery again; PlatformError when it refuses."""
+        await github_hooks.redeliver(self._hook_access(hook), hook, delivery_id)
+
+    def _hook_access(self, hook: Hook | None) -> github_hooks.Access:
+        """The App's JWT for its webhook; the token (admin:repo_hook) for a repository's."""
+        if hook is None:
+            return self.transport("app", None), self._require_app().jwt(), None
+        if self._token is None:
+            raise PlatformNotConfigured(
+                "repository webhooks are read with ARBITER_GITHUB_TOKEN (admin:repo_hook)"
+            )
+        return self.transport("token", None), None, self._token
 
 
 # --- One repository, one event ------------------------------------------------------------------
@@ -683,6 +713,30 @@ class GitHubPlatform:
             self.repo, installation, delivery_id=self.delivery_id
         )
         return await request(self._http, token)
+
+    # --- Open pull requests (the reconcile sweep, bot/recovery/) ------------------------------
+
+    async def open_pull_requests(
+        self, updated_since: float | None, *, limit: int
+    ) -> OpenPullRequests:
+        """Open pull requests, most recently updated first, back to `updated_since`. The first
+        page's URL never changes, so when nothing moved GitHub answers it 304 (its ETag)."""
+        per_page = min(100, max(limit, 1))
+        url = f"{self._path}/pulls?state=open&sort=updated&direction=desc&per_page={per_page}"
+
+        async def listing(http: Transport, token: str) -> OpenPullRequests:
+            found: list[OpenPullRequest] = []
+            async with aclosing(http.getiter(url, oauth_token=token)) as pulls:
+                async for raw in pulls:
+                    pull = open_pull_request_from(raw)
+                    if updated_since is not None and pull.updated_at < updated_since:
+                        break
+                    if len(found) >= limit:
+                        return OpenPullRequests(tuple(found), complete=False)
+                    found.append(pull)
+            return OpenPullRequests(tuple(found), complete=True)
+
+        return await self._call(f"list the open pull requests of {self.repo}", listing)
 
 
 def _force_pushed(pr: PullRequest, since: str, status: int | None) -> SinceNotAncestor:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -48,8 +49,12 @@ from platforms.base import (
     USER_AGENT,
     Changes,
     CommentRef,
+    Deliveries,
     FileChange,
+    HookDelivery,
     InlineComment,
+    OpenPullRequest,
+    OpenPullRequests,
     Permission,
     PlatformError,
     PlatformNotConfigured,
@@ -70,6 +75,8 @@ from platforms.gitlab_diff import (
     find_change,
     place,
 )
+from platforms.gitlab_hooks import FAILED as FAILED_EVENTS
+from platforms.gitlab_hooks import event_from, open_merge_request_from
 from platforms.gitlab_transport import RetryingAdapter, Sessions
 from platforms.retry import (
     DELIVERY_HEADER,
@@ -196,6 +203,50 @@ class GitLab:
                     raise PlatformError("GitLab answered GET /user with something other than JSON")
                 self._me = data
             return self._me
+
+    # --- Webhook events (bot/recovery/; GitLab 17.3 lists them, 17.4 resends) ---------------
+
+    async def hook_events(
+        self, project: str, hook_id: int, *, after_id: int | None = None, limit: int = 1000
+    ) -> Deliveries:
+        """The failed events of a project webhook (client and server failures, "internal
+        error" included), newest first, down to `after_id`, at most `limit`. A GitLab before
+        17.3 answers 404, as it does for a webhook that does not exist."""
+        path = f"/projects/{quote(project, safe='')}/hooks/{hook_id}/events"
+
+        def work(client: gitlab.Gitlab) -> Deliveries:
+            found: list[HookDelivery] = []
+            pages = client.http_list(
+                path,
+                iterator=True,
+                per_page=min(100, max(limit, 1)),
+                query_data={"status[]": list(FAILED_EVENTS)},
+            )
+            for raw in _dicts(pages):
+                event = event_from(raw)
+                if after_id is not None and event.id <= after_id:
+                    break
+                if len(found) >= limit:
+                    return Deliveries(tuple(found), complete=False)
+                found.append(event)
+            return Deliveries(tuple(found), complete=True)
+
+        return await self.run(f"list the events of webhook {hook_id} of {project}", work, None)
+
+    async def resend_hook_event(self, project: str, hook_id: int, event_id: int) -> int | None:
+        """Have GitLab send a webhook event again (it does so at once); the status code the
+        receiver answered, when GitLab says."""
+        path = f"/projects/{quote(project, safe='')}/hooks/{hook_id}/events/{event_id}/resend"
+
+        def work(client: gitlab.Gitlab) -> int | None:
+            answer = client.http_post(path)
+            status = answer.get("response_status") if isinstance(answer, dict) else None
+            known = isinstance(status, int | str) and str(status).isdigit()
+            return int(str(status)) if known else None
+
+        return await self.run(
+            f"resend event {event_id} of webhook {hook_id} of {project}", work, None
+        )
 
 
 def platform_error(action: str, exc: GitlabError) -> PlatformError:
@@ -515,6 +566,33 @@ class GitLabPlatform:
             self._write(action, lambda: send(client), None)
 
         await self._run(action, work)
+
+    # --- Open merge requests (the reconcile sweep, bot/recovery/) -----------------------------
+
+    async def open_pull_requests(
+        self, updated_since: float | None, *, limit: int
+    ) -> OpenPullRequests:
+        """Open merge requests updated at or after `updated_since`, most recently updated
+        first, at most `limit` (GitLab filters by `updated_after` itself)."""
+        query: dict[str, Any] = {"state": "opened", "order_by": "updated_at", "sort": "desc"}
+        if updated_since is not None:
+            query["updated_after"] = datetime.fromtimestamp(updated_since, UTC).isoformat()
+
+        def work(client: gitlab.Gitlab) -> OpenPullRequests:
+            found: list[OpenPullRequest] = []
+            pages = client.http_list(
+                f"/projects/{self._id}/merge_requests",
+                iterator=True,
+                per_page=min(100, max(limit, 1)),
+                query_data=query,
+            )
+            for raw in _dicts(pages):
+                if len(found) >= limit:
+                    return OpenPullRequests(tuple(found), complete=False)
+                found.append(open_merge_request_from(raw))
+            return OpenPullRequests(tuple(found), complete=True)
+
+        return await self._run(f"list the open merge requests of {self.repo}", work)
 
 
 # --- Posting a review ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from bot.api.models import (
     Totals,
 )
 from bot.api.operations import ApiFailure, Call, Operation
+from bot.api.recovery import RECOVERY_OPERATIONS
 from bot.logs import get_logger
 from bot.store.base import FindingRecord, Job, ReviewQuery, ReviewRecord
 from config.settings import Settings, without_credentials
@@ -350,6 +351,7 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 404, 409),
         tags=("jobs",),
     ),
+    *RECOVERY_OPERATIONS,  # the queue view's recovery section (bot/api/recovery.py)
 )
 
 

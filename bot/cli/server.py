@@ -146,6 +146,7 @@ async def serve(
         _freeze_startup_objects()
         if workers:
             runtime.make_worker().start()
+        runtime.start_recovery()  # in every process: the store's lease picks one to run it
         log.info(
             "listening",
             url=f"http://{bind_host}:{bind_port}",
@@ -188,6 +189,7 @@ async def work(settings: Settings) -> int:
         log_readiness(runtime, platforms=False)
         _freeze_startup_objects()
         runtime.make_worker().start()
+        runtime.start_recovery()
         log.info(
             "worker running",
             store=runtime.store.backend,

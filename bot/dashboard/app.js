@@ -894,7 +894,7 @@ async function showRepos() {
 async function showJobs(flash) {
   loading("Jobs");
   const id = renderId;
-  const data = await api("jobs");
+  const [data, recovery] = await Promise.all([api("jobs"), api("recovery")]);
   if (id !== renderId) return;
   const admin = session()?.role === "admin";
   const c = data.counts;
@@ -961,6 +961,95 @@ async function showJobs(flash) {
     flash || null,
     counts,
     h("section", { class: "card" }, h("h2", {}, `Dead jobs (${c.dead})`), dead),
+    recoverySection(recovery),
+  );
+}
+
+// --- Recovery: redelivery of failed deliveries, and the reconcile sweep ------------------
+
+const RECOVERY_TITLES = {
+  redelivery: ["Redeliveries requested", "Failed webhook deliveries asked for again"],
+  reconcile: ["Reviews queued by the sweep", "Open pull requests whose head was never reviewed"],
+};
+
+function recoveryCard(pass) {
+  const [title, what] = RECOVERY_TITLES[pass.name];
+  const last = pass.last_run;
+  const state = !pass.enabled ? "off" : pass.running ? "running now" : "idle";
+  const lines = [
+    h("p", { class: "muted" }, what),
+    h("div", { class: "stat-value", "data-total": pass.name }, integer.format(pass.total)),
+    h("p", { class: "muted" }, `all processes, all time · ${pass.metric} counts per process`),
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "State"),
+      h("dd", {}, pass.enabled ? `${state}, every ${seconds(pass.interval_seconds)}` : state),
+      h("dt", {}, "Covers"),
+      h("dd", {}, pass.covers.length ? pass.covers.join(", ") : "nothing yet"),
+      h("dt", {}, "Last run"),
+      h(
+        "dd",
+        {},
+        last
+          ? `${when(pass.last_finished_at)}: ${last.done} done, ${last.due} due, ` +
+              `${last.listed} read, ${last.errors} errors`
+          : "never",
+      ),
+      h("dt", {}, "Next"),
+      h("dd", {}, pass.enabled ? when(pass.next_due_at) : "–"),
+    ),
+  ];
+  if (last && (last.error || last.stopped)) {
+    const text = last.error || `Stopped early: ${last.stopped}`;
+    lines.push(notice(text, last.error ? "error" : "info"));
+  }
+  for (const reason of pass.off) lines.push(notice(reason, "info"));
+  return h("section", { class: "card", "data-recovery": pass.name }, h("h2", {}, title), lines);
+}
+
+function recoverySection(recovery) {
+  const rows = recovery.redeliveries.map((r) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, when(r.requested_at)),
+      h("td", {}, `${r.platform} ${r.webhook}`),
+      h("td", {}, h("code", {}, r.delivery_id)),
+      h("td", {}, badge(r.state, r.state === "refused" ? "failure" : "success")),
+      h("td", { class: "num" }, String(r.attempts)),
+      h("td", {}, r.error ? h("pre", { class: "error-text" }, r.error) : "–"),
+    ),
+  );
+  const table = rows.length
+    ? h(
+        "table",
+        { class: "table redeliveries" },
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Asked", "Webhook", "Delivery", "Answer", "Times", "Error"].map((t) =>
+              h("th", { scope: "col" }, t),
+            ),
+          ),
+        ),
+        h("tbody", {}, rows),
+      )
+    : notice("No delivery had to be asked for again.");
+  return h(
+    "section",
+    { class: "recovery" },
+    h("h2", {}, "Recovery"),
+    h(
+      "div",
+      { class: "cards wide" },
+      recoveryCard(recovery.redelivery),
+      recoveryCard(recovery.reconcile),
+    ),
+    h("section", { class: "card" }, h("h2", {}, "Latest redelivery requests"), table),
   );
 }
 

@@ -7,7 +7,14 @@ the Platform, reports configuration problems (config_problems.py) and records ev
 """
 
 from bot.review.pull_request import Attempt, ReviewFailed, attempt_deadline, review_pull_request
-from bot.review.request import REVIEW_JOB, ReviewRequest, cancel_review, schedule_review
+from bot.review.request import (
+    REVIEW_JOB,
+    ReviewRequest,
+    cancel_review,
+    queue_review,
+    review_job_key,
+    schedule_review,
+)
 
 __all__ = [
     "REVIEW_JOB",
@@ -16,6 +23,8 @@ __all__ = [
     "ReviewRequest",
     "attempt_deadline",
     "cancel_review",
+    "queue_review",
+    "review_job_key",
     "review_pull_request",
     "schedule_review",
 ]

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from bot.context import Context
-from bot.store import Enqueued, NewJob
+from bot.store import Enqueued, NewJob, Store
 from platforms.base import PlatformName
 
 REVIEW_JOB = "review"
@@ -71,17 +71,28 @@ async def schedule_review(
         requested_by=requested_by,
         fresh=fresh,
     )
-    queued = await ctx.store.enqueue(
-        NewJob(
-            kind=REVIEW_JOB,
-            payload=request.to_json(),
-            key=review_job_key(e.platform, e.repo, e.number),
-            max_attempts=ctx.settings.worker_retry_attempts + 1,
-            delivery_id=e.delivery_id,
-        )
+    queued = await queue_review(
+        ctx.store, request, max_attempts=ctx.settings.worker_retry_attempts + 1
     )
     ctx.notify()
     return queued
+
+
+async def queue_review(store: Store, request: ReviewRequest, *, max_attempts: int) -> Enqueued:
+    """Queue the review job of `request` under its pull request's key (a newer one replaces a
+    queued one), and remember the repository for the reconcile sweep (bot/recovery/)."""
+    await store.note_repositories(
+        request.platform, [request.repo], installation_id=request.installation_id
+    )
+    return await store.enqueue(
+        NewJob(
+            kind=REVIEW_JOB,
+            payload=request.to_json(),
+            key=review_job_key(request.platform, request.repo, request.number),
+            max_attempts=max_attempts,
+            delivery_id=request.delivery_id,
+        )
+    )
 
 
 async def cancel_review(ctx: Context, reason: str) -> list[int]:

@@ -339,6 +339,52 @@ class RepoActivity:
     last_review_at: float
 
 
+# --- Recovery: background passes, redelivery requests, repositories seen ---------------------
+
+RedeliveryOutcome = Literal["accepted", "refused", "not_sent"]
+
+
+@dataclass(frozen=True)
+class PassRun:
+    """A background pass (the redelivery pass, the reconcile sweep) as all processes share it:
+    who holds its lease, when it last ran, what that run did, and how much it did in all."""
+
+    name: str
+    holder: str | None = None
+    lease_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    total: int = 0  # what every run added: redeliveries requested, reviews queued
+
+
+@dataclass(frozen=True)
+class RedeliveryRecord:
+    """Arbiter asked the platform to send a delivery again. `guid` is the delivery as Arbiter
+    knows it (X-GitHub-Delivery, GitLab's Idempotency-Key); `attempt_id` the platform's id of
+    the failed attempt it asked about; `state` what the platform answered."""
+
+    platform: str
+    guid: str
+    source: str
+    attempt_id: int
+    attempts: int
+    state: Literal["requested", "accepted", "refused"]
+    requested_at: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class KnownRepository:
+    """A repository (GitLab: project path) Arbiter has seen events or an installation for."""
+
+    platform: str
+    repo: str
+    first_seen_at: float
+    last_seen_at: float
+    installation_id: int | None = None
+
+
 class Store(Protocol):
     """What Arbiter keeps. Only `bot/store/` talks to a database."""
 
@@ -577,3 +623,80 @@ class Store(Protocol):
     async def repo_activity(self) -> list[RepoActivity]:
         """Per repository that has reviews: how many, their cost and findings; most recently
         reviewed first."""
+
+    # --- Recovery: background passes, redeliveries, repositories seen (bot/recovery/) ---------
+
+    async def acquire_pass(
+        self, name: str, holder: str, *, lease_seconds: float, last_finished_before: float
+    ) -> bool:
+        """Take the pass's lease for `lease_seconds` when nobody holds a live one and the pass
+        last finished before `last_finished_before` (or never ran): one process runs it."""
+
+    async def renew_pass(self, name: str, holder: str, *, lease_seconds: float) -> bool:
+        """Extend the lease while `holder` still has it; False when it was taken over."""
+
+    async def finish_pass(
+        self, name: str, holder: str, *, summary: dict[str, Any], added: int
+    ) -> bool:
+        """Record a run's end (its summary, `added` to the total) and free the lease."""
+
+    async def release_pass(self, name: str, holder: str) -> None:
+        """Free the lease without recording a run (the process is stopping)."""
+
+    async def pass_runs(self) -> list[PassRun]:
+        """Every pass that ever ran or was held, by name."""
+
+    async def get_watermark(self, name: str) -> str | None: ...
+
+    async def set_watermark(self, name: str, value: str) -> None: ...
+
+    async def seen_deliveries(self, platform: str, delivery_ids: Collection[str]) -> set[str]:
+        """Which of these delivery ids the store has recorded (and not yet forgotten)."""
+
+    async def claim_redelivery(
+        self,
+        platform: str,
+        guid: str,
+        attempt_id: int,
+        *,
+        source: str,
+        max_attempts: int,
+        stale_after: float,
+    ) -> bool:
+        """Record that Arbiter is about to ask for `guid` again, by its failed attempt
+        `attempt_id`, unless that was asked already: True for a first request; for another
+        attempt of the same delivery (the redelivery failed too) while fewer than
+        `max_attempts` were asked and none was refused; or for the same attempt whose request
+        is unanswered (never sent, or its answer lost) for `stale_after` seconds."""
+
+    async def settle_redelivery(
+        self,
+        platform: str,
+        guid: str,
+        attempt_id: int,
+        outcome: RedeliveryOutcome,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """What the platform answered: accepted, refused (never asked again), or not_sent
+        (the request was not made: the attempt does not count)."""
+
+    async def redelivery_records(
+        self, platform: str | None = None, *, limit: int = 100
+    ) -> list[RedeliveryRecord]:
+        """The most recent requests, newest first."""
+
+    async def purge_redeliveries(self, *, max_age: float) -> int:
+        """Forget redelivery requests older than `max_age` seconds; how many went."""
+
+    async def note_repositories(
+        self, platform: str, repos: Iterable[str], *, installation_id: int | None = None
+    ) -> None:
+        """Remember repositories seen (first seen kept, last seen now)."""
+
+    async def forget_repository(self, platform: str, repo: str) -> None: ...
+
+    async def known_repositories(self, platform: str | None = None) -> list[KnownRepository]: ...
+
+    async def open_job_keys(self, keys: Collection[str]) -> set[str]:
+        """Which of these job keys have a queued or running job."""

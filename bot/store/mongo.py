@@ -28,7 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
-from bot.store import mongo_records
+from bot.store import mongo_records, mongo_recovery
 from bot.store.base import (
     JOB_STATES,
     Delivery,
@@ -40,8 +40,12 @@ from bot.store.base import (
     InstallationState,
     Job,
     JobState,
+    KnownRepository,
     NewJob,
+    PassRun,
     PullRequestState,
+    RedeliveryOutcome,
+    RedeliveryRecord,
     RepoActivity,
     ReviewActivity,
     ReviewQuery,
@@ -739,3 +743,114 @@ class MongoStore:
     @_guarded
     async def repo_activity(self) -> list[RepoActivity]:
         return await mongo_records.repo_activity(self.database)
+
+    # --- Recovery: passes, watermarks, redeliveries, repositories seen (mongo_recovery) -------
+
+    @_guarded
+    async def acquire_pass(
+        self, name: str, holder: str, *, lease_seconds: float, last_finished_before: float
+    ) -> bool:
+        return await mongo_recovery.acquire_pass(
+            self.database, name, holder, lease_seconds, last_finished_before, self._clock()
+        )
+
+    @_guarded
+    async def renew_pass(self, name: str, holder: str, *, lease_seconds: float) -> bool:
+        return await mongo_recovery.renew_pass(
+            self.database, name, holder, lease_seconds, self._clock()
+        )
+
+    @_guarded
+    async def finish_pass(
+        self, name: str, holder: str, *, summary: dict[str, Any], added: int
+    ) -> bool:
+        return await mongo_recovery.finish_pass(
+            self.database, name, holder, summary, added, self._clock()
+        )
+
+    @_guarded
+    async def release_pass(self, name: str, holder: str) -> None:
+        await mongo_recovery.release_pass(self.database, name, holder)
+
+    @_guarded
+    async def pass_runs(self) -> list[PassRun]:
+        return await mongo_recovery.pass_runs(self.database)
+
+    @_guarded
+    async def get_watermark(self, name: str) -> str | None:
+        return await mongo_recovery.get_watermark(self.database, name)
+
+    @_guarded
+    async def set_watermark(self, name: str, value: str) -> None:
+        await mongo_recovery.set_watermark(self.database, name, value, self._clock())
+
+    @_guarded
+    async def seen_deliveries(self, platform: str, delivery_ids: Collection[str]) -> set[str]:
+        return await mongo_recovery.seen_deliveries(
+            self.database, platform, delivery_ids, self._clock()
+        )
+
+    @_guarded
+    async def claim_redelivery(
+        self,
+        platform: str,
+        guid: str,
+        attempt_id: int,
+        *,
+        source: str,
+        max_attempts: int,
+        stale_after: float,
+    ) -> bool:
+        return await mongo_recovery.claim_redelivery(
+            self.database,
+            (platform, guid),
+            attempt_id,
+            source,
+            max_attempts,
+            stale_after,
+            self._clock(),
+        )
+
+    @_guarded
+    async def settle_redelivery(
+        self,
+        platform: str,
+        guid: str,
+        attempt_id: int,
+        outcome: RedeliveryOutcome,
+        *,
+        error: str | None = None,
+    ) -> None:
+        await mongo_recovery.settle_redelivery(
+            self.database, (platform, guid), attempt_id, outcome, error
+        )
+
+    @_guarded
+    async def redelivery_records(
+        self, platform: str | None = None, *, limit: int = 100
+    ) -> list[RedeliveryRecord]:
+        return await mongo_recovery.redelivery_records(self.database, platform, limit)
+
+    @_guarded
+    async def purge_redeliveries(self, *, max_age: float) -> int:
+        return await mongo_recovery.purge_redeliveries(self.database, max_age, self._clock())
+
+    @_guarded
+    async def note_repositories(
+        self, platform: str, repos: Iterable[str], *, installation_id: int | None = None
+    ) -> None:
+        await mongo_recovery.note_repositories(
+            self.database, platform, repos, installation_id, self._clock()
+        )
+
+    @_guarded
+    async def forget_repository(self, platform: str, repo: str) -> None:
+        await mongo_recovery.forget_repository(self.database, platform, repo)
+
+    @_guarded
+    async def known_repositories(self, platform: str | None = None) -> list[KnownRepository]:
+        return await mongo_recovery.known(self.database, platform)
+
+    @_guarded
+    async def open_job_keys(self, keys: Collection[str]) -> set[str]:
+        return await mongo_recovery.open_job_keys(self.database, keys)

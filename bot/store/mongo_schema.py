@@ -29,6 +29,11 @@ FINDINGS = "findings"
 PR_STATES = "pr_states"
 USAGE = "usage"
 EXCHANGES = "exchanges"
+# Recovery (bot/recovery/): passes, watermarks, redelivery requests, repositories seen.
+RECOVERY_PASSES = "recovery_passes"
+WATERMARKS = "watermarks"
+REDELIVERIES = "redeliveries"
+KNOWN_REPOSITORIES = "known_repositories"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ INDEXES: dict[str, list[IndexSpec]] = {
         ),
         IndexSpec("exchange_created", [("created_at", 1)]),
     ],
+    # Recovery: purging old redelivery requests, and listing one platform's repositories.
+    REDELIVERIES: [IndexSpec("redelivery_created", [("created_at", 1)])],
+    KNOWN_REPOSITORIES: [IndexSpec("known_repository_platform", [("platform", 1), ("repo", 1)])],
 }
 
 

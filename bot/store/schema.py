@@ -199,3 +199,54 @@ exchanges = sa.Table(
     sa.Index(None, "platform", "repo", "number", "author", "created_at"),
     sa.Index(None, "created_at"),
 )
+
+# --- Recovery (bot/recovery/): background passes, watermarks, redeliveries, repositories seen ----
+
+# One row per background pass: its lease (one process runs it at a time) and its last run.
+recovery_passes = sa.Table(
+    "recovery_passes",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("summary", sa.Text, nullable=True),
+    sa.Column("total", sa.BigInteger, nullable=False, default=0),
+)
+
+# Where each pass left off, per source (a webhook, a repository).
+watermarks = sa.Table(
+    "watermarks",
+    metadata,
+    sa.Column("name", sa.String(512), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Deliveries Arbiter asked a platform to send again: never twice for one failed attempt.
+redeliveries = sa.Table(
+    "redeliveries",
+    metadata,
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("guid", sa.String(255), primary_key=True),
+    sa.Column("source", sa.String(512), nullable=False),
+    sa.Column("attempt_id", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index(None, "created_at"),
+)
+
+# Repositories (GitLab: projects) Arbiter has seen events or an installation for.
+known_repositories = sa.Table(
+    "known_repositories",
+    metadata,
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("repo", sa.String(255), primary_key=True),
+    sa.Column("installation_id", sa.BigInteger, nullable=True),
+    sa.Column("first_seen_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+)

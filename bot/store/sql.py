@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.metrics import PoolUsage
-from bot.store import migrations, sql_queue, sql_records
+from bot.store import migrations, sql_queue, sql_records, sql_recovery
 from bot.store.base import (
     Delivery,
     Enqueued,
@@ -29,8 +29,12 @@ from bot.store.base import (
     InstallationState,
     Job,
     JobState,
+    KnownRepository,
     NewJob,
+    PassRun,
     PullRequestState,
+    RedeliveryOutcome,
+    RedeliveryRecord,
     RepoActivity,
     ReviewActivity,
     ReviewQuery,
@@ -383,3 +387,84 @@ class SQLStore:
 
     async def repo_activity(self) -> list[RepoActivity]:
         return await sql_records.repo_activity(self._db)
+
+    # --- Recovery: passes, watermarks, redeliveries, repositories seen (sql_recovery) ---------
+
+    async def acquire_pass(
+        self, name: str, holder: str, *, lease_seconds: float, last_finished_before: float
+    ) -> bool:
+        return await sql_recovery.acquire_pass(
+            self._db, name, holder, lease_seconds, last_finished_before, self._clock()
+        )
+
+    async def renew_pass(self, name: str, holder: str, *, lease_seconds: float) -> bool:
+        return await sql_recovery.renew_pass(self._db, name, holder, lease_seconds, self._clock())
+
+    async def finish_pass(
+        self, name: str, holder: str, *, summary: dict[str, Any], added: int
+    ) -> bool:
+        return await sql_recovery.finish_pass(self._db, name, holder, summary, added, self._clock())
+
+    async def release_pass(self, name: str, holder: str) -> None:
+        await sql_recovery.release_pass(self._db, name, holder)
+
+    async def pass_runs(self) -> list[PassRun]:
+        return await sql_recovery.pass_runs(self._db)
+
+    async def get_watermark(self, name: str) -> str | None:
+        return await sql_recovery.get_watermark(self._db, name)
+
+    async def set_watermark(self, name: str, value: str) -> None:
+        await sql_recovery.set_watermark(self._db, name, value, self._clock())
+
+    async def seen_deliveries(self, platform: str, delivery_ids: Collection[str]) -> set[str]:
+        return await sql_recovery.seen_deliveries(self._db, platform, delivery_ids)
+
+    async def claim_redelivery(
+        self,
+        platform: str,
+        guid: str,
+        attempt_id: int,
+        *,
+        source: str,
+        max_attempts: int,
+        stale_after: float,
+    ) -> bool:
+        return await sql_recovery.claim_redelivery(
+            self._db, (platform, guid), attempt_id, source, max_attempts, stale_after, self._clock()
+        )
+
+    async def settle_redelivery(
+        self,
+        platform: str,
+        guid: str,
+        attempt_id: int,
+        outcome: RedeliveryOutcome,
+        *,
+        error: str | None = None,
+    ) -> None:
+        await sql_recovery.settle_redelivery(self._db, (platform, guid), attempt_id, outcome, error)
+
+    async def redelivery_records(
+        self, platform: str | None = None, *, limit: int = 100
+    ) -> list[RedeliveryRecord]:
+        return await sql_recovery.redelivery_records(self._db, platform, limit)
+
+    async def purge_redeliveries(self, *, max_age: float) -> int:
+        return await sql_recovery.purge_redeliveries(self._db, max_age, self._clock())
+
+    async def note_repositories(
+        self, platform: str, repos: Iterable[str], *, installation_id: int | None = None
+    ) -> None:
+        await sql_recovery.note_repositories(
+            self._db, platform, repos, installation_id, self._clock()
+        )
+
+    async def forget_repository(self, platform: str, repo: str) -> None:
+        await sql_recovery.forget_repository(self._db, platform, repo)
+
+    async def known_repositories(self, platform: str | None = None) -> list[KnownRepository]:
+        return await sql_recovery.known(self._db, platform)
+
+    async def open_job_keys(self, keys: Collection[str]) -> set[str]:
+        return await sql_recovery.open_job_keys(self._db, keys)

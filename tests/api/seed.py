@@ -159,6 +159,30 @@ async def seed(store: Store, clock: FakeClock) -> Seeded:
             run_at=end + 3600,  # not due for an hour: no worker here would take it anyway
         )
     )
+    await _seed_recovery(store, clock, end)
     clock.now = end
     assert dead.job_id is not None and queued.job_id is not None and claimed.id == dead.job_id
     return Seeded(ok.id, bad.id, failed.id, running.id, dead.job_id, queued.job_id, end)
+
+
+async def _seed_recovery(store: Store, clock: FakeClock, end: float) -> None:
+    """Recovery (bot/recovery/): a redelivery pass an hour ago that asked for two deliveries
+    (GitHub accepted one and refused the other), and a sweep that queued one review."""
+    clock.now = end - 3600
+    assert await store.acquire_pass("redelivery", "seed", lease_seconds=60, last_finished_before=0)
+    await store.claim_redelivery(
+        "github", "guid-accepted", 7001, source="app", max_attempts=3, stale_after=600
+    )
+    await store.settle_redelivery("github", "guid-accepted", 7001, "accepted")
+    clock.now += 60
+    await store.claim_redelivery(
+        "github", "guid-refused", 7002, source="app", max_attempts=3, stale_after=600
+    )
+    await store.settle_redelivery(
+        "github", "guid-refused", 7002, "refused", error=f"422 too old {MARKUP}"
+    )
+    summary = {"sources": 1, "listed": 40, "due": 2, "done": 1, "refused": 1, "seconds": 0.8}
+    await store.finish_pass("redelivery", "seed", summary=summary, added=1)
+    assert await store.acquire_pass("reconcile", "seed", lease_seconds=60, last_finished_before=0)
+    await store.finish_pass("reconcile", "seed", summary={"sources": 3, "done": 1}, added=1)
+    await store.note_repositories("github", ["acme/api", "acme/web"], installation_id=101)

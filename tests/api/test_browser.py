@@ -203,6 +203,12 @@ async def test_the_dashboard_shows_what_a_review_did(world: World, tmp_path: Pat
             await page.click("nav a[data-route=jobs]")
             row = page.locator(f'tr[data-job="{dead_job.id}"]')
             await row.wait_for()
+            # The queue view shows recovery: both passes, and why redelivery is off here.
+            recovery = await page.inner_text("section.recovery")
+            assert (
+                "Redeliveries requested" in recovery and "Reviews queued by the sweep" in recovery
+            )
+            assert "ARBITER_GITHUB_HOOK_IDS" in recovery  # token mode, no webhook ids
             assert "provider" in (await row.inner_text()).lower()
             await row.locator("button[data-retry]").click()
             await page.wait_for_selector(".notice.success")

@@ -30,6 +30,14 @@ Script failures: `fail` (any status, e.g. 502), `disconnect`, `delay`, `secondar
 the request out first and only then lose its answer (a 502, a dropped connection, an answer
 later than the client waits), as a proxy in front of GitHub does when GitHub completed a write
 but the answer never made it back.
+Webhook deliveries (recovery): `set_app_webhook` (URL and secret), `add_repo_hook`,
+`record_delivery` (an attempt GitHub made that nobody saw: a 502, or 0 for no connection),
+`deliver` (send one now, signed); read back `deliveries`, `redelivery_requests`, and await
+`sent()`. `GET /app/hook/deliveries` (JWT) and `/repos/{o}/{r}/hooks/{id}/deliveries` (token)
+list them newest first, paged by `cursor` in the Link header; `POST …/{id}/attempts` answers
+202 and sends the payload again, signed, with the same `X-GitHub-Delivery`, logged as a new
+item with `redelivery: true`. `GET /repos/{o}/{r}/pulls` lists pull requests (`state`,
+`sort=updated`, `direction`), each with the `updated_at` of its last `update_pull`.
 App manifests: `add_manifest_code(manifest)` is the code GitHub hands the browser after someone
 creates an App from `manifest`; `POST /app-manifests/{code}/conversions` (no authentication, as
 on GitHub) converts it once, within an hour, into GitHub's answer (id, slug, pem, webhook_secret,
@@ -61,6 +69,7 @@ import base64
 import copy
 import fnmatch
 import hashlib
+import hmac
 import itertools
 import json
 import math
@@ -68,12 +77,14 @@ import re
 import secrets
 import string
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+import aiohttp
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
@@ -88,6 +99,8 @@ MAX_COMPARE_FILES = 300
 MAX_INLINE_CONTENT = 1024 * 1024  # above this, contents come only through the raw media type
 JWT_MAX_LIFETIME = 600
 MANIFEST_CODE_LIFETIME = 3600  # GitHub: the manifest flow's code works for an hour
+APP_HOOK_ID = 0  # the App's webhook, in the fake's table of hooks
+HOOKSHOT = "GitHub-Hookshot/fake"
 
 # GitHub's own words (422 bodies) for review comments it cannot place.
 LINE_NOT_IN_DIFF = (
@@ -294,6 +307,18 @@ class _Exchange:
     dropped: bool = False
 
 
+@dataclass
+class _Hook:
+    """A webhook: the App's (`repo` None) or a repository's, and what GitHub delivered."""
+
+    hook_id: int
+    repo: str | None
+    url: str | None
+    secret: str | None
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # newest last
+    payloads: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # guid ->
+
+
 class _GitHubError(Exception):
     """Raised by a handler; rendered as GitHub renders errors."""
 
@@ -376,6 +401,13 @@ class FakeGitHub:
         self._url: str | None = None
         self._manifest_codes: dict[str, _ManifestCode] = {}
         self.created_apps: list[dict[str, Any]] = []  # conversion answers, secrets included
+        # Webhook deliveries: the App's hook (id APP_HOOK_ID) and repository hooks.
+        self._hooks: dict[int, _Hook] = {APP_HOOK_ID: _Hook(APP_HOOK_ID, None, None, None)}
+        self._delivery_ids = itertools.count(12_000_000_001)
+        self._sender: aiohttp.ClientSession | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self.redelivery_requests: list[int] = []  # delivery ids whose attempts were POSTed
+        self.pull_updates: dict[tuple[str, int], str] = {}  # (repo, number) -> updated_at
 
     # --- Lifecycle --------------------------------------------------------------------------
 
@@ -398,6 +430,7 @@ class FakeGitHub:
         self._url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        await self._stop_sending()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -477,6 +510,7 @@ class FakeGitHub:
                 raise TypeError(f"a pull request has no seedable field {name!r}")
             setattr(pull, name, list(value) if name in ("files", "labels") else value)
         stored.refs.update({pull.head_sha, pull.base_sha})
+        self.pull_updates[(stored.full_name, pull.number)] = self._iso()
         return self._pull_json(stored, pull)
 
     def add_compare(
@@ -782,6 +816,7 @@ class FakeGitHub:
         add("GET", f"{repo}/collaborators/{{user}}/permission", self._permission)
         add("POST", f"{repo}/issues/comments/{{comment}}/reactions", self._react_issue)
         add("POST", f"{repo}/pulls/comments/{{comment}}/reactions", self._react_pull)
+        self._delivery_routes(router)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -1446,6 +1481,223 @@ class FakeGitHub:
         existing.append(reaction)
         return web.json_response(reaction, status=201)
 
+    # --- Webhook deliveries: the App's hook and repository hooks -------------------------------
+    # GitHub keeps every delivery attempt (newest first in its listings) and never retries a
+    # failed one by itself. Asked to, it sends the same payload again with the same
+    # X-GitHub-Delivery (the item's `guid`), and lists that as a new item with `redelivery`.
+
+    def set_app_webhook(self, url: str | None, secret: str | None) -> None:
+        """Where the App's webhook sends (its URL and secret, as set in the App's settings)."""
+        hook = self._hooks[APP_HOOK_ID]
+        hook.url, hook.secret = url, secret
+
+    def add_repo_hook(self, repo: str, hook_id: int, url: str, secret: str | None) -> None:
+        """A repository webhook (token mode)."""
+        self._repo(repo)
+        self._hooks[hook_id] = _Hook(hook_id, repo, url, secret)
+
+    def record_delivery(
+        self,
+        event: str,
+        payload: Mapping[str, Any],
+        *,
+        status_code: int = 502,
+        hook_id: int = APP_HOOK_ID,
+        guid: str | None = None,
+        at: float | None = None,
+    ) -> dict[str, Any]:
+        """A delivery GitHub made without the test's receiver seeing it (Arbiter was down,
+        a proxy answered `status_code`; 0: no connection), recorded as GitHub records it."""
+        hook = self._hooks[hook_id]
+        guid = guid or str(uuid.uuid4())
+        hook.payloads[guid] = (event, copy.deepcopy(dict(payload)))
+        return self._record_attempt(hook, guid, status_code, at=at, redelivery=False)
+
+    async def deliver(
+        self, event: str, payload: Mapping[str, Any], *, hook_id: int = APP_HOOK_ID
+    ) -> dict[str, Any]:
+        """Send a webhook now, signed, to the hook's URL, and record the attempt."""
+        hook = self._hooks[hook_id]
+        guid = str(uuid.uuid4())
+        hook.payloads[guid] = (event, copy.deepcopy(dict(payload)))
+        return await self._send(hook, guid, redelivery=False)
+
+    def deliveries(self, hook_id: int = APP_HOOK_ID) -> list[dict[str, Any]]:
+        """The hook's delivery items, newest first, as GitHub lists them."""
+        return copy.deepcopy(list(reversed(self._hooks[hook_id].deliveries)))
+
+    async def sent(self) -> None:
+        """Wait until every redelivery asked for so far has been sent."""
+        while self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+
+    def _record_attempt(
+        self, hook: _Hook, guid: str, status_code: int, *, at: float | None, redelivery: bool
+    ) -> dict[str, Any]:
+        event, payload = hook.payloads[guid]
+        installation = payload.get("installation") or {}
+        repository = payload.get("repository") or {}
+        ok = 200 <= status_code < 300
+        status = "OK" if ok else f"Invalid HTTP Response: {status_code}"
+        if status_code == 0:
+            status = "failed to connect to host"
+        item = {
+            "id": next(self._delivery_ids),
+            "guid": guid,
+            "delivered_at": _iso(self.clock() if at is None else at),
+            "redelivery": redelivery,
+            "duration": 0.05,
+            "status": status,
+            "status_code": status_code,
+            "event": event,
+            "action": payload.get("action"),
+            "installation_id": installation.get("id") if hook.repo is None else None,
+            "repository_id": repository.get("id"),
+            "throttled_at": None,
+        }
+        hook.deliveries.append(item)
+        return copy.deepcopy(item)
+
+    async def _send(self, hook: _Hook, guid: str, *, redelivery: bool) -> dict[str, Any]:
+        event, payload = hook.payloads[guid]
+        body = json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": HOOKSHOT,
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": guid,
+            "X-GitHub-Hook-ID": str(hook.hook_id),
+        }
+        if hook.repo is None:
+            headers["X-GitHub-Hook-Installation-Target-Type"] = "integration"
+            headers["X-GitHub-Hook-Installation-Target-ID"] = str(self.app_id or "")
+        if hook.secret:
+            key = hook.secret.encode()
+            headers["X-Hub-Signature-256"] = (
+                "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+            )
+            headers["X-Hub-Signature"] = "sha1=" + hmac.new(key, body, hashlib.sha1).hexdigest()
+        status = 0
+        if hook.url is not None:
+            if self._sender is None:
+                self._sender = aiohttp.ClientSession()
+            try:
+                async with self._sender.post(
+                    hook.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                ) as answer:
+                    status = answer.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+        return self._record_attempt(hook, guid, status, at=None, redelivery=redelivery)
+
+    async def _stop_sending(self) -> None:
+        await self.sent()
+        if self._sender is not None:
+            await self._sender.close()
+            self._sender = None
+
+    def _delivery_routes(self, router: web.UrlDispatcher) -> None:
+        repo_hook = "/repos/{owner}/{name}/hooks/{hook}/deliveries"
+        add = router.add_route
+        add("GET", "/app/hook/deliveries", self._list_app_deliveries)
+        add("GET", "/app/hook/deliveries/{delivery}", self._get_app_delivery)
+        add("POST", "/app/hook/deliveries/{delivery}/attempts", self._redeliver_app)
+        add("GET", repo_hook, self._list_repo_deliveries)
+        add("POST", f"{repo_hook}/{{delivery}}/attempts", self._redeliver_repo)
+        add("GET", "/repos/{owner}/{name}/pulls", self._list_pulls)
+
+    def _repo_hook(self, request: web.Request) -> _Hook:
+        stored = self._access(request)
+        if self._actor(request).kind != "token":  # an installation may not manage webhooks
+            raise _GitHubError(403, "Resource not accessible by integration")
+        hook = self._hooks.get(_int(request.match_info["hook"]))
+        if hook is None or hook.repo is None or hook.repo.lower() != stored.full_name.lower():
+            raise _not_found()
+        return hook
+
+    async def _list_app_deliveries(self, request: web.Request) -> web.Response:
+        return self._delivery_page(request, self._hooks[APP_HOOK_ID])
+
+    async def _list_repo_deliveries(self, request: web.Request) -> web.Response:
+        return self._delivery_page(request, self._repo_hook(request))
+
+    def _delivery_page(self, request: web.Request, hook: _Hook) -> web.Response:
+        """One page, newest first; the next page's `cursor` is in the Link header."""
+        per_page = min(max(_int(request.query.get("per_page", "30")), 1), 100)
+        items = list(reversed(hook.deliveries))
+        redelivery = request.query.get("redelivery")
+        if redelivery is not None:
+            items = [i for i in items if i["redelivery"] == (redelivery.lower() == "true")]
+        cursor = request.query.get("cursor")
+        if cursor is not None:
+            match = re.fullmatch(r"v1_(\d+)", cursor)
+            if match is None:
+                raise _GitHubError(400, "Invalid cursor")
+            items = [i for i in items if i["id"] < int(match[1])]
+        page, rest = items[:per_page], items[per_page:]
+        headers = {}
+        if rest and page:
+            query = {**request.query, "per_page": str(per_page), "cursor": f"v1_{page[-1]['id']}"}
+            headers["Link"] = f'<{self.url}{request.path}?{urlencode(query)}>; rel="next"'
+        return web.json_response(page, headers=headers)
+
+    async def _get_app_delivery(self, request: web.Request) -> web.Response:
+        hook = self._hooks[APP_HOOK_ID]
+        item = self._delivery_of(hook, request)
+        event, payload = hook.payloads[item["guid"]]
+        return web.json_response(
+            {
+                **item,
+                "url": hook.url,
+                "request": {"headers": {"X-GitHub-Event": event}, "payload": payload},
+                "response": {"headers": {}, "payload": None},
+            }
+        )
+
+    async def _redeliver_app(self, request: web.Request) -> web.Response:
+        return self._redeliver(request, self._hooks[APP_HOOK_ID])
+
+    async def _redeliver_repo(self, request: web.Request) -> web.Response:
+        return self._redeliver(request, self._repo_hook(request))
+
+    def _delivery_of(self, hook: _Hook, request: web.Request) -> dict[str, Any]:
+        wanted = _int(request.match_info["delivery"])
+        item = next((i for i in hook.deliveries if i["id"] == wanted), None)
+        if item is None:
+            raise _not_found()
+        return item
+
+    def _redeliver(self, request: web.Request, hook: _Hook) -> web.Response:
+        """202 at once; the payload goes out again right after, as on GitHub."""
+        item = self._delivery_of(hook, request)
+        self.redelivery_requests.append(item["id"])
+        task = asyncio.get_running_loop().create_task(
+            self._resend(hook, item["guid"]), name=f"redeliver-{item['id']}"
+        )
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        return web.json_response({}, status=202)
+
+    async def _resend(self, hook: _Hook, guid: str) -> None:
+        await self._send(hook, guid, redelivery=True)
+
+    async def _list_pulls(self, request: web.Request) -> web.Response:
+        """GET /repos/{o}/{r}/pulls: `state` (open, closed, all), `sort` (created, updated),
+        `direction` (desc by default for created, else asc), paged."""
+        stored = self._access(request)
+        state = request.query.get("state", "open")
+        pulls = [self._pull_json(stored, p) for p in stored.pulls.values()]
+        if state != "all":
+            pulls = [p for p in pulls if p["state"] == state]
+        sort = request.query.get("sort", "created")
+        if sort not in ("created", "updated", "popularity", "long-running"):
+            raise _GitHubError(422, "Validation Failed", errors=[{"field": "sort"}])
+        key = "updated_at" if sort == "updated" else "created_at"
+        default = "desc" if sort == "created" else "asc"
+        descending = request.query.get("direction", default) == "desc"
+        pulls.sort(key=lambda p: (p[key], p["number"]), reverse=descending)
+        return self._page(request, pulls)
+
     # --- Shapes -------------------------------------------------------------------------------
 
     def _repo(self, full_name: str) -> _Repo:
@@ -1490,7 +1742,7 @@ class FakeGitHub:
             "merged": pull.merged,
             "merged_at": pull.created_at if pull.merged else None,
             "created_at": pull.created_at,
-            "updated_at": pull.created_at,
+            "updated_at": self.pull_updates.get((stored.full_name, pull.number), pull.created_at),
             "head": {
                 "label": f"{repo['owner']['login']}:{pull.head_ref}",
                 "ref": pull.head_ref,

@@ -31,6 +31,12 @@ Script failures: `fail` (any status, e.g. 502), `rate_limit` (429 with `Retry-Af
 `fail`, `disconnect` and `delay` carry the request out first and only then lose its answer (a
 502, a dropped connection, an answer later than the client waits), as a proxy in front of GitLab
 does when GitLab completed a write but the answer never made it back.
+Webhooks (recovery): `add_hook` (a project webhook, its URL and token), `record_hook_event` (an
+event GitLab sent that nobody saw: "internal error" or a proxy's 502), `deliver_hook` (send one
+now); read back `hook_events` and `resent`; `hook_events_supported = False` is a GitLab before
+17.3. Routes: `hooks/:hook_id/events` (newest first, `status[]` filters) and
+`…/events/:id/resend` (sends at once, same Idempotency-Key; five a minute), and the project's
+`merge_requests` list (`state`, `updated_after`, `order_by`, `sort`).
 
 Endpoints (all under /api/v4): /user, /users?username=, /projects/:id (numeric, or the
 URL-encoded path), and under it merge_requests/:iid with /diffs, /changes, /versions, /notes
@@ -61,12 +67,14 @@ import math
 import re
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
+import aiohttp
 from aiohttp import web
 
 API = "/api/v4"
@@ -84,6 +92,11 @@ EMOJI = frozenset(
     {"thumbsup", "thumbsdown", "laughing", "confused", "heart", "tada", "rocket", "eyes", "smile"}
 )
 MAX_PER_PAGE = 100
+RESENDS_PER_MINUTE = 5  # GitLab: per webhook and user
+HOOK_TRIGGERS = {
+    "merge_request": ("merge_request_hooks", "Merge Request Hook"),
+    "note": ("note_hooks", "Note Hook"),
+}
 
 
 def project_path(project: str | int) -> str:
@@ -230,6 +243,18 @@ class _Project:
 
 
 @dataclass
+class _Hook:
+    """A project webhook and its events (GitLab's web hook logs), oldest first."""
+
+    hook_id: int
+    project_id: int
+    url: str
+    token: str | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    resends: list[float] = field(default_factory=list)  # when each resend was asked (limit)
+
+
+@dataclass
 class _Rule:
     method: str
     path: str
@@ -309,6 +334,11 @@ class FakeGitLab:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._routes = self._route_table()
+        # Project webhooks and their events (GitLab 17.3 lists them, 17.4 resends them).
+        self.hook_events_supported = True
+        self._hooks: dict[int, _Hook] = {}
+        self._sender: aiohttp.ClientSession | None = None
+        self.resent: list[int] = []  # hook event ids whose resend was asked
 
     # --- Lifecycle --------------------------------------------------------------------------
 
@@ -333,6 +363,9 @@ class FakeGitLab:
         self._url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 
     async def stop(self) -> None:
+        if self._sender is not None:
+            await self._sender.close()
+            self._sender = None
         for rule in self._rules:
             if rule.gate is not None:
                 rule.gate.set()
@@ -822,6 +855,7 @@ class FakeGitLab:
             ("GET", ("projects", ":id", "repository", "compare"), self._compare),
             ("GET", ("projects", ":id", "repository", "merge_base"), self._merge_base),
         ]
+        table += self._recovery_routes()
         return table
 
     # --- Lookups ------------------------------------------------------------------------------
@@ -1379,6 +1413,170 @@ class FakeGitLab:
             raise _not_found("Merge Base")
         return web.json_response(_commit_json(base, self.web_url, project))
 
+    # --- Project webhooks and their events (GitLab 17.3+), open merge requests listed ----------
+    # GitLab keeps a webhook's events (request, response) for seven days and lists them newest
+    # first. A resend (17.4) sends the same body with the same Idempotency-Key at once, and
+    # logs it as a new event; a GitLab before 17.3 has none of these routes (404).
+
+    def add_hook(
+        self, project: str | int, hook_id: int, url: str, *, token: str | None = None
+    ) -> None:
+        """A project webhook sending to `url` with `token` as its X-Gitlab-Token."""
+        stored = self._project(project)
+        self._hooks[hook_id] = _Hook(hook_id, stored.id, url, token)
+
+    def record_hook_event(
+        self,
+        hook_id: int,
+        payload: Mapping[str, Any],
+        *,
+        response_status: int | str = 502,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """An event GitLab sent without the test's receiver seeing it: the receiver was down
+        (`response_status` "internal error") or a proxy answered, e.g. 502."""
+        hook = self._hooks[hook_id]
+        headers = self._hook_headers(hook, payload, idempotency_key or str(uuid.uuid4()))
+        return self._log_event(hook, headers, payload, str(response_status), "")
+
+    async def deliver_hook(self, hook_id: int, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Send a webhook now to the hook's URL and log the event."""
+        hook = self._hooks[hook_id]
+        headers = self._hook_headers(hook, payload, str(uuid.uuid4()))
+        return await self._execute(hook, headers, dict(payload))
+
+    def hook_events(self, hook_id: int) -> list[dict[str, Any]]:
+        """The webhook's events, newest first, as the API lists them."""
+        return copy.deepcopy(list(reversed(self._hooks[hook_id].events)))
+
+    def _hook_headers(
+        self, hook: _Hook, payload: Mapping[str, Any], idempotency_key: str
+    ) -> dict[str, str]:
+        kind = str(payload.get("object_kind") or "")
+        header = HOOK_TRIGGERS.get(kind, (f"{kind}_hooks", f"{kind.title()} Hook"))[1]
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "GitLab/17.6.0",
+            "Idempotency-Key": idempotency_key,
+            "X-Gitlab-Event": header,
+            "X-Gitlab-Webhook-UUID": str(uuid.uuid4()),
+            "X-Gitlab-Instance": self.web_url,
+            "X-Gitlab-Event-UUID": str(uuid.uuid4()),
+        }
+        if hook.token is not None:
+            headers["X-Gitlab-Token"] = hook.token
+        return headers
+
+    def _log_event(
+        self,
+        hook: _Hook,
+        headers: Mapping[str, str],
+        payload: Mapping[str, Any],
+        status: str,
+        body: str,
+    ) -> dict[str, Any]:
+        kind = str(payload.get("object_kind") or "")
+        shown = {k: ("[REDACTED]" if k == "X-Gitlab-Token" else v) for k, v in headers.items()}
+        event = {
+            "id": next(self._ids),
+            "url": hook.url,
+            "trigger": HOOK_TRIGGERS.get(kind, (f"{kind}_hooks", ""))[0],
+            "request_headers": shown,
+            "request_data": copy.deepcopy(dict(payload)),
+            "response_headers": {},
+            "response_body": body,
+            "execution_duration": 0.05,
+            "response_status": status,
+            "_created": self.clock(),  # not shown: GitLab's API gives no time
+            "_headers": dict(headers),  # what was really sent, token included
+        }
+        hook.events.append(event)
+        return _public_event(event)
+
+    async def _execute(
+        self, hook: _Hook, headers: dict[str, str], payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self._sender is None:
+            self._sender = aiohttp.ClientSession()
+        try:
+            async with self._sender.post(
+                hook.url,
+                data=json.dumps(payload).encode(),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as answer:
+                status, body = str(answer.status), await answer.text()
+        except (aiohttp.ClientError, TimeoutError):
+            status, body = "internal error", ""
+        return self._log_event(hook, headers, payload, status, body)
+
+    def _recovery_routes(self) -> list[tuple[str, tuple[str, ...], Handler]]:
+        events = ("projects", ":id", "hooks", ":hook", "events")
+        return [
+            ("GET", events, self._list_hook_events),
+            ("POST", (*events, ":event", "resend"), self._resend_hook_event),
+            ("GET", ("projects", ":id", "merge_requests"), self._list_mrs),
+        ]
+
+    def _hook_of(self, call: _Call) -> _Hook:
+        project = self._access(call)
+        if project.members.get(call.user.id, 0) < ACCESS["maintainer"]:
+            raise _GitLabError(403, "403 Forbidden")
+        hook = self._hooks.get(_int(call.params["hook"]))
+        if not self.hook_events_supported or hook is None or hook.project_id != project.id:
+            raise _not_found()
+        return hook
+
+    async def _list_hook_events(self, call: _Call) -> web.Response:
+        """Newest first; `status` / `status[]`: codes, or successful, client_failure,
+        server_failure (which takes "internal error" too)."""
+        hook = self._hook_of(call)
+        wanted = [v for k, v in call.query_all if k in ("status", "status[]")]
+        found = [e for e in reversed(hook.events) if not wanted or _status_in(e, wanted)]
+        return self._paged(call, [_public_event(e) for e in found])
+
+    async def _resend_hook_event(self, call: _Call) -> web.Response:
+        hook = self._hook_of(call)
+        now = self.clock()
+        hook.resends = [at for at in hook.resends if at > now - 60]
+        if len(hook.resends) >= RESENDS_PER_MINUTE:
+            return self._rate_limited(60 - (now - hook.resends[0]))
+        wanted = _int(call.params["event"])
+        logged = next((e for e in hook.events if e["id"] == wanted), None)
+        if logged is None:
+            raise _not_found()
+        hook.resends.append(now)
+        self.resent.append(wanted)
+        headers = dict(logged["_headers"])
+        headers["X-Gitlab-Webhook-UUID"] = str(uuid.uuid4())
+        headers["X-Gitlab-Event-UUID"] = str(uuid.uuid4())
+        event = await self._execute(hook, headers, copy.deepcopy(logged["request_data"]))
+        code = event["response_status"]
+        return web.json_response(
+            {"response_status": int(code) if code.isdigit() else code}, status=201
+        )
+
+    async def _list_mrs(self, call: _Call) -> web.Response:
+        """GET /projects/:id/merge_requests: `state`, `updated_after`, `order_by`
+        (created_at, updated_at), `sort` (desc by default), paged."""
+        project = self._access(call)
+        state = call.query.get("state", "all")
+        mrs = [self._mr_json(project, mr) for mr in project.mrs.values()]
+        if state != "all":
+            mrs = [m for m in mrs if m["state"] == state]
+        after = call.query.get("updated_after")
+        if after:
+            try:
+                since = datetime.fromisoformat(after.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise _GitLabError(400, "updated_after is invalid", key="error") from None
+            mrs = [m for m in mrs if _epoch(m["updated_at"]) >= since]
+        order = call.query.get("order_by", "created_at")
+        if order not in ("created_at", "updated_at"):
+            raise _GitLabError(400, "order_by does not have a valid value", key="error")
+        mrs.sort(key=lambda m: (m[order], m["iid"]), reverse=call.query.get("sort") != "asc")
+        return self._paged(call, mrs)
+
     # --- Shapes -----------------------------------------------------------------------------------
 
     def _paged(self, call: _Call, items: Sequence[Any]) -> web.Response:
@@ -1662,3 +1860,26 @@ def _is_sha(ref: str) -> bool:
 
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _public_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy({k: v for k, v in event.items() if not k.startswith("_")})
+
+
+def _status_in(event: Mapping[str, Any], wanted: list[str]) -> bool:
+    status = str(event["response_status"])
+    code = int(status) if status.isdigit() else None
+    for filter_ in wanted:
+        if filter_ == "successful" and code is not None and 200 <= code < 300:
+            return True
+        if filter_ == "client_failure" and code is not None and 400 <= code < 500:
+            return True
+        if filter_ == "server_failure" and (code is None or 500 <= code < 600):
+            return True
+        if filter_ == status:
+            return True
+    return False
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

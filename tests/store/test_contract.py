@@ -894,3 +894,212 @@ async def test_a_job_held_past_its_lease_still_keeps_its_key(
     assert await store.complete(held.id, "w")
     (newer,) = await store.claim("w", limit=5, lease_seconds=10, holding=[])
     assert newer.payload == "head-2"
+
+
+# --- Recovery: background passes, watermarks, redeliveries, repositories seen -----------------
+
+
+async def test_one_holder_runs_a_pass_and_its_lease_expires(
+    store: Store, backend: Backend, clock: FakeClock
+) -> None:
+    other = await backend.open()
+    never = clock.now  # no run finished before now: a pass that never ran is due
+    assert await store.acquire_pass("redelivery", "a", lease_seconds=60, last_finished_before=never)
+    assert not await other.acquire_pass(
+        "redelivery", "b", lease_seconds=60, last_finished_before=never
+    )
+    assert not await other.renew_pass("redelivery", "b", lease_seconds=60)
+    clock.advance(30)
+    assert await store.renew_pass("redelivery", "a", lease_seconds=60)  # until now + 60
+    clock.advance(59)
+    assert not await other.acquire_pass(
+        "redelivery", "b", lease_seconds=60, last_finished_before=clock.now
+    )
+    clock.advance(2)  # "a" died: its lease ran out
+    assert await other.acquire_pass(
+        "redelivery", "b", lease_seconds=60, last_finished_before=clock.now
+    )
+    assert not await store.renew_pass("redelivery", "a", lease_seconds=60)
+    assert not await store.finish_pass("redelivery", "a", summary={"requested": 9}, added=9)
+    (run,) = await store.pass_runs()
+    assert (run.name, run.holder, run.total, run.finished_at) == ("redelivery", "b", 0, None)
+
+
+async def test_a_finished_pass_is_not_due_again_until_its_interval_passed(
+    store: Store, backend: Backend, clock: FakeClock
+) -> None:
+    other = await backend.open()
+    assert await store.acquire_pass("reconcile", "a", lease_seconds=60, last_finished_before=0)
+    started = clock.now
+    clock.advance(5)
+    assert await store.finish_pass("reconcile", "a", summary={"scheduled": 2}, added=2)
+    finished = clock.now
+    # Another process wakes up at once: the pass ran less than an interval (100 s) ago.
+    clock.advance(1)
+    assert not await other.acquire_pass(
+        "reconcile", "b", lease_seconds=60, last_finished_before=clock.now - 100
+    )
+    clock.advance(100)
+    assert await other.acquire_pass(
+        "reconcile", "b", lease_seconds=60, last_finished_before=clock.now - 100
+    )
+    assert await other.finish_pass("reconcile", "b", summary={"scheduled": 3}, added=3)
+    (run,) = await store.pass_runs()
+    assert run.holder is None and run.lease_until is None
+    assert run.total == 5 and run.summary == {"scheduled": 3}
+    assert run.started_at is not None and run.started_at > started
+    assert run.finished_at is not None and run.finished_at > finished
+
+
+async def test_a_released_pass_is_free_and_still_due(store: Store, backend: Backend) -> None:
+    other = await backend.open()
+    assert await store.acquire_pass("reconcile", "a", lease_seconds=600, last_finished_before=0)
+    await store.release_pass("reconcile", "b")  # not the holder: nothing happens
+    assert not await other.acquire_pass("reconcile", "b", lease_seconds=60, last_finished_before=0)
+    await store.release_pass("reconcile", "a")
+    assert await other.acquire_pass("reconcile", "b", lease_seconds=60, last_finished_before=0)
+
+
+async def test_two_processes_racing_for_a_pass_one_wins(store: Store, backend: Backend) -> None:
+    others = [await backend.open() for _ in range(3)]
+    won = await asyncio.gather(
+        *(
+            s.acquire_pass("redelivery", f"p{i}", lease_seconds=60, last_finished_before=0)
+            for i, s in enumerate([store, *others])
+        )
+    )
+    assert sorted(won) == [False, False, False, True]
+
+
+async def test_watermarks(store: Store) -> None:
+    assert await store.get_watermark("redelivery:github:app") is None
+    await store.set_watermark("redelivery:github:app", "1700000000.5")
+    await store.set_watermark("reconcile:gitlab:acme/shop", "12")
+    await store.set_watermark("redelivery:github:app", "1700000100.5")
+    assert await store.get_watermark("redelivery:github:app") == "1700000100.5"
+    assert await store.get_watermark("reconcile:gitlab:acme/shop") == "12"
+
+
+async def test_seen_deliveries_answers_for_many_at_once(store: Store) -> None:
+    for delivery in ("g-1", "g-3"):
+        await store.accept_delivery(Delivery("github", delivery, "pull_request.opened"), _job())
+    await store.accept_delivery(Delivery("gitlab", "g-2", "pull_request.opened"), _job())
+    many = [f"g-{i}" for i in range(1200)]  # more than one IN (…) takes
+    assert await store.seen_deliveries("github", many) == {"g-1", "g-3"}
+    assert await store.seen_deliveries("gitlab", ["g-1", "g-2"]) == {"g-2"}
+    assert await store.seen_deliveries("github", []) == set()
+
+
+async def _claim(store: Store, attempt: int, *, guid: str = "guid-1", most: int = 3) -> bool:
+    return await store.claim_redelivery(
+        "github", guid, attempt, source="app", max_attempts=most, stale_after=600
+    )
+
+
+async def test_a_failed_attempt_is_asked_for_once(store: Store, backend: Backend) -> None:
+    other = await backend.open()
+    assert await _claim(store, 100)
+    assert not await _claim(store, 100)
+    assert not await other.claim_redelivery(
+        "github", "guid-1", 100, source="app", max_attempts=3, stale_after=600
+    )
+    await store.settle_redelivery("github", "guid-1", 100, "accepted")
+    assert not await _claim(store, 100)
+    assert not await _claim(store, 99)  # an older attempt than the one asked about
+    (record,) = await store.redelivery_records("github")
+    assert (record.guid, record.attempt_id, record.attempts, record.state) == (
+        "guid-1",
+        100,
+        1,
+        "accepted",
+    )
+    assert await store.redelivery_records("gitlab") == []
+
+
+async def test_a_redelivery_that_failed_too_is_asked_for_up_to_the_limit(store: Store) -> None:
+    assert await _claim(store, 100)
+    await store.settle_redelivery("github", "guid-1", 100, "accepted")
+    assert await _claim(store, 150)  # the redelivery (a new attempt) failed as well
+    assert await _claim(store, 180)
+    assert not await _claim(store, 200)  # three asked: enough
+    (record,) = await store.redelivery_records()
+    assert (record.attempt_id, record.attempts, record.state) == (180, 3, "requested")
+    assert await _claim(store, 100, guid="guid-2", most=1)
+    assert not await _claim(store, 101, guid="guid-2", most=1)
+
+
+async def test_a_refused_redelivery_is_never_asked_for_again(store: Store) -> None:
+    assert await _claim(store, 100)
+    await store.settle_redelivery("github", "guid-1", 100, "refused", error="422 too old")
+    assert not await _claim(store, 101)
+    (record,) = await store.redelivery_records()
+    assert record.state == "refused" and record.error == "422 too old"
+
+
+async def test_a_request_never_sent_or_never_answered_may_be_made_again(
+    store: Store, clock: FakeClock
+) -> None:
+    assert await _claim(store, 100)
+    await store.settle_redelivery("github", "guid-1", 100, "not_sent", error="rate limited")
+    assert await _claim(store, 100)  # at once: the request was never made
+    (record,) = await store.redelivery_records()
+    assert record.attempts == 1
+    # Its answer was lost (a timeout): not again before `stale_after`, then once more.
+    clock.advance(599)
+    assert not await _claim(store, 100)
+    clock.advance(2)
+    assert await _claim(store, 100)
+    assert not await _claim(store, 100)
+
+
+async def test_racing_claims_of_one_redelivery_one_wins(store: Store, backend: Backend) -> None:
+    others = [await backend.open() for _ in range(3)]
+    first = await asyncio.gather(*(_claim(s, 100) for s in [store, *others]))
+    assert sorted(first) == [False, False, False, True]
+    again = await asyncio.gather(*(_claim(s, 150) for s in [store, *others]))
+    assert sorted(again) == [False, False, False, True]
+
+
+async def test_old_redelivery_requests_are_purged(store: Store, clock: FakeClock) -> None:
+    assert await _claim(store, 1, guid="old")
+    clock.advance(100)
+    assert await _claim(store, 2, guid="new")
+    assert await store.purge_redeliveries(max_age=50) == 1
+    assert [r.guid for r in await store.redelivery_records()] == ["new"]
+
+
+async def test_repositories_seen_are_remembered(store: Store, clock: FakeClock) -> None:
+    first = clock.now
+    await store.note_repositories("github", ["octo/b", "octo/a"], installation_id=7)
+    await store.note_repositories("gitlab", ["acme/shop"])
+    clock.advance(10)
+    await store.note_repositories("github", ["octo/a"])  # no installation: the known one stays
+    await store.note_repositories("github", ["octo/c"], installation_id=8)
+    github = await store.known_repositories("github")
+    assert [(r.repo, r.installation_id) for r in github] == [
+        ("octo/a", 7),
+        ("octo/b", 7),
+        ("octo/c", 8),
+    ]
+    a = github[0]
+    assert a.first_seen_at == first and a.last_seen_at == first + 10
+    await store.forget_repository("github", "octo/b")
+    assert [r.repo for r in await store.known_repositories("github")] == ["octo/a", "octo/c"]
+    assert [(r.platform, r.repo) for r in await store.known_repositories()] == [
+        ("github", "octo/a"),
+        ("github", "octo/c"),
+        ("gitlab", "acme/shop"),
+    ]
+
+
+async def test_open_job_keys(store: Store) -> None:
+    await store.enqueue(_job(key="review:github:o/r#1"))
+    await store.enqueue(_job(key="review:github:o/r#2"))
+    await store.enqueue(_job(key="review:github:o/r#3"))
+    (running,) = await store.claim("w", limit=1, lease_seconds=30)
+    await store.cancel_queued("review:github:o/r#3", "closed")
+    keys = ["review:github:o/r#1", "review:github:o/r#2", "review:github:o/r#3", "x"]
+    assert running.key == "review:github:o/r#1"
+    assert await store.open_job_keys(keys) == {"review:github:o/r#1", "review:github:o/r#2"}
+    assert await store.complete(running.id, "w")
+    assert await store.open_job_keys(keys) == {"review:github:o/r#2"}
