@@ -21,8 +21,8 @@ from bot.llm import LLM, make_llm
 from bot.logs import get_logger, mask_secrets_of
 from bot.metrics import Metrics
 from bot.outbound import RedactedPlatform
-from bot.redaction import Redactor
 from bot.recovery import Recovery, RecoveryParts
+from bot.redaction import Redactor
 from bot.repo_config import RepoConfigs
 from bot.review import REVIEW_JOB, Attempt, ReviewRequest, attempt_deadline, review_pull_request
 from bot.router import HandlerFailed, Router
