@@ -112,6 +112,8 @@ class Recovery:
         else:
             for reason in off:
                 self.log.warning("redelivery off for a platform", reason=reason)
+            if not found and not off:
+                self.log.info("redelivery has nothing to watch yet: no platform is configured")
             if found:
                 self.log.info(
                     "redelivery on",
