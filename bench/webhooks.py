@@ -196,18 +196,18 @@ class BareServer:
             self.process.wait(10)
 
 
-async def queue_drained(url: str, timeout: float = 300) -> float:
+async def queue_drained(url: str, within: float = 300) -> float:
     """Seconds until /metrics shows no job queued or running."""
     started = time.perf_counter()
     pattern = re.compile(r'^arbiter_jobs\{state="(queued|running)"\} (\S+)$', re.M)
     async with aiohttp.ClientSession() as session:
-        while time.perf_counter() - started < timeout:
+        while time.perf_counter() - started < within:
             async with session.get(f"{url}/metrics") as response:
                 text = await response.text()
             if sum(float(n) for _, n in pattern.findall(text)) == 0:
                 return time.perf_counter() - started
             await asyncio.sleep(0.05)
-    raise SystemExit(f"the queue did not drain within {timeout:.0f} s")
+    raise SystemExit(f"the queue did not drain within {within:.0f} s")
 
 
 @dataclass
@@ -347,7 +347,7 @@ async def main() -> None:
     print(
         f"{len(body)} B signed pull_request/opened; {args.deliveries} deliveries after "
         f"{args.warmup} warm-up, {args.concurrency} in flight; open loop {args.rate:g}/s; "
-        f"store {store}; {'pinned: server core 0, client core 1' if core is not None else 'not pinned'}"
+        f"store {store}; {'server on core 0, client on core 1' if core is not None else 'unpinned'}"
     )
     print("CPU µs = server CPU time per delivery; open99 = p99 in ms of the open loop; drain = s")
     print("until the queue is empty after the burst; idleMB = RSS at rest before the load\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,7 @@ class SQLDatabase:
         self._sqlite_thread: ThreadPoolExecutor | None = None
         self._checkpointer: Checkpointer | None = None
         self._kept: AsyncConnection | None = None  # PostgreSQL: intake's own connection
+        self._kept_sqlite: Any = None  # SQLite: intake's own DBAPI connection (its thread's)
         self._kept_lock = asyncio.Lock()
         self._operations = GroupCommit(self._run_together)
 
@@ -113,6 +115,7 @@ class SQLDatabase:
             self._async_engine = None
         if self._sqlite_engine is not None and self._sqlite_thread is not None:
             engine, thread = self._sqlite_engine, self._sqlite_thread
+            await asyncio.get_running_loop().run_in_executor(thread, self._release_sqlite)
             await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
             thread.shutdown(wait=True)
             if self._checkpointer is not None:
@@ -146,6 +149,40 @@ class SQLDatabase:
             if unavailable(exc):
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
             raise
+
+    async def in_sqlite(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` over a plain sqlite3 connection in one `BEGIN IMMEDIATE … COMMIT`, on the
+        store's SQLite thread: the hot path of intake, with none of SQLAlchemy's transaction
+        machinery around it. The connection is the engine's (its PRAGMAs applied), kept."""
+        if self._sqlite_engine is None or self._sqlite_thread is None:
+            raise RuntimeError("the store is not open: call `await store.open()` first")
+        if self._checkpointer is not None:
+            self._checkpointer.written()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._sqlite_thread, self._sqlite_transaction, work)
+        except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk full, I/O
+            raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+
+    def _sqlite_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._sqlite_engine is not None
+        if self._kept_sqlite is None:
+            self._kept_sqlite = self._sqlite_engine.raw_connection()
+        conn: sqlite3.Connection = self._kept_sqlite.driver_connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _release_sqlite(self) -> None:
+        kept, self._kept_sqlite = self._kept_sqlite, None
+        if kept is not None:
+            kept.close()  # back to the engine's pool, which dispose() then closes
 
     async def fetch(self, statement: str, *args: Any) -> list[Any]:
         """One statement of plain SQL straight to asyncpg (PostgreSQL), on a connection kept

@@ -8,6 +8,7 @@ transaction holds the write lock from its start (see `sql_engine`).
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,9 +36,11 @@ async def accept_batch(
 ) -> list[Enqueued]:
     """Several deliveries at once (the store's group commit): on SQLite in one transaction of
     their own, on PostgreSQL in one statement."""
-    if db.backend == "sqlite":
-        return await db.run(lambda conn: _accept_many(conn, items, now), alone=True)
-    return await _accept_many_pg(db, items, now)
+    if db.backend != "sqlite":
+        return await _accept_many_pg(db, items, now)
+    if any(job.key is not None for _, job in items):  # coalescing takes SQLAlchemy's path
+        return [await accept(db, delivery, job, now) for delivery, job in items]
+    return await db.in_sqlite(lambda conn: _accept_many(conn, items, now))
 
 
 # Deliveries and their jobs in one statement and one round trip: the rows come as arrays, the
@@ -140,12 +143,12 @@ _INSERT_JOB = (
 
 
 def _accept_many(
-    conn: Connection, items: list[tuple[Delivery, NewJob]], now: float
+    conn: sqlite3.Connection, items: list[tuple[Delivery, NewJob]], now: float
 ) -> list[Enqueued]:
-    """Several deliveries in one transaction, SQLite only. The hot path of intake, so the two
-    statements go to the driver as plain SQL (its statement cache keeps them prepared): through
-    SQLAlchemy's expression layer they cost several times the insert itself."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    """Several deliveries in one transaction, SQLite only: the hot path of intake, so the two
+    statements go to the driver as plain SQL (its statement cache keeps them prepared);
+    through SQLAlchemy's expression layer they cost several times the insert itself."""
+    cursor = conn.cursor()
     results: list[Enqueued] = []
     try:
         for delivery, job in items:
@@ -155,15 +158,13 @@ def _accept_many(
             )
             if cursor.rowcount == 0:
                 results.append(Enqueued(job_id=None, duplicate=True))
-            elif job.key is not None:  # coalescing takes the one-by-one path
-                results.append(_enqueue(conn, job, now))
-            else:
-                run_at = job.run_at if job.run_at is not None else now
-                cursor.execute(
-                    _INSERT_JOB,
-                    (job.kind, job.payload, job.max_attempts, run_at, job.delivery_id, now, now),
-                )
-                results.append(Enqueued(job_id=cursor.fetchone()[0]))
+                continue
+            run_at = job.run_at if job.run_at is not None else now
+            cursor.execute(
+                _INSERT_JOB,
+                (job.kind, job.payload, job.max_attempts, run_at, job.delivery_id, now, now),
+            )
+            results.append(Enqueued(job_id=cursor.fetchone()[0]))
     finally:
         cursor.close()
     return results

@@ -97,7 +97,7 @@ async def test_intake_survives_its_connection_being_ended(
     assert kept is not None
     pid = (await kept.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[union-attr]
     await postgres_store.run_sql(
-        lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
     )
     with pytest.raises(StoreUnavailable, match="postgresql store"):
         await postgres_store.accept_delivery(Delivery("github", "k-2", "x"), job())
