@@ -1,10 +1,21 @@
-"""Webhook intake benchmark: signed pull_request/opened deliveries → `arbiter serve`.
+"""Webhook intake benchmark: signed 28 KB pull_request/opened deliveries → `arbiter serve`.
 
-    .venv/bin/python -m bench.webhooks [--deliveries 5000] [--concurrency 32] [--store-url URL]
+    .venv/bin/python -m bench.webhooks [--pin] [--baseline] [--no-workers] [--store-url URL]
+        [--rounds 3] [--deliveries 3000] [--warmup 200] [--concurrency 16] [--rate 500]
 
-Starts `arbiter serve` as its own process (workers on, dispatching to a no-op handler), sends
-signed deliveries from this process over loopback, and prints deliveries/s and the p50/p99 of
-the answer latency. Every delivery must be answered 202; anything else is reported.
+Starts `arbiter serve` as its own process and sends it signed deliveries from this one over
+loopback: a closed loop (`--concurrency` requests in flight) for deliveries/s, the server's
+CPU time per delivery (from /proc) and the answers' p50/p99, then an open loop at `--rate`
+deliveries/s for the p99 a steady stream sees. Every delivery must be answered 202.
+
+- `--baseline` measures, in each round and under the same settings, a bare aiohttp server
+  that checks the signature with gidgethub and stores nothing (bench/bare_server.py), and
+  prints Arbiter's throughput as a ratio to it: the figure means the same on any machine.
+- `--pin` runs the server on core 0 (`taskset -c 0`) and this load generator on core 1, so
+  the two do not compete for a core.
+- With workers (the default), each delivery queues a review job in the same process, against
+  a fake GitHub and a fake OpenAI run here; the bench waits until the queue has drained after
+  the burst and prints how long that took.
 """
 
 from __future__ import annotations
@@ -15,21 +26,31 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import FixturesNotFound, find_fixtures
+from tests.conftest import FixturesNotFound, find_fixtures, free_port
 from tests.e2e.serve import ServeProcess
+from tests.fakes.github import FakeGitHub, PullFile
+from tests.fakes.openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
+TOKEN = "ghp_" + "b" * 36
 OPENED = "github/webhooks/pull_request/opened.payload.json"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _body() -> bytes:
@@ -39,53 +60,55 @@ def _body() -> bytes:
         raise SystemExit(str(exc)) from None
 
 
-async def _load(
-    url: str, body: bytes, count: int, concurrency: int
-) -> tuple[float, list[float], Counter[int]]:
+# --- Load ----------------------------------------------------------------------------------------
+
+
+def _headers(body: bytes) -> dict[str, str]:
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    headers = {
+    return {
         "Content-Type": "application/json",
         "X-GitHub-Event": "pull_request",
         "X-Hub-Signature-256": signature,
     }
+
+
+async def closed_loop(
+    url: str, body: bytes, count: int, concurrency: int
+) -> tuple[float, list[float], Counter[int]]:
+    """`count` deliveries, `concurrency` in flight: each sender sends its next on an answer."""
+    headers = _headers(body)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for _ in range(count):
-        queue.put_nowait(str(uuid.uuid4()))
+    remaining = count
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def client() -> None:
-            while not queue.empty():
-                delivery = queue.get_nowait()
+        async def sender() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
                 started = time.perf_counter()
                 async with session.post(
                     f"{url}/webhooks/github",
                     data=body,
-                    headers={**headers, "X-GitHub-Delivery": delivery},
+                    headers={**headers, "X-GitHub-Delivery": str(uuid.uuid4())},
                 ) as response:
                     await response.read()
                 latencies.append(time.perf_counter() - started)
                 statuses[response.status] += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return elapsed, latencies, statuses
 
 
-async def _open_loop(
+async def open_loop(
     url: str, body: bytes, count: int, rate: float
 ) -> tuple[float, list[float], Counter[int]]:
     """Deliveries at a fixed rate, as independent senders would make them; each latency runs
     from the moment its request was due, so a stalled server cannot hide its queue."""
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "pull_request",
-        "X-Hub-Signature-256": signature,
-    }
+    headers = _headers(body)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     connector = aiohttp.TCPConnector(limit=0)
@@ -110,73 +133,242 @@ async def _open_loop(
     return elapsed, latencies, statuses
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- The servers ---------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads (proc(5): fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def _pin(core: int | None) -> list[str]:
+    return ["taskset", "-c", str(core)] if core is not None else []
+
+
+class PinnedServe(ServeProcess):
+    """`arbiter serve`, on one core when asked."""
+
+    def __init__(self, *args: object, core: int | None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.core = core
+
+    def _command(self) -> list[str]:
+        return [*_pin(self.core), *super()._command()]
+
+
+class BareServer:
+    """bench/bare_server.py as its own process."""
+
+    def __init__(self, core: int | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.core = core
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        command = [sys.executable, "-m", "bench.bare_server", str(self.port), SECRET]
+        self.process = subprocess.Popen([*_pin(self.core), *command], cwd=ROOT)
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(f"{self.url}/health/ready") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+        raise SystemExit("the bare server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+async def queue_drained(url: str, within: float = 300) -> float:
+    """Seconds until /metrics shows no job queued or running."""
+    started = time.perf_counter()
+    pattern = re.compile(r'^arbiter_jobs\{state="(queued|running)"\} (\S+)$', re.M)
+    async with aiohttp.ClientSession() as session:
+        while time.perf_counter() - started < within:
+            async with session.get(f"{url}/metrics") as response:
+                text = await response.text()
+            if sum(float(n) for _, n in pattern.findall(text)) == 0:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.05)
+    raise SystemExit(f"the queue did not drain within {within:.0f} s")
+
+
+@dataclass
+class Row:
+    name: str
+    rate: float
+    cpu_us: float
+    p50_ms: float
+    p99_ms: float
+    open_p99_ms: float | None
+    idle_rss: float
+    rss: float
+    drain_s: float | None = None
+
+
+async def measure(
+    name: str,
+    url: str,
+    pid: int,
+    body: bytes,
+    args: argparse.Namespace,
+    drain: Callable[[], Awaitable[float]] | None = None,
+) -> Row:
+    await asyncio.sleep(1)  # idle, as after start
+    idle = rss_mib(pid)
+    answered: Counter[int] = Counter()
+    _, _, statuses = await closed_loop(url, body, args.warmup, args.concurrency)
+    answered += statuses
+    cpu = cpu_seconds(pid)
+    elapsed, latencies, statuses = await closed_loop(url, body, args.deliveries, args.concurrency)
+    used = cpu_seconds(pid) - cpu
+    answered += statuses
+    drained = await drain() if drain is not None else None
+    open_p99 = None
+    if args.rate:
+        _, open_latencies, statuses = await open_loop(url, body, args.open_deliveries, args.rate)
+        answered += statuses
+        open_p99 = percentile(open_latencies, 0.99) * 1000
+        if drain is not None:
+            await drain()
+    expected = args.warmup + args.deliveries + (args.open_deliveries if args.rate else 0)
+    if answered != Counter({202: expected}):
+        raise SystemExit(f"{name}: not every delivery was answered 202: {dict(answered)}")
+    return Row(
+        name=name,
+        rate=args.deliveries / elapsed,
+        cpu_us=used / args.deliveries * 1e6,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        open_p99_ms=open_p99,
+        idle_rss=idle,
+        rss=rss_mib(pid),
+        drain_s=drained,
+    )
+
+
+async def baseline_round(body: bytes, args: argparse.Namespace, core: int | None) -> Row:
+    server = BareServer(core)
+    await server.start()
+    try:
+        assert server.process is not None
+        return await measure("bare aiohttp + gidgethub", server.url, server.process.pid, body, args)
+    finally:
+        server.stop()
+
+
+async def arbiter_round(
+    body: bytes, args: argparse.Namespace, core: int | None, github: FakeGitHub, openai: FakeOpenAI
+) -> Row:
+    workdir = Path(tempfile.mkdtemp(prefix="arbiter-bench-"))
+    store_url = args.store_url or f"sqlite+aiosqlite:///{workdir}/bench.db"
+    env = {
+        "ARBITER_DATABASE_URL": store_url,
+        "ARBITER_GITHUB_WEBHOOK_SECRET": SECRET,
+        "ARBITER_GITHUB_TOKEN": TOKEN,
+        "ARBITER_GITHUB_BASE_URL": github.url,
+        **openai.env(),
+    }
+    server = PinnedServe(workdir, env, args=("--no-workers",) if args.no_workers else (), core=core)
+    if not store_url.startswith("sqlite"):
+        server.migrate()
+    await server.start()
+    try:
+        assert server.process is not None
+        name = "arbiter serve" + (" --no-workers" if args.no_workers else "")
+        drain = None if args.no_workers else (lambda: queue_drained(server.url))
+        return await measure(name, server.url, server.process.pid, body, args, drain)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _fmt(row: Row) -> str:
+    open_p99 = f"{row.open_p99_ms:7.1f}" if row.open_p99_ms is not None else "      -"
+    drain = f"{row.drain_s:6.2f}" if row.drain_s is not None else "     -"
+    return (
+        f"{row.name:32} {row.rate:7.0f} {row.cpu_us:8.0f} {row.p50_ms:6.1f} {row.p99_ms:6.1f} "
+        f"{open_p99} {row.idle_rss:6.1f} {row.rss:6.1f} {drain}"
+    )
+
+
+HEADER = (
+    f"{'server':32} {'del/s':>7} {'CPU µs':>8} {'p50':>6} {'p99':>6} {'open99':>7} "
+    f"{'idleMB':>6} {'MiB':>6} {'drain':>6}"
+)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--deliveries", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--deliveries", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store-url", help="default: a fresh SQLite file in a temporary folder")
     parser.add_argument("--no-workers", action="store_true", help="web only (intake alone)")
+    parser.add_argument("--baseline", action="store_true", help="measure the bare server too")
+    parser.add_argument("--pin", action="store_true", help="server on core 0, client on core 1")
     parser.add_argument(
-        "--rate",
-        type=float,
-        help="open loop: send this many deliveries per second (default: closed loop, as fast "
-        "as --concurrency clients get answers)",
+        "--rate", type=float, default=500, help="open-loop deliveries/s for its p99 (0: skip)"
     )
+    parser.add_argument("--open-deliveries", type=int, default=2000)
     args = parser.parse_args()
 
+    core = None
+    if args.pin:
+        if len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None:
+            raise SystemExit("--pin needs two cores and taskset (util-linux)")
+        os.sched_setaffinity(0, {1})
+        core = 0
     body = _body()
-    workdir = Path(tempfile.mkdtemp(prefix="arbiter-bench-"))
-    store_url = args.store_url or f"sqlite+aiosqlite:///{workdir}/bench.db"
-    env = {
-        "ARBITER_DATABASE_URL": store_url,
-        "ARBITER_GITHUB_WEBHOOK_SECRET": SECRET,
-        "ARBITER_GITHUB_TOKEN": "ghp_bench_not_used",
-        # The reviews the built-in handler queues fail at once here: nothing listens on port 9.
-        "ARBITER_GITHUB_BASE_URL": "http://127.0.0.1:9",
-        "ARBITER_HANDLERS": "bench.handlers",
-    }
-    server = ServeProcess(workdir, env, args=("--no-workers",) if args.no_workers else ())
-    if not store_url.startswith("sqlite"):
-        server.migrate()
-    await server.start()
-    try:
-        await _load(server.url, body, args.warmup, args.concurrency)
-        if args.rate:
-            elapsed, latencies, statuses = await _open_loop(
-                server.url, body, args.deliveries, args.rate
-            )
-        else:
-            elapsed, latencies, statuses = await _load(
-                server.url, body, args.deliveries, args.concurrency
-            )
-    finally:
-        server.stop()
-    rate = args.deliveries / elapsed
-    mode = (
-        f"open loop at {args.rate:g}/s" if args.rate else f"closed loop, {args.concurrency} clients"
+    payload = json.loads(body)
+    repo, number = payload["repository"]["full_name"], payload["number"]
+    head = payload["pull_request"]["head"]["sha"]
+    store = (args.store_url or "sqlite").split("://")[0].split("+")[0]
+    print(
+        f"{len(body)} B signed pull_request/opened; {args.deliveries} deliveries after "
+        f"{args.warmup} warm-up, {args.concurrency} in flight; open loop {args.rate:g}/s; "
+        f"store {store}; {'server on core 0, client on core 1' if core is not None else 'unpinned'}"
     )
-    workers = "web only" if args.no_workers else "web + workers"
-    p50, p99 = _percentile(latencies, 0.50) * 1000, _percentile(latencies, 0.99) * 1000
-    print(f"store          {store_url.split('://')[0]} ({workers})")
-    print(f"body           {len(body)} bytes, signed pull_request/opened")
-    print(f"deliveries     {args.deliveries}, {mode}, after {args.warmup} warm-up")
-    print(f"answers        {dict(statuses)}")
-    print(f"throughput     {rate:.0f} deliveries/s")
-    print(f"latency p50    {p50:.1f} ms")
-    print(f"latency p99    {p99:.1f} ms")
-    print(f"latency mean   {statistics.fmean(latencies) * 1000:.1f} ms")
-    summary = {"mode": mode, "deliveries_per_s": round(rate, 1), "p50_ms": round(p50, 2)}
-    print(json.dumps({**summary, "p99_ms": round(p99, 2)}))
-    if statuses != Counter({202: args.deliveries}):
-        raise SystemExit("some deliveries were not answered 202")
+    print("CPU µs = server CPU time per delivery; open99 = p99 in ms of the open loop; drain = s")
+    print("until the queue is empty after the burst; idleMB = RSS at rest before the load\n")
+    ratios: list[float] = []
+    async with FakeGitHub(token=TOKEN) as github, FakeOpenAI(record=False) as openai:
+        github.add_repo(repo, installation_id=None)
+        github.add_pull(repo, number, files=[PullFile.added("a.py", "x = 1\n")], head_sha=head)
+        for round_ in range(1, args.rounds + 1):
+            print(f"round {round_}")
+            print(HEADER)
+            base = await baseline_round(body, args, core) if args.baseline else None
+            if base is not None:
+                print(_fmt(base))
+            ours = await arbiter_round(body, args, core, github, openai)
+            print(_fmt(ours))
+            if base is not None:
+                ratios.append(ours.rate / base.rate)
+                print(f"ratio          {ratios[-1]:.2f}× the bare server's deliveries/s\n")
+    if ratios:
+        print(f"ratio per round  {', '.join(f'{r:.2f}' for r in ratios)}")
+        print(f"median ratio     {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ Anything else keeps its raw name (GitHub's `X-GitHub-Event`, GitLab's `object_ki
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -87,11 +86,11 @@ class Event:
             "repo": self.repo,
             "number": self.number,
             "installation_id": self.installation_id,
-            "sender": asdict(self.sender) if self.sender else None,
-            "comment": asdict(self.comment) if self.comment else None,
+            "sender": self.sender,  # orjson writes a dataclass as its fields
+            "comment": self.comment,
         }
-        payload = payload_text if payload_text is not None else json.dumps(self.payload)
-        return json.dumps(head, separators=(",", ":"))[:-1] + ',"payload":' + payload + "}"
+        payload = payload_text if payload_text is not None else orjson.dumps(self.payload).decode()
+        return orjson.dumps(head).decode()[:-1] + ',"payload":' + payload + "}"
 
     @classmethod
     def from_json(cls, text: str) -> Event:

@@ -125,7 +125,12 @@ async def read_body(
     declared = request.content_length
     if hold is not None and declared is not None and coding is None:
         hold.cover(declared)  # the whole share at once: refused before a byte is read
+    stream = request.content
     try:
+        if coding is None and declared is not None and declared <= limit and stream.is_eof():
+            # All of it has arrived already (a delivery of a few KB usually has): no wait, so
+            # no timer. `declared` is at most `limit`; aiohttp reads no more than it declares.
+            return stream.read_nowait()
         async with asyncio.timeout(BODY_SECONDS):
             if coding is None:
                 return await _read_plain(request, limit, hold)

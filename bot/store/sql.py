@@ -108,9 +108,7 @@ class SQLStore:
     # --- Deliveries and jobs (sql_queue) -----------------------------------------------------
 
     async def accept_delivery(self, delivery: Delivery, job: NewJob) -> Enqueued:
-        if self.backend == "sqlite":
-            return await self._deliveries.submit((delivery, job))
-        return await sql_queue.accept(self._db, delivery, job, self._clock())
+        return await self._deliveries.submit((delivery, job))
 
     async def _accept_batch(self, items: list[tuple[Delivery, NewJob]]) -> list[Enqueued]:
         return await sql_queue.accept_batch(self._db, items, self._clock())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bot.logs import get_logger
 from bot.metrics import PoolUsage
 from bot.store.base import StoreUnavailable
 from bot.store.batching import GroupCommit
+from bot.store.sql_checkpoint import Checkpointer
 
 T = TypeVar("T")
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)
@@ -38,6 +40,8 @@ DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutErr
 # connection exceptions (08), insufficient resources (53), and admin shutdown, crash shutdown,
 # cannot connect now (57P01-3). asyncpg's errors reach SQLAlchemy as plain DBAPIErrors.
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
+# A kept connection's statement that takes longer is given up (and the connection with it).
+KEPT_TIMEOUT = 8.0
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -65,6 +69,10 @@ class SQLDatabase:
         self._async_engine: AsyncEngine | None = None
         self._sqlite_engine: Engine | None = None
         self._sqlite_thread: ThreadPoolExecutor | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._kept: AsyncConnection | None = None  # PostgreSQL: intake's own connection
+        self._kept_sqlite: Any = None  # SQLite: intake's own DBAPI connection (its thread's)
+        self._kept_lock = asyncio.Lock()
         self._operations = GroupCommit(self._run_together)
 
     async def open(self) -> None:
@@ -73,6 +81,11 @@ class SQLDatabase:
         if self.backend == "sqlite":
             self._sqlite_engine = _sqlite_engine(self.url)
             self._sqlite_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite")
+            database = self._sqlite_engine.url.database
+            if database not in (None, "", ":memory:"):
+                uri = bool(self._sqlite_engine.url.query.get("uri"))
+                self._checkpointer = Checkpointer(database, uri=uri)
+                self._checkpointer.start()
         else:
             self._async_engine = create_async_engine(
                 self.url,
@@ -95,13 +108,19 @@ class SQLDatabase:
 
     async def close(self) -> None:
         await self._operations.drain()
+        async with self._kept_lock:
+            await self._drop_kept(invalidate=False)
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = None
         if self._sqlite_engine is not None and self._sqlite_thread is not None:
             engine, thread = self._sqlite_engine, self._sqlite_thread
+            await asyncio.get_running_loop().run_in_executor(thread, self._release_sqlite)
             await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
             thread.shutdown(wait=True)
+            if self._checkpointer is not None:
+                await self._checkpointer.close()
+                self._checkpointer = None
             self._sqlite_engine, self._sqlite_thread = None, None
 
     async def run(self, operation: Callable[[Connection], T], *, alone: bool = False) -> T:
@@ -113,6 +132,8 @@ class SQLDatabase:
         """
         try:
             if self._sqlite_engine is not None and self._sqlite_thread is not None:
+                if self._checkpointer is not None:
+                    self._checkpointer.written()
                 if not alone:
                     outcome: _Outcome[T] = await self._operations.submit(operation)
                     return outcome.unwrap()
@@ -129,6 +150,74 @@ class SQLDatabase:
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
             raise
 
+    async def in_sqlite(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` over a plain sqlite3 connection in one `BEGIN IMMEDIATE … COMMIT`, on the
+        store's SQLite thread: the hot path of intake, with none of SQLAlchemy's transaction
+        machinery around it. The connection is the engine's (its PRAGMAs applied), kept."""
+        if self._sqlite_engine is None or self._sqlite_thread is None:
+            raise RuntimeError("the store is not open: call `await store.open()` first")
+        if self._checkpointer is not None:
+            self._checkpointer.written()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._sqlite_thread, self._sqlite_transaction, work)
+        except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk full, I/O
+            raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+
+    def _sqlite_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._sqlite_engine is not None
+        if self._kept_sqlite is None:
+            self._kept_sqlite = self._sqlite_engine.raw_connection()
+        conn: sqlite3.Connection = self._kept_sqlite.driver_connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _release_sqlite(self) -> None:
+        kept, self._kept_sqlite = self._kept_sqlite, None
+        if kept is not None:
+            kept.close()  # back to the engine's pool, which dispose() then closes
+
+    async def fetch(self, statement: str, *args: Any) -> list[Any]:
+        """One statement of plain SQL straight to asyncpg (PostgreSQL), on a connection kept
+        for it, one at a time: the hot path of intake, a single round trip with no pool
+        checkout, ping or transaction of SQLAlchemy's around it. The statement commits on
+        its own (asyncpg runs it outside a transaction block). asyncpg prepares it once per
+        connection and keeps it."""
+        async with self._kept_lock:
+            try:
+                if self._kept is None:
+                    if self._async_engine is None:
+                        raise RuntimeError("the store is not open: call `await store.open()` first")
+                    self._kept = await self._async_engine.connect()
+                raw = await self._kept.get_raw_connection()
+                driver: Any = raw.driver_connection
+                return cast(list[Any], await driver.fetch(statement, *args, timeout=KEPT_TIMEOUT))
+            except Exception as exc:
+                lost = raw_unavailable(exc)
+                if lost or isinstance(exc, TimeoutError):
+                    await self._drop_kept(invalidate=True)  # its state is unknown: a new one
+                if lost or unavailable(exc):
+                    raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+                raise
+
+    async def _drop_kept(self, *, invalidate: bool) -> None:
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return
+        try:
+            if invalidate:
+                await kept.invalidate()
+            await kept.close()
+        except Exception as exc:  # a connection already gone needs no closing
+            get_logger(component="store").debug("kept connection closed", error=_short(exc))
+
     async def _run_together(
         self, operations: list[Callable[[Connection], Any]]
     ) -> list[_Outcome[Any]]:
@@ -137,6 +226,17 @@ class SQLDatabase:
         return await asyncio.get_running_loop().run_in_executor(
             self._sqlite_thread, _in_one_transaction, self._sqlite_engine, operations
         )
+
+
+def raw_unavailable(exc: BaseException) -> bool:
+    """Whether an error asyncpg raised itself says the server cannot serve now."""
+    if isinstance(exc, OSError | ConnectionError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+        return True
+    # asyncpg's "connection is closed" / "connection was closed in the middle of operation".
+    return type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError")
 
 
 def dialect_insert(backend: str, table: sa.Table) -> Any:
@@ -208,6 +308,8 @@ def _sqlite_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
+            # Checkpoints run in a thread of their own (sql_checkpoint), not on a commit.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")

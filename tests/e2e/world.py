@@ -43,6 +43,10 @@ class World:
             "ARBITER_DEFAULT_MODEL": "gpt-4o",
             "ARBITER_WORKER_POLL_INTERVAL": "0.2",
             "ARBITER_LLM_MAX_RETRIES": "0",
+            # Recovery passes list pull requests on their own schedule: only the tests of
+            # recovery turn them on, so every other test sees the API calls of its deliveries.
+            "ARBITER_REDELIVERY_INTERVAL_SECONDS": "0",
+            "ARBITER_RECONCILE_INTERVAL_SECONDS": "0",
             **self.openai.env(),
             **extra,
         }

@@ -1103,3 +1103,34 @@ async def test_open_job_keys(store: Store) -> None:
     assert await store.open_job_keys(keys) == {"review:github:o/r#1", "review:github:o/r#2"}
     assert await store.complete(running.id, "w")
     assert await store.open_job_keys(keys) == {"review:github:o/r#2"}
+
+
+async def test_deliveries_arriving_together_are_each_answered_for_themselves(
+    store: Store,
+) -> None:
+    """Intake writes the deliveries that arrive together in one go (group commit): each still
+    gets its own answer, a copy inside the same batch is a duplicate, the same id on two
+    platforms is two deliveries, and a keyed job still coalesces."""
+    await store.accept_delivery(Delivery("github", "old", "x"), _job())
+    sent = [
+        (Delivery("github", "a", "x"), _job(payload='{"n": 1}')),
+        (Delivery("github", "old", "x"), _job()),  # stored before
+        (Delivery("github", "b", "x"), _job(payload='{"n": 2}')),
+        (Delivery("github", "a", "x"), _job()),  # a copy in the same batch
+        (Delivery("gitlab", "a", "x"), _job(payload='{"n": 3}')),  # another platform's "a"
+        (Delivery("github", "c", "x"), _job(key="pr-1", payload='{"n": 4}')),
+        (Delivery("github", "d", "x"), _job(key="pr-1", payload='{"n": 5}')),
+    ]
+    results = await asyncio.gather(*(store.accept_delivery(d, j) for d, j in sent))
+    duplicate = [r.duplicate for r in results]
+    assert sorted([duplicate[0], duplicate[3]]) == [False, True]  # one copy of "a" is stored
+    assert duplicate[1] and not any(duplicate[i] for i in (2, 4, 5, 6))
+    assert all((r.job_id is None) == r.duplicate for r in results)
+    jobs = {j.id: j for j in await store.list_jobs(limit=100)}
+    assert len(jobs) == 6  # "old", one "a", "b", gitlab's "a", "c" and "d"
+    assert jobs[results[2].job_id or 0].payload == '{"n": 2}'
+    assert jobs[results[4].job_id or 0].payload == '{"n": 3}'
+    keyed = sorted(jobs[r.job_id or 0].state for r in results[5:])
+    assert keyed == ["cancelled", "queued"]  # one replaced the other, whichever came first
+    for platform, delivery_id in [("github", "a"), ("github", "b"), ("gitlab", "a")]:
+        assert await store.seen_delivery(platform, delivery_id)

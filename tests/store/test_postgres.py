@@ -78,3 +78,29 @@ def test_a_server_going_or_full_is_told_from_a_bad_statement(
     )
     wrapped = sa.exc.DBAPIError.instance(None, None, translated, dbapi.Error)
     assert unavailable(wrapped) is expected
+
+
+async def test_intake_survives_its_connection_being_ended(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """Intake keeps a connection of its own: when the server ends it, that delivery gets
+    StoreUnavailable (the platform delivers it again) and the next one is stored on a new one."""
+    from bot.store import Delivery, NewJob
+
+    def job() -> NewJob:
+        return NewJob(kind="event", payload="{}", max_attempts=3)
+
+    await postgres_store.migrate()
+    first = await postgres_store.accept_delivery(Delivery("github", "k-1", "x"), job())
+    assert first.job_id is not None
+    kept = postgres_store._db._kept  # the connection intake keeps (other tests share the server)
+    assert kept is not None
+    pid = (await kept.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[union-attr]
+    await postgres_store.run_sql(
+        lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
+    )
+    with pytest.raises(StoreUnavailable, match="postgresql store"):
+        await postgres_store.accept_delivery(Delivery("github", "k-2", "x"), job())
+    again = await postgres_store.accept_delivery(Delivery("github", "k-2", "x"), job())
+    assert again.job_id is not None and not again.duplicate
+    assert await postgres_store.seen_delivery("github", "k-1")

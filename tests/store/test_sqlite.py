@@ -111,3 +111,39 @@ async def test_a_database_left_readable_by_an_older_release_is_made_private(
         assert [j.payload for j in await again.list_jobs()] == ["b"]
     finally:
         await again.close()
+
+
+async def test_the_wal_reaches_the_database_file_without_a_commit_waiting_for_it(
+    tmp_path: Path,
+) -> None:
+    """Commits no longer checkpoint (wal_autocheckpoint=0 on the store's connections); the
+    store's own checkpointer moves the WAL into the database file while it runs."""
+    import sqlite3
+
+    path = tmp_path / "arbiter.db"
+    store = SQLStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    try:
+        await store.migrate()
+        autocheckpoint = await store.run_sql(
+            lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        )
+        assert autocheckpoint == 0
+        await store.enqueue(NewJob(kind="event", payload="checkpointed", max_attempts=1))
+
+        def in_the_file_alone() -> bool:
+            # immutable=1 reads the database file as it is, ignoring the WAL.
+            with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as conn:
+                try:
+                    row = conn.execute("SELECT count(*) FROM jobs WHERE payload = 'checkpointed'")
+                except sqlite3.OperationalError:  # the schema is not in the file yet
+                    return False
+                return bool(row.fetchone()[0])
+
+        for _ in range(200):  # the checkpointer runs twice a second
+            if await asyncio.to_thread(in_the_file_alone):
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(in_the_file_alone)
+    finally:
+        await store.close()
