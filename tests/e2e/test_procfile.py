@@ -5,6 +5,7 @@ running jobs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,21 +45,39 @@ def procfile(tmp_path: Path) -> Iterator[Procfile]:
     started: dict[str, subprocess.Popen[bytes]] = {}
     for name, line in project.procfile_lines().items():
         with open(tmp_path / f"{name}.log", "wb") as log:
+            # A session of its own: the signal goes to the process group, so the arbiter that
+            # `sh` started stops with it (sh does not pass SIGTERM on to its child).
             started[name] = subprocess.Popen(
-                ["sh", "-c", line], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+                ["sh", "-c", line],
+                cwd=tmp_path,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
     try:
         yield Procfile(started, web_port, worker_port)
     finally:
         for process in started.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in started.values():
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+            # sh may be gone before its child: wait until no process of the group is left.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(process.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
 
 
 async def _answers(url: str, processes: dict[str, subprocess.Popen[bytes]], log: Path) -> int:
