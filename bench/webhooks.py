@@ -141,9 +141,11 @@ def percentile(values: list[float], q: float) -> float:
 # --- The servers ---------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process, all its threads (proc(5): fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User and system CPU time of a process, all its threads (proc(5): fields 14 and 15), or
+    of one of its threads."""
+    stat = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -215,6 +217,7 @@ class Row:
     name: str
     rate: float
     cpu_us: float
+    main_us: float
     p50_ms: float
     p99_ms: float
     open_p99_ms: float | None
@@ -236,9 +239,9 @@ async def measure(
     answered: Counter[int] = Counter()
     _, _, statuses = await closed_loop(url, body, args.warmup, args.concurrency)
     answered += statuses
-    cpu = cpu_seconds(pid)
+    cpu, main = cpu_seconds(pid), cpu_seconds(pid, pid)
     elapsed, latencies, statuses = await closed_loop(url, body, args.deliveries, args.concurrency)
-    used = cpu_seconds(pid) - cpu
+    used, main_used = cpu_seconds(pid) - cpu, cpu_seconds(pid, pid) - main
     answered += statuses
     drained = await drain() if drain is not None else None
     open_p99 = None
@@ -255,6 +258,7 @@ async def measure(
         name=name,
         rate=args.deliveries / elapsed,
         cpu_us=used / args.deliveries * 1e6,
+        main_us=main_used / args.deliveries * 1e6,
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
         open_p99_ms=open_p99,
@@ -306,6 +310,8 @@ def _fmt(row: Row) -> str:
     return (
         f"{row.name:32} {row.rate:7.0f} {row.cpu_us:8.0f} {row.p50_ms:6.1f} {row.p99_ms:6.1f} "
         f"{open_p99} {row.idle_rss:6.1f} {row.rss:6.1f} {drain}"
+        f"\n{'':32} of the CPU µs: {row.main_us:.0f} on the event loop's thread, "
+        f"{row.cpu_us - row.main_us:.0f} on others (SQLite's writer and checkpointer)"
     )
 
 
