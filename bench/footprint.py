@@ -1,11 +1,14 @@
 """Idle footprint: the resident memory of `arbiter serve` and `arbiter serve --no-workers`.
 
-    .venv/bin/python -m bench.footprint [--samples 3] [--idle 5] [--no-modules]
+    .venv/bin/python -m bench.footprint [--samples 3] [--idle 5] [--fresh] [--no-modules]
 
 Starts each command as its own process, as an operator runs it (the installed console script,
 a fresh SQLite store in a temporary folder, GitHub and GitLab webhook secrets and tokens, an
 OpenAI and an Anthropic key, API tokens: every feature on; the platform and model URLs point at
-a closed port, so nothing leaves the machine). Once /health/ready answers and the process has
+a closed port, so nothing leaves the machine). The store is migrated first (`arbiter migrate`),
+as it is when a process restarts: the state a long-running process is in. `--fresh` starts on
+a new SQLite file instead, which `serve` migrates itself, loading Alembic for the rest of its
+life. Once /health/ready answers and the process has
 been idle for `--idle` seconds, VmRSS and VmHWM are read from /proc/PID/status. Printed per
 command: every sample in MiB, the median, the goal of issue 20 and whether the median meets it.
 
@@ -108,9 +111,11 @@ class _Wrapped(ServeProcess):
         return [sys.executable, "-c", WRAPPER]
 
 
-async def _sample(args: tuple[str, ...], idle: float) -> dict[str, int]:
+async def _sample(args: tuple[str, ...], idle: float, fresh: bool) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="arbiter-footprint-") as tmp:
         server = ServeProcess(Path(tmp), _env(Path(tmp)), args=args)
+        if not fresh:
+            server.migrate()
         await server.start()
         try:
             await asyncio.sleep(idle)
@@ -120,11 +125,15 @@ async def _sample(args: tuple[str, ...], idle: float) -> dict[str, int]:
             server.stop()
 
 
-async def _modules(args: tuple[str, ...], idle: float) -> tuple[list[str], dict[str, int]]:
+async def _modules(
+    args: tuple[str, ...], idle: float, fresh: bool
+) -> tuple[list[str], dict[str, int]]:
     with tempfile.TemporaryDirectory(prefix="arbiter-footprint-") as tmp:
         out = Path(tmp) / "modules.txt"
         env = {**_env(Path(tmp)), "FOOTPRINT_MODULES_FILE": str(out)}
         server = _Wrapped(Path(tmp), env, args=args)
+        if not fresh:
+            server.migrate()
         await server.start()
         try:
             await asyncio.sleep(idle)
@@ -161,13 +170,18 @@ async def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=3, help="processes per command")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before reading")
+    parser.add_argument(
+        "--fresh", action="store_true", help="a new store, which serve migrates (first start)"
+    )
     parser.add_argument("--no-modules", action="store_true", help="skip the sys.modules listing")
     args = parser.parse_args()
 
     print(f"load average   {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    store = "a new SQLite file (serve migrates it)" if args.fresh else "SQLite, migrated first"
+    print(f"store          {store}; {args.idle:g} s idle after /health/ready")
     print(f"{'command':<30} {'VmRSS MiB (each)':<24} {'median':>7} {'VmHWM':>7}  goal")
     for argv, goal in GOALS.items():
-        samples = [await _sample(argv, args.idle) for _ in range(args.samples)]
+        samples = [await _sample(argv, args.idle, args.fresh) for _ in range(args.samples)]
         rss = [s["VmRSS"] for s in samples]
         hwm = [s["VmHWM"] for s in samples]
         median = statistics.median(rss)
@@ -181,7 +195,7 @@ async def main() -> None:
     if args.no_modules:
         return
     for argv in GOALS:
-        modules, status = await _modules(argv, args.idle)
+        modules, status = await _modules(argv, args.idle, args.fresh)
         label = " ".join(("arbiter serve", *argv))
         print(f"\n{label}: {len(modules)} modules at idle (VmRSS {status['VmRSS'] / MIB:.1f} MiB)")
         print(f"  heavy:   {', '.join(_heavy(modules)) or '-'}")
