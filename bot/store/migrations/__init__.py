@@ -72,7 +72,8 @@ def scripted_head() -> str | None:
 def current_revision(connection: Connection) -> str | None:
     if not sa.inspect(connection).has_table(VERSION_TABLE):
         return None
-    found = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+    version = sa.table(VERSION_TABLE, sa.column("version_num"))
+    found = connection.execute(sa.select(version.c.version_num)).all()
     if len(found) <= 1:
         return str(found[0][0]) if found else None
     from alembic.runtime.migration import MigrationContext
