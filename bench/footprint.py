@@ -12,6 +12,9 @@ life. Once /health/ready answers and the process has
 been idle for `--idle` seconds, VmRSS and VmHWM are read from /proc/PID/status. Printed per
 command: every sample in MiB, the median, the goal of issue 20 and whether the median meets it.
 
+Then `arbiter serve` once more, against a fake GitHub and a fake OpenAI, after it has reviewed
+one pull request: what a worker holds once its jobs have imported what they use (no goal).
+
 Then, unless --no-modules: the same command once more, started through a wrapper that writes
 its `sys.modules` to a file on SIGUSR1 (the serve code itself is unchanged), to say which heavy
 packages an idle process holds. This prints figures; it asserts nothing.
@@ -30,6 +33,9 @@ from collections import Counter
 from pathlib import Path
 
 from tests.e2e.serve import ServeProcess
+from tests.e2e.world import PAT, REPO, World
+from tests.fakes.github import FakeGitHub, PullFile
+from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt
 
 MIB = 1024 * 1024
 # Goals of issue 20, in MB (10^6 bytes) as the issue states them.
@@ -149,6 +155,37 @@ async def _modules(
             server.stop()
 
 
+async def _after_review(idle: float) -> dict[str, int]:
+    """`arbiter serve` after one review (fake GitHub, fake OpenAI), then `idle` seconds."""
+    head, base = "a1" * 20, "c3" * 20
+    code = (
+        "import subprocess\n\n\ndef run(command):\n    return subprocess.run(command, shell=True)\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="arbiter-footprint-") as tmp:
+        async with FakeGitHub(token=PAT) as github, FakeOpenAI() as openai:
+            github.add_repo(REPO, installation_id=1)
+            github.add_pull(
+                REPO, 2, files=[PullFile.added("app.py", code)], head_sha=head, base_sha=base
+            )
+            openai.respond(findings_in_prompt([finding("app.py", 5, title="Shell injection")]))
+            world = World(Path(tmp), github, openai)
+            server = world.server = ServeProcess(Path(tmp), world.env())
+            server.migrate()
+            await server.start()
+            try:
+                status, _ = await world.deliver(
+                    "pull_request", world.pull_request_payload(2, "opened")
+                )
+                states = [state for state, _ in await world.settled(head)]
+                if status != 202 or states[-1] != "success":
+                    raise SystemExit(f"the review did not succeed: {status}, {states}")
+                await asyncio.sleep(idle)
+                assert server.process is not None
+                return _status(server.process.pid)
+            finally:
+                world.stop()
+
+
 def _heavy(modules: list[str]) -> list[str]:
     loaded = set(modules)
     found = []
@@ -192,6 +229,12 @@ async def main() -> None:
             f"{label:<30} {each:<24} {median / MIB:>7.1f} {statistics.median(hwm) / MIB:>7.1f}"
             f"  < {goal / 1e6:.0f} MB ({goal / MIB:.1f} MiB): {verdict}"
         )
+    reviewed = [await _after_review(args.idle) for _ in range(args.samples)]
+    after = [s["VmRSS"] for s in reviewed]
+    each = ", ".join(f"{r / MIB:.1f}" for r in after)
+    peak = statistics.median(s["VmHWM"] for s in reviewed) / MIB
+    label = "arbiter serve, 1 review done"
+    print(f"{label:<30} {each:<24} {statistics.median(after) / MIB:>7.1f} {peak:>7.1f}  (no goal)")
     if args.no_modules:
         return
     for argv in GOALS:
