@@ -15,9 +15,9 @@ command: every sample in MiB, the median, the goal of issue 20 and whether the m
 Then `arbiter serve` once more, against a fake GitHub and a fake OpenAI, after it has reviewed
 one pull request: what a worker holds once its jobs have imported what they use (no goal).
 
-Then, unless --no-modules: the same command once more, started through a wrapper that writes
-its `sys.modules` to a file on SIGUSR1 (the serve code itself is unchanged), to say which heavy
-packages an idle process holds. This prints figures; it asserts nothing.
+Then, unless --no-modules: the same command once more, started through a wrapper that lists
+its `sys.modules` on SIGUSR1 (tests/e2e/serve.py; the serve code itself is unchanged), to say
+which heavy packages an idle process holds. This prints figures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ProbedServeProcess, ServeProcess
 from tests.e2e.world import PAT, REPO, World
 from tests.fakes.github import FakeGitHub, PullFile
 from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt
@@ -71,15 +69,6 @@ HEAVY = (
     "bot.api.models",
     "config.repo",
 )
-WRAPPER = """\
-import os, signal, sys
-def _dump(*_):
-    with open(os.environ["FOOTPRINT_MODULES_FILE"], "w") as f:
-        f.write("\\n".join(sorted(sys.modules)))
-signal.signal(signal.SIGUSR1, _dump)
-from bot.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def _env(workdir: Path) -> dict[str, str]:
@@ -110,13 +99,6 @@ def _status(pid: int) -> dict[str, int]:
     return fields
 
 
-class _Wrapped(ServeProcess):
-    """`arbiter serve` run through WRAPPER, which dumps sys.modules on SIGUSR1."""
-
-    def _command(self) -> list[str]:
-        return [sys.executable, "-c", WRAPPER]
-
-
 async def _sample(args: tuple[str, ...], idle: float, fresh: bool) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="arbiter-footprint-") as tmp:
         server = ServeProcess(Path(tmp), _env(Path(tmp)), args=args)
@@ -133,11 +115,9 @@ async def _sample(args: tuple[str, ...], idle: float, fresh: bool) -> dict[str, 
 
 async def _modules(
     args: tuple[str, ...], idle: float, fresh: bool
-) -> tuple[list[str], dict[str, int]]:
+) -> tuple[set[str], dict[str, int]]:
     with tempfile.TemporaryDirectory(prefix="arbiter-footprint-") as tmp:
-        out = Path(tmp) / "modules.txt"
-        env = {**_env(Path(tmp)), "FOOTPRINT_MODULES_FILE": str(out)}
-        server = _Wrapped(Path(tmp), env, args=args)
+        server = ProbedServeProcess(Path(tmp), _env(Path(tmp)), args=args)
         if not fresh:
             server.migrate()
         await server.start()
@@ -145,12 +125,7 @@ async def _modules(
             await asyncio.sleep(idle)
             assert server.process is not None
             status = _status(server.process.pid)
-            server.process.send_signal(signal.SIGUSR1)
-            for _ in range(100):  # up to 10 s for the process to write it
-                if out.exists():
-                    break
-                await asyncio.sleep(0.1)
-            return out.read_text().split(), status
+            return await server.modules(), status
         finally:
             server.stop()
 
@@ -186,17 +161,16 @@ async def _after_review(idle: float) -> dict[str, int]:
                 world.stop()
 
 
-def _heavy(modules: list[str]) -> list[str]:
-    loaded = set(modules)
+def _heavy(modules: set[str]) -> list[str]:
     found = []
     for name in HEAVY:
-        count = sum(1 for m in loaded if m == name or m.startswith(name + "."))
+        count = sum(1 for m in modules if m == name or m.startswith(name + "."))
         if count:
             found.append(f"{name} ({count})")
     return found
 
 
-def _top_packages(modules: list[str], n: int) -> list[str]:
+def _top_packages(modules: set[str], n: int) -> list[str]:
     counts = Counter(m.split(".")[0] for m in modules)
     return [f"{name} {count}" for name, count in counts.most_common(n)]
 
