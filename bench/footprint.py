@@ -130,7 +130,7 @@ async def _modules(
             server.stop()
 
 
-async def _after_review(idle: float) -> dict[str, int]:
+async def _after_review(idle: float, fresh: bool) -> dict[str, int]:
     """`arbiter serve` after one review (fake GitHub, fake OpenAI), then `idle` seconds."""
     head, base = "a1" * 20, "c3" * 20
     code = (
@@ -145,7 +145,8 @@ async def _after_review(idle: float) -> dict[str, int]:
             openai.respond(findings_in_prompt([finding("app.py", 5, title="Shell injection")]))
             world = World(Path(tmp), github, openai)
             server = world.server = ServeProcess(Path(tmp), world.env())
-            server.migrate()
+            if not fresh:
+                server.migrate()
             await server.start()
             try:
                 status, _ = await world.deliver(
@@ -203,7 +204,7 @@ async def main() -> None:
             f"{label:<30} {each:<24} {median / MIB:>7.1f} {statistics.median(hwm) / MIB:>7.1f}"
             f"  < {goal / 1e6:.0f} MB ({goal / MIB:.1f} MiB): {verdict}"
         )
-    reviewed = [await _after_review(args.idle) for _ in range(args.samples)]
+    reviewed = [await _after_review(args.idle, args.fresh) for _ in range(args.samples)]
     after = [s["VmRSS"] for s in reviewed]
     each = ", ".join(f"{r / MIB:.1f}" for r in after)
     peak = statistics.median(s["VmHWM"] for s in reviewed) / MIB
