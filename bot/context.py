@@ -11,17 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.events import Event
-from bot.llm import LLM
 from bot.logs import Logger, get_logger
 from bot.metrics import Metrics
 from bot.redaction import Redactor
-from bot.repo_config import RepoConfigs
 from bot.store import Store
-from config.repo import EffectiveConfig
 from config.settings import Settings
 from platforms.base import Platform, PullRequest
+
+if TYPE_CHECKING:  # imported by the jobs that use them, not by a process that only takes webhooks
+    from bot.llm import LLM
+    from bot.repo_config import RepoConfigs
+    from config.repo import EffectiveConfig
 
 PlatformFactory = Callable[[Event], Platform]
 
@@ -55,6 +58,8 @@ class Context:
             job_id=self.job_id,
         )
         if self.repo_configs is None:
+            from bot.repo_config import RepoConfigs
+
             # Built without the runtime's (a test, a one-off): a cache of its own.
             self.repo_configs = RepoConfigs(self.settings)
 

@@ -16,7 +16,18 @@ from collections.abc import Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
-import structlog
+if "rich" in sys.modules:
+    import structlog
+else:
+    # structlog imports rich (and rich, pygments: 4 MiB resident) for tracebacks Arbiter never
+    # prints (they show local variables, which may hold secrets: see plain_traceback below).
+    # Hidden while structlog is imported, it falls back to plain text; `arbiter review` still
+    # imports rich for its progress bar.
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
 
 from bot.redaction import REDACTED, Redactor, secret_field
 from config.settings import Settings

@@ -23,8 +23,7 @@ from bot.metrics import Metrics
 from bot.outbound import RedactedPlatform
 from bot.recovery import Recovery, RecoveryParts
 from bot.redaction import Redactor
-from bot.repo_config import RepoConfigs
-from bot.review import REVIEW_JOB, Attempt, ReviewRequest, attempt_deadline, review_pull_request
+from bot.review import REVIEW_JOB, ReviewRequest
 from bot.router import HandlerFailed, Router
 from bot.store import Job, SchemaOutOfDate, Store, make_store
 from bot.webhooks import EVENT_JOB
@@ -37,6 +36,8 @@ from platforms.gitlab import GitLab
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from bot.repo_config import RepoConfigs
 
 REDIS_TIMEOUT = 2.0  # seconds for a Redis command (and for a free connection from the pool)
 
@@ -66,7 +67,7 @@ class Runtime:
         self.worker: Worker | None = None
         self.github: GitHub | None = None
         self.gitlab: GitLab | None = None
-        self.repo_configs = RepoConfigs(settings)
+        self._repo_configs: RepoConfigs | None = None
         self.llm: LLM | None = None
         self._redactor = Redactor.from_settings(settings)
         self._redactor_settings = settings
@@ -129,6 +130,16 @@ class Runtime:
             await self._session.close()
             self._session = None
         await self.store.close()
+
+    @property
+    def repo_configs(self) -> RepoConfigs:
+        """The `.arbiter.yml` cache of this process, made for the first job that needs it (with
+        the configuration schema and its pattern engine: a web-only process never does)."""
+        if self._repo_configs is None:
+            from bot.repo_config import RepoConfigs
+
+            self._repo_configs = RepoConfigs(self.settings)
+        return self._repo_configs
 
     @property
     def redactor(self) -> Redactor:
@@ -287,6 +298,9 @@ class Runtime:
             raise UnknownJobKind(f"no runner for job kind {job.kind!r}")
 
     async def _run_review(self, job: Job) -> None:
+        # The review use case, the review core and their parsers: loaded by the first review.
+        from bot.review import Attempt, attempt_deadline, review_pull_request
+
         if self.llm is None:
             raise RuntimeError("the runtime is not started")
         request = ReviewRequest.from_json(job.payload)

@@ -9,11 +9,6 @@ questions are answered by bot/conversation/answer.py. Both platforms' comments a
 from __future__ import annotations
 
 from bot.context import Context
-from bot.conversation.answer import answer
-from bot.conversation.commands import run_command
-from bot.conversation.mentions import Command, Question
-from bot.conversation.rules import ThreadReply, classify
-from bot.conversation.threads import thread_findings
 from bot.router import Router
 
 router = Router()
@@ -22,6 +17,14 @@ router = Router()
 @router.register("comment", action="created")
 @router.register("comment", action="edited")
 async def talk(ctx: Context) -> None:
+    # The conversation (and the Markdown parser and model client it uses) is imported by the
+    # first comment, not by a process that only takes webhooks.
+    from bot.conversation.answer import answer
+    from bot.conversation.commands import run_command
+    from bot.conversation.mentions import Command, Question
+    from bot.conversation.rules import ThreadReply, classify
+    from bot.conversation.threads import thread_findings
+
     e = ctx.event
     asked = classify(e, ctx.settings.bot_name)
     if isinstance(asked, ThreadReply):

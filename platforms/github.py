@@ -29,7 +29,6 @@ from urllib.parse import quote
 import aiohttp
 import cachetools
 from gidgethub import BadRequest, HTTPException
-from gidgethub.apps import get_installation_access_token
 
 from bot.logs import get_logger
 from config.settings import Settings, platform_status
@@ -242,6 +241,8 @@ class GitHub:
     async def _mint(
         self, app: AppCredentials, installation_id: int, delivery_id: str | None
     ) -> InstallationToken:
+        from gidgethub.apps import get_installation_access_token  # PyJWT: App mode only
+
         http = self.transport("app", delivery_id)
 
         async def issue() -> dict[str, Any]:

@@ -15,10 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from gidgethub.apps import get_jwt
-
 from config.settings import Settings, SettingsError
 
 # A token this close to its expiry is replaced: a call made with it could outlive it.
@@ -59,6 +55,10 @@ def _checked_pem(data: bytes, variable: str) -> str:
         "a PEM RSA private key (the .pem file GitHub gives for the App, "
         "starting with -----BEGIN RSA PRIVATE KEY-----)"
     )
+    # cryptography (and its OpenSSL, 8 MiB resident) is imported in App mode only.
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     try:
         key = load_pem_private_key(data, password=None)
         text = data.decode("ascii")
@@ -81,6 +81,8 @@ class AppCredentials:
         return f"AppCredentials(app_id={self.app_id!r})"
 
     def jwt(self) -> str:
+        from gidgethub.apps import get_jwt  # PyJWT, and cryptography: App mode only
+
         # gidgethub sets the issued-at a minute back, for clocks that run ahead of GitHub's.
         return get_jwt(app_id=self.app_id, private_key=self.private_key)
 

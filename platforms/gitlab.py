@@ -34,12 +34,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
-
-import gitlab
-from gitlab.exceptions import GitlabError
-from gitlab.v4.objects import Project, ProjectMergeRequest
 
 from bot.events import is_gitlab_bot
 from bot.logs import get_logger
@@ -77,7 +73,6 @@ from platforms.gitlab_diff import (
 )
 from platforms.gitlab_hooks import FAILED as FAILED_EVENTS
 from platforms.gitlab_hooks import event_from, open_merge_request_from
-from platforms.gitlab_transport import RetryingAdapter, Sessions
 from platforms.retry import (
     DELIVERY_HEADER,
     BlockingSleep,
@@ -86,6 +81,13 @@ from platforms.retry import (
     RequestPolicy,
     once_blocking,
 )
+
+if TYPE_CHECKING:
+    import gitlab
+    from gitlab.exceptions import GitlabError
+    from gitlab.v4.objects import Project, ProjectMergeRequest
+
+    from platforms.gitlab_transport import Sessions
 
 __all__ = ["EMOJI", "STATES", "GitLab", "GitLabPlatform", "permission_from", "pull_request_from"]
 
@@ -138,10 +140,11 @@ class GitLab:
         self.settings = settings
         self.base_url = settings.gitlab_base_url
         self._token = settings.gitlab_token.get_secret_value()
-        threads = settings.worker_max_jobs
+        threads = self._threads = settings.worker_max_jobs
         self.policy = RequestPolicy.from_settings(settings, "gitlab", sleep=sleep, clock=clock)
         self._log = get_logger(component="gitlab")
-        self._sessions = Sessions(RetryingAdapter(self.policy, pool_size=threads, log=self._log))
+        self._sessions: Sessions | None = None  # made by the first call: _session_pool()
+        self._sessions_lock = threading.Lock()
         self._own_pool = executor is None
         self._pool: Executor = executor or ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="arbiter-gitlab"
@@ -159,7 +162,8 @@ class GitLab:
     def close(self) -> None:
         if self._own_pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        self._sessions.close()
+        if self._sessions is not None:
+            self._sessions.close()
 
     async def run(
         self, action: str, work: Callable[[gitlab.Gitlab], T], delivery_id: str | None
@@ -177,18 +181,31 @@ class GitLab:
     ) -> T:
         try:
             return work(self.client(delivery_id))
-        except GitlabError as exc:
+        except gitlab_error() as exc:
             raise platform_error(action, exc) from exc
+
+    def _session_pool(self) -> Sessions:
+        """The sessions, made with the first call: python-gitlab and requests (6 MiB resident)
+        are imported then, in a pool thread, and not by a process that never calls GitLab."""
+        with self._sessions_lock:
+            if self._sessions is None:
+                from platforms.gitlab_transport import RetryingAdapter, Sessions
+
+                adapter = RetryingAdapter(self.policy, pool_size=self._threads, log=self._log)
+                self._sessions = Sessions(adapter)
+            return self._sessions
 
     def client(self, delivery_id: str | None = None) -> gitlab.Gitlab:
         """A python-gitlab client on this thread's session (cheap: no request is made)."""
+        import gitlab
+
         client = gitlab.Gitlab(
             self.base_url,
             private_token=self._token,
             timeout=self.settings.integration_timeout,
             user_agent=USER_AGENT,
             retry_transient_errors=False,  # RetryingAdapter retries, with a bound on waits
-            session=self._sessions.current(),
+            session=self._session_pool().current(),
         )
         if delivery_id:
             client.headers[DELIVERY_HEADER] = delivery_id
@@ -247,6 +264,14 @@ class GitLab:
         return await self.run(
             f"resend event {event_id} of webhook {hook_id} of {project}", work, None
         )
+
+
+def gitlab_error() -> type[GitlabError]:
+    """python-gitlab's base error, for `except`: it can only be raised once a call imported
+    python-gitlab, so naming it never imports python-gitlab first."""
+    from gitlab.exceptions import GitlabError
+
+    return GitlabError
 
 
 def platform_error(action: str, exc: GitlabError) -> PlatformError:
@@ -335,7 +360,7 @@ class GitLabPlatform:
         try:
             items = client.http_list(path, iterator=True, per_page=100)
             return [file_change_from(item) for item in _dicts(items)]
-        except GitlabError as exc:
+        except gitlab_error() as exc:
             if _status(exc) != 404:
                 raise
         # GitLab before 15.7 has no /diffs: the older /changes carries the same file entries.
@@ -348,7 +373,7 @@ class GitLabPlatform:
             project = self._project(client)
             try:
                 base = project.repository_merge_base([since, pr.head_sha])
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 if _status(exc) in (400, 404):  # GitLab no longer has the commit
                     raise _force_pushed(pr, since, _status(exc)) from None
                 raise
@@ -372,7 +397,7 @@ class GitLabPlatform:
         def work(client: gitlab.Gitlab) -> str | None:
             try:
                 raw = self._project(client).files.raw(file_path=path.strip("/"), ref=ref)
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 if _status(exc) == 404:
                     return None
                 raise
@@ -401,7 +426,7 @@ class GitLabPlatform:
                 return "none"  # no such user, or not visible to us: no access
             try:
                 member = self._project(client).members_all.get(found["id"])
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 if _status(exc) == 404:
                     return "none"  # not a member, directly or through a group
                 raise
@@ -533,7 +558,7 @@ class GitLabPlatform:
             commit = self._project(client).commits.get(pr.head_sha, lazy=True)
             try:
                 commit.statuses.create(payload)
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 # Setting the state it already has: GitLab refuses the transition, we are done.
                 if _status(exc) != 400 or "cannot transition status" not in str(exc).lower():
                     raise
@@ -556,7 +581,7 @@ class GitLabPlatform:
             note = self._mr(client, number).notes.get(comment.id, lazy=True)
             try:
                 note.awardemojis.create({"name": EMOJI[reaction]})
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 # The same emoji twice: "Name has already been taken"; it is there, as asked.
                 if _status(exc) != 404 or "already been taken" not in str(exc):
                     raise
@@ -712,7 +737,7 @@ class _ReviewPoster:
         try:
             found = self.mr.draft_notes.list(iterator=True, per_page=100)
             return [_Draft(int(d.id), str(d.attributes.get("note") or "")) for d in found]
-        except GitlabError as exc:
+        except gitlab_error() as exc:
             if _status(exc) in (404, 405):
                 return None
             raise
@@ -753,7 +778,7 @@ class _ReviewPoster:
     def _delete_draft(self, draft_id: int) -> None:
         try:
             self.mr.draft_notes.delete(draft_id)
-        except GitlabError as exc:
+        except gitlab_error() as exc:
             if _status(exc) != 404:  # gone: an earlier try whose answer was lost deleted it
                 raise
 
@@ -791,13 +816,13 @@ class _ReviewPoster:
                 action = f"publish the review on !{self.pr.number}"
                 self.platform._write(action, self.mr.draft_notes.bulk_publish, None)
                 return
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 if _status(exc) not in (404, 405):
                     raise
         for draft_id in mine:
             try:
                 self.mr.draft_notes.get(draft_id, lazy=True).publish()
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 if _status(exc) != 404:  # gone: published by a try whose answer was lost
                     raise
 
@@ -843,7 +868,7 @@ class _ReviewPoster:
         for comment, position in placed:
             try:
                 create(self._text(comment), position)
-            except GitlabError as exc:
+            except gitlab_error() as exc:
                 if _status(exc) != 400:
                     raise
                 refused.append((comment, f"GitLab: {exc.error_message}"))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from bot.context import Context
 from bot.store import Enqueued, NewJob, Store
 from platforms.base import PlatformName
+
+if TYPE_CHECKING:
+    from bot.context import Context
 
 REVIEW_JOB = "review"
 

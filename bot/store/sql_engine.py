@@ -20,19 +20,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bot.logs import get_logger
 from bot.metrics import PoolUsage
 from bot.store.base import StoreUnavailable
 from bot.store.batching import GroupCommit
 from bot.store.sql_checkpoint import Checkpointer
+
+if TYPE_CHECKING:  # PostgreSQL's async engine (and the ORM it imports) only where it runs
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)
@@ -87,6 +89,8 @@ class SQLDatabase:
                 self._checkpointer = Checkpointer(database, uri=uri)
                 self._checkpointer.start()
         else:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             self._async_engine = create_async_engine(
                 self.url,
                 pool_size=self._pool_size,
@@ -241,7 +245,11 @@ def raw_unavailable(exc: BaseException) -> bool:
 
 def dialect_insert(backend: str, table: sa.Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT."""
-    return (sqlite.insert if backend == "sqlite" else postgresql.insert)(table)
+    if backend == "sqlite":
+        return sqlite.insert(table)
+    from sqlalchemy.dialects import postgresql  # loaded with the PostgreSQL engine already
+
+    return postgresql.insert(table)
 
 
 def _in_transaction(engine: Engine, operation: Callable[[Connection], T]) -> T:

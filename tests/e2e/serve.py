@@ -108,3 +108,42 @@ class ServeProcess:
 
     async def __aexit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# `arbiter serve` as the console script runs it, with one addition: SIGUSR1 writes the names in
+# sys.modules to the file named by PROBE_MODULES_FILE (the serve code itself is unchanged).
+_PROBE = """\
+import os, signal, sys
+def _dump(*_):
+    path = os.environ["PROBE_MODULES_FILE"]
+    with open(path + ".part", "w") as f:
+        f.write("\\n".join(sorted(sys.modules)))
+    os.replace(path + ".part", path)
+signal.signal(signal.SIGUSR1, _dump)
+from bot.entry import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class ProbedServeProcess(ServeProcess):
+    """`arbiter serve` that says which modules it has imported: what an idle process holds."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], *, args: tuple[str, ...] = ()) -> None:
+        super().__init__(workdir, env, args=args)
+        self.modules_path = workdir / f"modules-{self.port}.txt"
+        self.env["PROBE_MODULES_FILE"] = str(self.modules_path)
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-c", _PROBE]
+
+    async def modules(self, timeout: float = 10) -> set[str]:
+        """The names in the process's sys.modules now."""
+        assert self.process is not None and self.process.poll() is None, "not running"
+        self.modules_path.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while not self.modules_path.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no module list after {timeout} s:\n{self.log()}")
+            await asyncio.sleep(0.05)
+        return set(self.modules_path.read_text().split())
