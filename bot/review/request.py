@@ -7,7 +7,9 @@ one queued review. `cancel_review(ctx, reason)` withdraws a queued one.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 
 from bot.context import Context
@@ -58,9 +60,6 @@ async def schedule_review(
     e = ctx.event
     if e.repo is None or e.number is None:
         raise ValueError(f"{e.label} is not about a pull request")
-    if full:
-        # Kept on the pull request, not the job: a later push may replace the queued job.
-        await ctx.store.update_pr_state(e.platform, e.repo, e.number, full_requested=True)
     request = ReviewRequest(
         platform=e.platform,
         repo=e.repo,
@@ -72,18 +71,35 @@ async def schedule_review(
         fresh=fresh,
     )
     queued = await queue_review(
-        ctx.store, request, max_attempts=ctx.settings.worker_retry_attempts + 1
+        ctx.store, request, max_attempts=ctx.settings.worker_retry_attempts + 1, full=full
     )
     ctx.notify()
     return queued
 
 
-async def queue_review(store: Store, request: ReviewRequest, *, max_attempts: int) -> Enqueued:
+async def queue_review(
+    store: Store, request: ReviewRequest, *, max_attempts: int, full: bool = False
+) -> Enqueued:
     """Queue the review job of `request` under its pull request's key (a newer one replaces a
-    queued one), and remember the repository for the reconcile sweep (bot/recovery/)."""
-    await store.note_repositories(
-        request.platform, [request.repo], installation_id=request.installation_id
-    )
+    queued one), and remember the repository for the reconcile sweep (bot/recovery/). `full`
+    marks the pull request for a full review first (kept on the pull request, not the job: a
+    later push may replace the queued job)."""
+    writes: list[Awaitable[object]] = [
+        store.note_repositories(
+            request.platform, [request.repo], installation_id=request.installation_id
+        )
+    ]
+    if full:
+        writes.append(
+            store.update_pr_state(
+                request.platform, request.repo, request.number, full_requested=True
+            )
+        )
+    # Both at once (on SQLite, one transaction), and both done before the job is queued: the
+    # review reads the mark. The first failure, in this order, is raised.
+    for outcome in await asyncio.gather(*writes, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
     return await store.enqueue(
         NewJob(
             kind=REVIEW_JOB,
