@@ -457,8 +457,7 @@ def pr_platform(ctx: Context) -> str:
 async def _recorded_output(ctx: Context, model: str | None) -> tuple[int, ...]:
     """Output tokens per call of this model's recent reviews: what an answer is reserved."""
     ref = str(ctx.model.model_info(model).ref)
-    recent = await ctx.store.list_reviews(limit=100)
-    return tuple(r.output_tokens // r.calls for r in recent if r.model == ref and r.calls > 0)
+    return tuple(await ctx.store.output_per_call(ref, limit=100))
 
 
 async def _changes(platform: Platform, pr: PullRequest, since: str | None, ctx: Context) -> Changes:
