@@ -154,11 +154,10 @@ async def _review(
     )
     progress.record = record
     started = progress.started = time.monotonic()
-    pending, changes_or, findings_or, recorded_or = await asyncio.gather(
+    pending, changes_or, history_or = await asyncio.gather(
         _status(ctx, pr, "pending", REVIEWING),
         _changes(platform, pr, since, ctx),
-        store.findings_for(request.platform, request.repo, request.number),
-        _recorded_output(ctx, loaded.model),
+        _history(ctx, request, loaded.model),
         return_exceptions=True,
     )
     _settled(pending)
@@ -166,11 +165,10 @@ async def _review(
     if since and not changes.incremental:
         await store.update_review(record.id, mode="full")
 
-    earlier = [f for f in _settled(findings_or) if f.posted]
+    findings, recorded = _settled(history_or)
+    earlier = [f for f in findings if f.posted]
     known = frozenset() if request.fresh else frozenset(f.fingerprint for f in earlier)
-    options = replace(
-        review_options(loaded, known_fingerprints=known), recorded_output=_settled(recorded_or)
-    )
+    options = replace(review_options(loaded, known_fingerprints=known), recorded_output=recorded)
     try:
         result = await review_changes(
             ctx.model, changes.files, options, title=pr.title, description=pr.body or ""
@@ -299,40 +297,32 @@ async def _record(
     description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
     await _status(ctx, pr, state, description)
     progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours
+    await store.update_pr_state(
+        platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
+    )
     outcome = state if state in ("failure", "error") else "success"
     duration = time.monotonic() - progress.started
-    # Both at once (on SQLite, one transaction): either left undone by a failure is written
-    # again by the retry, which reviews the head again (its answers cached, its posts found).
-    reviewed, done = await asyncio.gather(
-        store.update_pr_state(
-            platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
-        ),
-        store.update_review(
-            record.id,
-            state="done",
-            outcome=outcome,
-            reason=description,
-            model=result.model,
-            calls=result.usage.calls,
-            cached_calls=result.usage.cached_calls,
-            input_tokens=result.usage.input_tokens,
-            output_tokens=result.usage.output_tokens,
-            cost_usd=result.usage.cost_usd,
-            findings=len(result.findings),
-            severity_counts=severity_counts(result.findings),
-            not_reviewed=[
-                {"path": n.path, "reason": ctx.redactor.scrub(n.reason)}
-                for n in result.not_reviewed
-            ],
-            dropped=len(result.dropped) + len(dropped),
-            posted_review_id=str(posted.id) if posted and posted.id is not None else None,
-            duration_seconds=round(duration, 3),
-            finished_at=ctx.clock(),
-        ),
-        return_exceptions=True,
+    await store.update_review(
+        record.id,
+        state="done",
+        outcome=outcome,
+        reason=description,
+        model=result.model,
+        calls=result.usage.calls,
+        cached_calls=result.usage.cached_calls,
+        input_tokens=result.usage.input_tokens,
+        output_tokens=result.usage.output_tokens,
+        cost_usd=result.usage.cost_usd,
+        findings=len(result.findings),
+        severity_counts=severity_counts(result.findings),
+        not_reviewed=[
+            {"path": n.path, "reason": ctx.redactor.scrub(n.reason)} for n in result.not_reviewed
+        ],
+        dropped=len(result.dropped) + len(dropped),
+        posted_review_id=str(posted.id) if posted and posted.id is not None else None,
+        duration_seconds=round(duration, 3),
+        finished_at=ctx.clock(),
     )
-    _settled(reviewed)
-    _settled(done)
     ctx.metrics.reviews.labels(platform=platform, outcome=outcome).inc()
     ctx.metrics.review_duration.labels(platform=platform).observe(duration)
     ctx.log.info(
@@ -460,6 +450,16 @@ def _why_not(
 
 def pr_platform(ctx: Context) -> str:
     return ctx.event.platform
+
+
+async def _history(
+    ctx: Context, request: ReviewRequest, model: str | None
+) -> tuple[list[FindingRecord], tuple[int, ...]]:
+    """The pull request's earlier findings and the model's recorded output, one store call after
+    the other: a review holds at most one store connection at a time (PostgreSQL's pool is
+    DATABASE_POOL_SIZE, shared by every slot)."""
+    findings = await ctx.store.findings_for(request.platform, request.repo, request.number)
+    return findings, await _recorded_output(ctx, model)
 
 
 async def _recorded_output(ctx: Context, model: str | None) -> tuple[int, ...]:

@@ -7,9 +7,7 @@ one queued review. `cancel_review(ctx, reason)` withdraws a queued one.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 
 from bot.context import Context
@@ -84,22 +82,13 @@ async def queue_review(
     queued one), and remember the repository for the reconcile sweep (bot/recovery/). `full`
     marks the pull request for a full review first (kept on the pull request, not the job: a
     later push may replace the queued job)."""
-    writes: list[Awaitable[object]] = [
-        store.note_repositories(
-            request.platform, [request.repo], installation_id=request.installation_id
-        )
-    ]
     if full:
-        writes.append(
-            store.update_pr_state(
-                request.platform, request.repo, request.number, full_requested=True
-            )
+        await store.update_pr_state(
+            request.platform, request.repo, request.number, full_requested=True
         )
-    # Both at once (on SQLite, one transaction), and both done before the job is queued: the
-    # review reads the mark. The first failure, in this order, is raised.
-    for outcome in await asyncio.gather(*writes, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
+    await store.note_repositories(
+        request.platform, [request.repo], installation_id=request.installation_id
+    )
     return await store.enqueue(
         NewJob(
             kind=REVIEW_JOB,
