@@ -103,7 +103,8 @@ class Worker:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._recording: set[int] = set()
         self._lost: set[int] = set()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # look for work now: a job was enqueued or a slot freed
+        self._enqueued = False  # the wake came from an enqueue (notify), not only a freed slot
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -121,6 +122,7 @@ class Worker:
     def notify(self) -> None:
         """A job was just enqueued in this process: look now instead of at the next poll."""
         self._arrivals.append(time.monotonic())
+        self._enqueued = True
         self._wake.set()
 
     def _busy(self) -> bool:
@@ -169,6 +171,10 @@ class Worker:
         failures = 0  # claims failed in a row: the wait between them grows
         down_since = 0.0
         while not self._stopping.is_set():
+            # From here on, an enqueue in this process or a freed slot means: look again. Set
+            # while the claim is in flight, it is kept, so no wake between two looks is lost.
+            self._wake.clear()
+            self._enqueued = False
             free = self.options.max_jobs - self.active
             try:
                 claimed = await self._claim_once()
@@ -196,17 +202,18 @@ class Worker:
             await self._maybe_purge()
             if claimed and claimed == free:
                 continue  # a full batch: more may be waiting
-            wait = self.options.poll_interval
-            if failures:  # an enqueue in this process (notify) still wakes it at once
-                cap = max(self.options.store_backoff_max, wait)
-                wait = backoff_delay(failures, wait, cap)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
-            if self._wake.is_set() and not self._stopping.is_set():
-                # Woken by an enqueue or a freed slot: let a few more gather, so one claim
-                # takes a batch instead of one transaction per job.
+            if not self._wake.is_set():
+                wait = self.options.poll_interval
+                if failures:  # an enqueue in this process (notify) still wakes it at once
+                    cap = max(self.options.store_backoff_max, wait)
+                    wait = backoff_delay(failures, wait, cap)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+            if self._enqueued and not self._stopping.is_set():
+                # Woken by an enqueue: let a few more gather, so one claim takes a batch
+                # instead of one transaction per job. A freed slot claims at once: claims
+                # made while one is in flight gather by themselves.
                 busy = self._busy()
                 await asyncio.sleep(
                     self.options.busy_claim_delay if busy else self.options.claim_delay
@@ -243,8 +250,10 @@ class Worker:
             self._slot_freed()
 
     def _slot_freed(self) -> None:
-        if self.active == self.options.max_jobs - 1:
-            self._wake.set()  # a slot opened on a full worker
+        """A slot opened: claim for it now rather than at the next poll. Jobs may be waiting
+        whoever enqueued them (another process does not notify this one); if none are, this
+        costs one claim per job run."""
+        self._wake.set()
 
     async def _heartbeat(self) -> None:
         """Renew the leases of every job held, for as long as the worker runs: a store error

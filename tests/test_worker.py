@@ -8,6 +8,7 @@ import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import pytest
 
@@ -204,6 +205,153 @@ async def test_notify_wakes_an_idle_worker(sqlite_store: SQLStore) -> None:
         await _enqueue(sqlite_store, 1)
         worker.notify()
         async with asyncio.timeout(5):
+            await ran.wait()
+    finally:
+        await worker.stop()
+
+
+# --- No claim polling gaps: a freed slot claims at once, and no wake is lost (issue 20) ---------
+
+# A poll that never comes within a test: a job runs only if the worker was woken for it.
+NO_POLL = WorkerOptions(**{**FAST.__dict__, "poll_interval": 3600})
+
+
+class HeldClaims:
+    """A real store whose next claim, once armed, holds its answer until released: what an
+    enqueue looks like when it lands while a claim is in flight. Everything else passes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.claims = 0
+        self.armed = False
+        self.answered = asyncio.Event()  # the held claim has its (empty) answer
+        self.release = asyncio.Event()
+
+    def as_store(self) -> Store:
+        return cast(Store, self)
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        self.claims += 1
+        jobs = await self.store.claim(*args, **kwargs)
+        if self.armed:
+            self.armed = False
+            self.answered.set()
+            await self.release.wait()
+        return jobs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def _started(events: list[str], *names: str) -> None:
+    while not all(name in events for name in names):
+        await asyncio.sleep(0.005)
+
+
+async def test_a_freed_slot_claims_a_job_another_process_queued(sqlite_store: SQLStore) -> None:
+    """Two of three slots busy, and a job queued by another process (no notify): when one of
+    the two ends, its slot takes the job at once, not at the next poll."""
+    events: list[str] = []
+    finish = {"0": asyncio.Event(), "1": asyncio.Event()}
+
+    async def run(job: Job) -> None:
+        events.append(f"start {job.payload}")
+        if job.payload in finish:
+            await finish[job.payload].wait()
+        events.append(f"end {job.payload}")
+
+    await _enqueue(sqlite_store, 2)
+    worker = Worker(sqlite_store, run, NO_POLL)
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            await _started(events, "start 0", "start 1")
+            # The worker has a free slot and is waiting out its poll.
+            await sqlite_store.enqueue(NewJob(kind="event", payload="2", max_attempts=3))
+            await asyncio.sleep(0.05)
+            assert "start 2" not in events  # nobody told this process: no claim yet
+            finish["1"].set()
+            await _started(events, "end 2")
+        assert events.index("end 1") < events.index("start 2")
+        assert "end 0" not in events  # a slot freed, not the worker gone idle
+    finally:
+        finish["0"].set()
+        await worker.stop()
+
+
+async def test_an_enqueue_during_a_claim_is_not_lost(sqlite_store: SQLStore) -> None:
+    """A job enqueued (and notified) while a claim that missed it is in flight is claimed by
+    the next look, not left to the next poll."""
+    ran = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        ran.set()
+
+    held = HeldClaims(sqlite_store)
+    worker = Worker(held.as_store(), run, NO_POLL)
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            while held.claims == 0:  # the first look found nothing; the worker now waits
+                await asyncio.sleep(0.005)
+            held.armed = True
+            worker.notify()  # a wake: the worker looks again, and this claim is held
+            await held.answered.wait()  # it answered: nothing queued
+            await _enqueue(sqlite_store, 1)
+            worker.notify()
+            held.release.set()
+            await ran.wait()
+    finally:
+        await worker.stop()
+
+
+async def test_a_slot_freed_during_a_claim_is_not_lost(sqlite_store: SQLStore) -> None:
+    """Two slots, one busy. Its job ends while a claim that found nothing is in flight, and a
+    job another process queued meanwhile runs at once, not at the next poll."""
+    events: list[str] = []
+    finish = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        events.append(f"start {job.payload}")
+        if job.payload == "0":
+            await finish.wait()
+        events.append(f"end {job.payload}")
+
+    two_slots = WorkerOptions(**{**NO_POLL.__dict__, "max_jobs": 2})
+    held = HeldClaims(sqlite_store)
+    await _enqueue(sqlite_store, 1)
+    worker = Worker(held.as_store(), run, two_slots)
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            await _started(events, "start 0")
+            # A claim for the free slot, held after it answered: nothing was queued then.
+            held.armed = True
+            worker.notify()
+            await held.answered.wait()
+            await sqlite_store.enqueue(NewJob(kind="event", payload="1", max_attempts=3))
+            finish.set()  # job 0 ends while the claim is still in flight
+            await _started(events, "end 0")
+            held.release.set()
+            await _started(events, "end 1")
+    finally:
+        finish.set()
+        await worker.stop()
+
+
+async def test_polling_still_finds_jobs_no_one_announced(sqlite_store: SQLStore) -> None:
+    """The fallback for jobs another process queued while this one had nothing running."""
+    ran = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        ran.set()
+
+    worker = Worker(sqlite_store, run, FAST)
+    worker.start()
+    try:
+        await asyncio.sleep(0.05)
+        await _enqueue(sqlite_store, 1)  # no notify(): only the poll can find it
+        async with asyncio.timeout(10):
             await ran.wait()
     finally:
         await worker.stop()

@@ -19,6 +19,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from bot.context import Context
 from bot.core.budget import seconds_to_next_utc_day, utc_day_start
@@ -57,6 +58,7 @@ from platforms.base import (
     StatusState,
 )
 
+T = TypeVar("T")
 SUMMARY_KEY = "summary"
 REPORT_RESERVE = 10.0  # seconds of a job's time kept to report a failure (at most a fifth)
 
@@ -120,9 +122,15 @@ async def _review(
 ) -> ReviewRecord | None:
     store, platform = ctx.store, ctx.platform
     pr = progress.pr = await platform.pull_request(request.number)
-    loaded = await config_for_review(ctx, pr)
+    # Independent steps run at once: a review's time before and after the model call is time
+    # its worker slot waits (issue 20).
+    loaded_or, state_or = await asyncio.gather(
+        config_for_review(ctx, pr),
+        store.pr_state(request.platform, request.repo, request.number),
+        return_exceptions=True,
+    )
+    loaded, state = _settled(loaded_or), _settled(state_or)
     config = loaded.config
-    state = await store.pr_state(request.platform, request.repo, request.number)
     requested = request.requested_by is not None
     reason = _why_not(loaded, pr, state, requested=requested)
     if reason is not None:
@@ -146,19 +154,21 @@ async def _review(
     )
     progress.record = record
     started = progress.started = time.monotonic()
-    await _status(ctx, pr, "pending", REVIEWING)
-    changes = await _changes(platform, pr, since, ctx)
+    pending, changes_or, history_or = await asyncio.gather(
+        _status(ctx, pr, "pending", REVIEWING),
+        _changes(platform, pr, since, ctx),
+        _history(ctx, request, loaded.model),
+        return_exceptions=True,
+    )
+    _settled(pending)
+    changes = _settled(changes_or)
     if since and not changes.incremental:
         await store.update_review(record.id, mode="full")
 
-    earlier = [
-        f
-        for f in await store.findings_for(request.platform, request.repo, request.number)
-        if f.posted
-    ]
+    findings, recorded = _settled(history_or)
+    earlier = [f for f in findings if f.posted]
     known = frozenset() if request.fresh else frozenset(f.fingerprint for f in earlier)
-    options = review_options(loaded, known_fingerprints=known)
-    options = replace(options, recorded_output=await _recorded_output(ctx, options.model))
+    options = replace(review_options(loaded, known_fingerprints=known), recorded_output=recorded)
     try:
         result = await review_changes(
             ctx.model, changes.files, options, title=pr.title, description=pr.body or ""
@@ -197,6 +207,15 @@ async def _review(
 
 
 # --- Steps -------------------------------------------------------------------------------
+
+
+def _settled(outcome: T | BaseException) -> T:
+    """One result of steps run together (`gather(..., return_exceptions=True)`): every step ran
+    to its end, so a status set meanwhile is never overtaken by the report of a failure; the
+    first failure, in the order the steps were written, is raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 async def _wait_for_budget(ctx: Context, pr: PullRequest) -> None:
@@ -433,11 +452,20 @@ def pr_platform(ctx: Context) -> str:
     return ctx.event.platform
 
 
+async def _history(
+    ctx: Context, request: ReviewRequest, model: str | None
+) -> tuple[list[FindingRecord], tuple[int, ...]]:
+    """The pull request's earlier findings and the model's recorded output, one store call after
+    the other: a review holds at most one store connection at a time (PostgreSQL's pool is
+    DATABASE_POOL_SIZE, shared by every slot)."""
+    findings = await ctx.store.findings_for(request.platform, request.repo, request.number)
+    return findings, await _recorded_output(ctx, model)
+
+
 async def _recorded_output(ctx: Context, model: str | None) -> tuple[int, ...]:
     """Output tokens per call of this model's recent reviews: what an answer is reserved."""
     ref = str(ctx.model.model_info(model).ref)
-    recent = await ctx.store.list_reviews(limit=100)
-    return tuple(r.output_tokens // r.calls for r in recent if r.model == ref and r.calls > 0)
+    return tuple(await ctx.store.output_per_call(ref, limit=100))
 
 
 async def _changes(platform: Platform, pr: PullRequest, since: str | None, ctx: Context) -> Changes:

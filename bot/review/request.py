@@ -61,9 +61,6 @@ async def schedule_review(
     e = ctx.event
     if e.repo is None or e.number is None:
         raise ValueError(f"{e.label} is not about a pull request")
-    if full:
-        # Kept on the pull request, not the job: a later push may replace the queued job.
-        await ctx.store.update_pr_state(e.platform, e.repo, e.number, full_requested=True)
     request = ReviewRequest(
         platform=e.platform,
         repo=e.repo,
@@ -75,15 +72,23 @@ async def schedule_review(
         fresh=fresh,
     )
     queued = await queue_review(
-        ctx.store, request, max_attempts=ctx.settings.worker_retry_attempts + 1
+        ctx.store, request, max_attempts=ctx.settings.worker_retry_attempts + 1, full=full
     )
     ctx.notify()
     return queued
 
 
-async def queue_review(store: Store, request: ReviewRequest, *, max_attempts: int) -> Enqueued:
+async def queue_review(
+    store: Store, request: ReviewRequest, *, max_attempts: int, full: bool = False
+) -> Enqueued:
     """Queue the review job of `request` under its pull request's key (a newer one replaces a
-    queued one), and remember the repository for the reconcile sweep (bot/recovery/)."""
+    queued one), and remember the repository for the reconcile sweep (bot/recovery/). `full`
+    marks the pull request for a full review first (kept on the pull request, not the job: a
+    later push may replace the queued job)."""
+    if full:
+        await store.update_pr_state(
+            request.platform, request.repo, request.number, full_requested=True
+        )
     await store.note_repositories(
         request.platform, [request.repo], installation_id=request.installation_id
     )

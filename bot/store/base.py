@@ -509,6 +509,11 @@ class Store(Protocol):
     ) -> list[ReviewRecord]:
         """Newest first."""
 
+    async def output_per_call(self, model: str, *, limit: int = 100) -> list[int]:
+        """Output tokens per model call of the newest `limit` reviews by `model` that made
+        calls, newest first: what the next review reserves for an answer. Reads two columns,
+        not whole records: every review asks it."""
+
     async def record_findings(
         self,
         review_id: int,

@@ -586,6 +586,10 @@ class MongoStore:
         return await mongo_records.list_reviews(self.database, query, limit)
 
     @_guarded
+    async def output_per_call(self, model: str, *, limit: int = 100) -> list[int]:
+        return await mongo_records.output_per_call(self.database, model, limit)
+
+    @_guarded
     async def record_findings(
         self,
         review_id: int,

@@ -144,6 +144,16 @@ async def list_reviews(db: Database, query: Doc, limit: int) -> list[ReviewRecor
     return [to_review(doc, "_id") async for doc in cursor]
 
 
+async def output_per_call(db: Database, model: str, limit: int) -> list[int]:
+    cursor = (
+        db[REVIEWS]
+        .find({"model": model, "calls": {"$gt": 0}}, {"output_tokens": 1, "calls": 1})
+        .sort("_id", -1)
+        .limit(limit)
+    )
+    return [int(doc.get("output_tokens") or 0) // int(doc["calls"]) async for doc in cursor]
+
+
 async def find_reviews(db: Database, query: ReviewQuery) -> list[ReviewRecord]:
     where = _only({"platform": query.platform, "repo": query.repo, "outcome": query.outcome})
     if query.since is not None:

@@ -246,6 +246,9 @@ class SQLStore:
         filters = {"platform": platform, "repo": repo, "number": number}
         return await sql_records.list_reviews(self._db, filters, limit)
 
+    async def output_per_call(self, model: str, *, limit: int = 100) -> list[int]:
+        return await sql_records.output_per_call(self._db, model, limit)
+
     async def record_findings(
         self,
         review_id: int,

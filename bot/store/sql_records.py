@@ -142,6 +142,18 @@ async def list_reviews(db: SQLDatabase, filters: dict[str, Any], limit: int) -> 
     return await _reviews(db, statement)
 
 
+async def output_per_call(db: SQLDatabase, model: str, limit: int) -> list[int]:
+    statement = (
+        sa.select(reviews.c.output_tokens, reviews.c.calls)
+        .where(reviews.c.model == model, reviews.c.calls > 0)
+        .order_by(reviews.c.id.desc())
+        .limit(limit)
+    )
+    return await db.run(
+        lambda conn: [int(tokens or 0) // int(calls) for tokens, calls in conn.execute(statement)]
+    )
+
+
 async def find_reviews(db: SQLDatabase, query: ReviewQuery) -> list[ReviewRecord]:
     statement = sa.select(reviews).order_by(reviews.c.id.desc()).limit(query.limit)
     for column, value in (

@@ -733,6 +733,24 @@ async def _review(
     return review
 
 
+async def test_output_per_call_of_a_models_newest_reviews(store: Store) -> None:
+    """What a review reserves for an answer: output tokens per call of the newest reviews by
+    its model that made calls (issue 20: two columns, not whole records)."""
+    made = [
+        ("openai/gpt-4o", 2, 300),
+        ("anthropic/claude", 1, 50),
+        ("openai/gpt-4o", 0, 0),  # skipped, or cached: no calls
+        ("openai/gpt-4o", 3, 100),
+    ]
+    for n, (model, calls, tokens) in enumerate(made, start=1):
+        review = await store.start_review(ReviewStart("github", "o/r", n, f"{n}" * 40, "full"))
+        await store.update_review(review.id, model=model, calls=calls, output_tokens=tokens)
+    assert await store.output_per_call("openai/gpt-4o") == [33, 150]
+    assert await store.output_per_call("openai/gpt-4o", limit=1) == [33]
+    assert await store.output_per_call("anthropic/claude") == [50]
+    assert await store.output_per_call("openai/gpt-5") == []
+
+
 async def test_find_reviews_pages_newest_first_with_filters(store: Store, clock: FakeClock) -> None:
     old = await _review(store, "github", "o/a", outcome="success")
     clock.advance(100)
