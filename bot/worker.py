@@ -49,6 +49,9 @@ class WorkerOptions:
     busy_arrivals: int = 20
     busy_window: float = 0.1
     busy_claim_delay: float = 0.05
+    # … and take at most `busy_claim_limit` jobs per claim then: a burst of deliveries is answered
+    # at the speed of intake alone, and what it queued drains once the burst is over.
+    busy_claim_limit: int = 1
     backoff_base: float = 5
     backoff_max: float = 600
     shutdown_grace: float = 30
@@ -110,6 +113,7 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self._arrivals: deque[float] = deque(maxlen=max(options.busy_arrivals, 1))
+        self._busy_claimed_at = 0.0
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -223,9 +227,21 @@ class Worker:
         free = self.options.max_jobs - self.active
         if free <= 0 or self._stopping.is_set():
             return 0
+        limit = free
+        if self._busy():
+            # Deliveries pour in: answering them comes first. Jobs go on, a few at a time, at
+            # most every busy_claim_delay, whatever wakes the worker (a freed slot included).
+            wait = self._busy_claimed_at + self.options.busy_claim_delay - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                free = self.options.max_jobs - self.active
+                if free <= 0 or self._stopping.is_set():
+                    return 0
+            limit = min(free, max(self.options.busy_claim_limit, 1))
+            self._busy_claimed_at = time.monotonic()
         jobs = await self.store.claim(
             self.worker_id,
-            limit=free,
+            limit=limit,
             lease_seconds=self.options.lease_seconds,
             holding=list(self._tasks),
         )

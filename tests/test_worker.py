@@ -403,6 +403,29 @@ async def test_a_flood_of_deliveries_makes_the_worker_claim_less_often(
     assert worker._busy()  # 20 arrivals well within 0.1 s: intake comes first
 
 
+async def test_during_a_flood_a_claim_takes_a_job_at_a_time(sqlite_store: SQLStore) -> None:
+    """Work queued during a burst of deliveries waits for it: a claim takes one job, however
+    many slots are free, and the jobs left are claimed once the burst is over."""
+    started: list[str] = []
+
+    async def run(job: Job) -> None:
+        started.append(job.payload)
+
+    await _enqueue(sqlite_store, 4)
+    worker = Worker(sqlite_store, run, FAST)
+    for _ in range(FAST.busy_arrivals):
+        worker.notify()
+    assert worker._busy()
+    assert await worker._claim_once() == 1  # three slots free, one job taken
+    assert await worker._claim_once() == 1  # the next, after busy_claim_delay
+    worker._arrivals.clear()  # the burst is over
+    assert not worker._busy()
+    await asyncio.gather(*worker._tasks.values())
+    assert await worker._claim_once() == 2  # the two left: every free slot may take one again
+    await asyncio.gather(*worker._tasks.values())
+    assert sorted(started) == ["0", "1", "2", "3"]
+
+
 # --- A store that goes away: leases, heartbeats and outcomes (issue 16) ------------------------
 
 OUTAGE = WorkerOptions(
