@@ -46,7 +46,7 @@ from bot.store.base import (
 )
 from bot.store.batching import GroupCommit
 from bot.store.leases import LeaseSweeps
-from bot.store.sql_engine import SQLDatabase
+from bot.store.sql_engine import INTAKE_CONNECTIONS, SQLDatabase
 
 T = TypeVar("T")
 
@@ -65,7 +65,9 @@ class SQLStore:
         self.backend = self._db.backend
         self._clock = clock
         self._sweeps = LeaseSweeps()
-        self._deliveries = GroupCommit(self._accept_batch)
+        # SQLite has one writer; PostgreSQL commits several batches at once, one per connection.
+        in_flight = 1 if self._db.backend == "sqlite" else INTAKE_CONNECTIONS
+        self._deliveries = GroupCommit(self._accept_batch, in_flight=in_flight)
         self._completions = GroupCommit(self._complete_batch)
 
     # --- Connection --------------------------------------------------------------------------

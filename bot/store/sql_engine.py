@@ -44,6 +44,8 @@ DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutErr
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
 # A kept connection's statement that takes longer is given up (and the connection with it).
 KEPT_TIMEOUT = 8.0
+# PostgreSQL: batches of deliveries written at once, each on an intake connection of its own.
+INTAKE_CONNECTIONS = 3
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -72,9 +74,11 @@ class SQLDatabase:
         self._sqlite_engine: Engine | None = None
         self._sqlite_thread: ThreadPoolExecutor | None = None
         self._checkpointer: Checkpointer | None = None
-        self._kept: AsyncConnection | None = None  # PostgreSQL: intake's own connection
+        # PostgreSQL: intake's own connections (the idle ones), at most INTAKE_CONNECTIONS.
+        self._kept: list[AsyncConnection] = []
+        self._kept_slots = asyncio.Semaphore(INTAKE_CONNECTIONS)
+        self._intake: AsyncEngine | None = None
         self._kept_sqlite: Any = None  # SQLite: intake's own DBAPI connection (its thread's)
-        self._kept_lock = asyncio.Lock()
         self._operations = GroupCommit(self._run_together)
 
     async def open(self) -> None:
@@ -112,8 +116,7 @@ class SQLDatabase:
 
     async def close(self) -> None:
         await self._operations.drain()
-        async with self._kept_lock:
-            await self._drop_kept(invalidate=False)
+        await self._close_kept()
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = None
@@ -190,37 +193,47 @@ class SQLDatabase:
 
     async def fetch(self, statement: str, *args: Any) -> list[Any]:
         """One statement of plain SQL straight to asyncpg (PostgreSQL), on a connection kept
-        for it, one at a time: the hot path of intake, a single round trip with no pool
-        checkout, ping or transaction of SQLAlchemy's around it. The statement commits on
-        its own (asyncpg runs it outside a transaction block). asyncpg prepares it once per
-        connection and keeps it."""
-        async with self._kept_lock:
+        for intake (at most INTAKE_CONNECTIONS at once, outside the pool the rest of the store
+        shares): the hot path of intake, one round trip with no pool checkout, ping or
+        transaction of SQLAlchemy's around it. The statement commits on its own (asyncpg runs
+        it outside a transaction block); asyncpg prepares it once per connection and keeps it."""
+        async with self._kept_slots:
+            kept = self._kept.pop() if self._kept else None
             try:
-                if self._kept is None:
-                    if self._async_engine is None:
-                        raise RuntimeError("the store is not open: call `await store.open()` first")
-                    self._kept = await self._async_engine.connect()
-                raw = await self._kept.get_raw_connection()
+                if kept is None:
+                    kept = await self._intake_engine().connect()
+                raw = await kept.get_raw_connection()
                 driver: Any = raw.driver_connection
-                return cast(list[Any], await driver.fetch(statement, *args, timeout=KEPT_TIMEOUT))
+                rows = await driver.fetch(statement, *args, timeout=KEPT_TIMEOUT)
             except Exception as exc:
                 lost = raw_unavailable(exc)
-                if lost or isinstance(exc, TimeoutError):
-                    await self._drop_kept(invalidate=True)  # its state is unknown: a new one
+                if kept is not None:
+                    if lost or isinstance(exc, TimeoutError):  # its state is unknown: drop it
+                        await _close(kept, invalidate=True)
+                    else:
+                        self._kept.append(kept)
                 if lost or unavailable(exc):
                     raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
                 raise
+            self._kept.append(kept)
+            return cast(list[Any], rows)
 
-    async def _drop_kept(self, *, invalidate: bool) -> None:
-        kept, self._kept = self._kept, None
-        if kept is None:
-            return
-        try:
-            if invalidate:
-                await kept.invalidate()
-            await kept.close()
-        except Exception as exc:  # a connection already gone needs no closing
-            get_logger(component="store").debug("kept connection closed", error=_short(exc))
+    def _intake_engine(self) -> AsyncEngine:
+        if self._async_engine is None:
+            raise RuntimeError("the store is not open: call `await store.open()` first")
+        if self._intake is None:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            self._intake = create_async_engine(self.url, poolclass=sa.pool.NullPool)
+        return self._intake
+
+    async def _close_kept(self) -> None:
+        kept, self._kept = self._kept, []
+        for connection in kept:
+            await _close(connection, invalidate=False)
+        if self._intake is not None:
+            await self._intake.dispose()
+            self._intake = None
 
     async def _run_together(
         self, operations: list[Callable[[Connection], Any]]
@@ -230,6 +243,15 @@ class SQLDatabase:
         return await asyncio.get_running_loop().run_in_executor(
             self._sqlite_thread, _in_one_transaction, self._sqlite_engine, operations
         )
+
+
+async def _close(connection: AsyncConnection, *, invalidate: bool) -> None:
+    try:
+        if invalidate:
+            await connection.invalidate()
+        await connection.close()
+    except Exception as exc:  # a connection already gone needs no closing
+        get_logger(component="store").debug("intake connection closed", error=_short(exc))
 
 
 def raw_unavailable(exc: BaseException) -> bool:

@@ -93,8 +93,7 @@ async def test_intake_survives_its_connection_being_ended(
     await postgres_store.migrate()
     first = await postgres_store.accept_delivery(Delivery("github", "k-1", "x"), job())
     assert first.job_id is not None
-    kept = postgres_store._db._kept  # the connection intake keeps (other tests share the server)
-    assert kept is not None
+    (kept,) = postgres_store._db._kept  # the connection intake keeps (others share the server)
     pid = (await kept.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[union-attr]
     await postgres_store.run_sql(
         lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
