@@ -114,6 +114,7 @@ class Worker:
         self._last_purge = 0.0
         self._arrivals: deque[float] = deque(maxlen=max(options.busy_arrivals, 1))
         self._busy_claimed_at = 0.0
+        self._claim_limit = options.max_jobs  # what the last claim could take
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -204,8 +205,8 @@ class Worker:
                     )
                 failures = 0
             await self._maybe_purge()
-            if claimed and claimed == free:
-                continue  # a full batch: more may be waiting
+            if claimed and claimed >= min(free, self._claim_limit):
+                continue  # a full batch (or all a burst allows): more may be waiting
             if not self._wake.is_set():
                 wait = self.options.poll_interval
                 if failures:  # an enqueue in this process (notify) still wakes it at once
@@ -239,6 +240,7 @@ class Worker:
                     return 0
             limit = min(free, max(self.options.busy_claim_limit, 1))
             self._busy_claimed_at = time.monotonic()
+        self._claim_limit = limit
         jobs = await self.store.claim(
             self.worker_id,
             limit=limit,
