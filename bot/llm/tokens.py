@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -56,9 +57,23 @@ class Encoding(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
-@functools.cache
+_ENCODINGS: dict[str, Encoding] = {}
+_LOADING = threading.Lock()
+
+
 def encoding(name: str) -> Encoding:
-    """An OpenAI encoding, loaded once from the files inside the bpe-openai wheel."""
+    """An OpenAI encoding, loaded once from the files inside the bpe-openai wheel, however
+    many reviews ask for it at once (from their worker threads): the others wait for it."""
+    found = _ENCODINGS.get(name)
+    if found is None:
+        with _LOADING:
+            found = _ENCODINGS.get(name)
+            if found is None:
+                found = _ENCODINGS[name] = _load(name)
+    return found
+
+
+def _load(name: str) -> Encoding:
     with warnings.catch_warnings():  # its loader uses a deprecated importlib.resources call
         warnings.simplefilter("ignore", DeprecationWarning)
         import bpe_openai  # type: ignore[import-untyped]

@@ -117,3 +117,38 @@ async def test_different_instructions_are_a_different_question_for_the_cache(via
     again = await llm.complete(Prompt("rules", "diff", instructions="Be lenient."), ReviewAnswer)
     assert not again.cached and len(via.fake.requests) == 2
     assert "Be lenient." in via.fake.requests[1].system
+
+
+def test_an_encoding_asked_for_by_many_threads_at_once_is_loaded_once() -> None:
+    """Ten reviews starting together count tokens in their worker threads: one load (about
+    60 MiB), not ten."""
+    import threading
+
+    from bot.llm import tokens
+
+    tokens._ENCODINGS.pop("o200k_base", None)
+    loads: list[str] = []
+    real_load = tokens._load
+
+    def counted(name: str) -> tokens.Encoding:
+        loads.append(name)
+        return real_load(name)
+
+    tokens._load = counted
+    try:
+        start = threading.Barrier(10)
+        found: list[object] = []
+
+        def ask() -> None:
+            start.wait()
+            found.append(tokens.encoding("o200k_base"))
+
+        threads = [threading.Thread(target=ask) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        tokens._load = real_load
+    assert loads == ["o200k_base"]
+    assert len({id(enc) for enc in found}) == 1
