@@ -20,6 +20,10 @@ from bot.store.records import new_job_row, to_job
 from bot.store.schema import deliveries, jobs, llm_cache
 from bot.store.sql_engine import SQLDatabase, dialect_insert
 
+# `deliveries.event` holds this much of an event's label (a platform's `object_kind` and `action`
+# are not bounded): one odd delivery must not fail those written in the same batch.
+EVENT_CHARS = 100  # sa.String(100) in bot/store/schema.py
+
 # What `release` sets: the attempt was never made, so it is given back (never below zero).
 ATTEMPT_GIVEN_BACK = sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0)
 
@@ -89,7 +93,7 @@ async def _accept_many_pg(
             _ACCEPT_PG,
             [d.platform for d, _ in batch],
             [d.delivery_id for d, _ in batch],
-            [d.event for d, _ in batch],
+            [d.event[:EVENT_CHARS] for d, _ in batch],
             [j.kind for _, j in batch],
             [j.payload for _, j in batch],
             [j.max_attempts for _, j in batch],
@@ -122,7 +126,7 @@ def _accept_one(conn: Connection, delivery: Delivery, job: NewJob, now: float) -
         .values(
             platform=delivery.platform,
             delivery_id=delivery.delivery_id,
-            event=delivery.event,
+            event=delivery.event[:EVENT_CHARS],
             received_at=now,
         )
         .on_conflict_do_nothing()
@@ -154,7 +158,7 @@ def _accept_many(
         for delivery, job in items:
             cursor.execute(
                 _INSERT_DELIVERY,
-                (delivery.platform, delivery.delivery_id, delivery.event, now),
+                (delivery.platform, delivery.delivery_id, delivery.event[:EVENT_CHARS], now),
             )
             if cursor.rowcount == 0:
                 results.append(Enqueued(job_id=None, duplicate=True))

@@ -1152,3 +1152,18 @@ async def test_deliveries_arriving_together_are_each_answered_for_themselves(
     assert keyed == ["cancelled", "queued"]  # one replaced the other, whichever came first
     for platform, delivery_id in [("github", "a"), ("github", "b"), ("gitlab", "a")]:
         assert await store.seen_delivery(platform, delivery_id)
+
+
+async def test_an_event_label_longer_than_its_column_does_not_fail_its_batch(
+    store: Store,
+) -> None:
+    """A platform's `object_kind` and `action` are not bounded; the store keeps the first 100
+    characters of the label, and the delivery written with it is stored too."""
+    long = Delivery("gitlab", "long-label", "merge_request." + "x" * 300)
+    plain = Delivery("gitlab", "plain", "merge_request.open")
+    results = await asyncio.gather(
+        store.accept_delivery(long, _job()), store.accept_delivery(plain, _job())
+    )
+    assert all(r.job_id is not None and not r.duplicate for r in results)
+    assert await store.seen_delivery("gitlab", "long-label")
+    assert await store.seen_delivery("gitlab", "plain")
