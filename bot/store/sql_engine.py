@@ -198,25 +198,33 @@ class SQLDatabase:
         transaction of SQLAlchemy's around it. The statement commits on its own (asyncpg runs
         it outside a transaction block); asyncpg prepares it once per connection and keeps it."""
         async with self._kept_slots:
-            kept = self._kept.pop() if self._kept else None
-            try:
-                if kept is None:
-                    kept = await self._intake_engine().connect()
-                raw = await kept.get_raw_connection()
-                driver: Any = raw.driver_connection
-                rows = await driver.fetch(statement, *args, timeout=KEPT_TIMEOUT)
-            except Exception as exc:
-                lost = raw_unavailable(exc)
-                if kept is not None:
-                    if lost or isinstance(exc, TimeoutError):  # its state is unknown: drop it
-                        await _close(kept, invalidate=True)
-                    else:
-                        self._kept.append(kept)
-                if lost or unavailable(exc):
-                    raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
-                raise
-            self._kept.append(kept)
-            return cast(list[Any], rows)
+            for attempt in (1, 2):
+                kept = self._kept.pop() if self._kept else None
+                try:
+                    if kept is None:
+                        kept = await self._intake_engine().connect()
+                    raw = await kept.get_raw_connection()
+                    driver: Any = raw.driver_connection
+                    rows = await driver.fetch(statement, *args, timeout=KEPT_TIMEOUT)
+                except Exception as exc:
+                    lost = raw_unavailable(exc)
+                    if kept is not None:
+                        if lost or isinstance(exc, TimeoutError):  # its state is unknown
+                            await _close(kept, invalidate=True)
+                        else:
+                            self._kept.append(kept)
+                    if lost and attempt == 1 and kept is not None:
+                        # A kept connection the server or a proxy closed while it sat idle:
+                        # once more on a new one (what the pool's pre-ping does for the rest).
+                        # Had the statement committed first, its deliveries come back as
+                        # duplicates: stored either way.
+                        continue
+                    if lost or unavailable(exc):
+                        raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+                    raise
+                self._kept.append(kept)
+                return cast(list[Any], rows)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _intake_engine(self) -> AsyncEngine:
         if self._async_engine is None:
