@@ -31,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.webhooks import cpu_seconds
 from tests.conftest import fixture_json, github_headers
 from tests.e2e.serve import ServeProcess
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
@@ -175,10 +176,9 @@ async def _deliver(http: aiohttp.ClientSession, url: str, bodies: dict[int, byte
 def _cpu_seconds(pid: int) -> float:
     """CPU time a process has used (user + system), from /proc; -1 where there is none."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except OSError:
         return -1.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _last_states(github: FakeGitHub) -> dict[str, str]:
