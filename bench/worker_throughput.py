@@ -64,6 +64,12 @@ async def main() -> None:
         help="pull requests reviewed before the clock starts (first use: imports, tokenizer)",
     )
     parser.add_argument("--store-url", help="default: a fresh SQLite file in a temporary folder")
+    parser.add_argument(
+        "--trace",
+        type=int,
+        metavar="N",
+        help="print what pull request N's review asked of the fakes, in order, with times",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="arbiter-throughput-"))
@@ -149,6 +155,9 @@ async def main() -> None:
         print(f"server CPU       {cpu:.2f} s, {cpu / args.prs * 1000:.1f} ms per pull request")
     for line in _describe(timeline, args.jobs):
         print(line)
+    if args.trace is not None:
+        for line in _trace(github, heads.get(args.trace, ""), args.trace, asked, t0=started_at):
+            print(line)
     print(
         json.dumps(
             {
@@ -224,6 +233,19 @@ def _timeline(
         "before": [asked[n] - fetched[n] for n in done],
         "after": [final[n] - asked[n] - model_seconds for n in done],
     }
+
+
+def _trace(
+    github: FakeGitHub, head: str, number: int, asked: dict[int, float], t0: float
+) -> list[str]:
+    """The requests of one review (its pull request, files, head's statuses), in order."""
+    mine = re.compile(rf"/(pulls|issues)/{number}(/|$)|/statuses/{head}$|/contents/")
+    seen = [r for r in github.requests if head and mine.search(r.path)]
+    events = [(r.at, f"{r.method:5} {r.path} -> {r.status}") for r in seen]
+    if number in asked:
+        events.append((asked[number], "model asked"))
+    events.sort()
+    return [f"trace {number:3}    {(at - t0) * 1000:8.1f} ms  {what}" for at, what in events]
 
 
 def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:

@@ -4,6 +4,7 @@ application per process."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from aiohttp import web
@@ -34,7 +35,7 @@ def create_app(runtime: Runtime) -> web.Application:
         runtime.store,
         runtime.router,
         runtime.metrics,
-        on_enqueued=runtime.notify_worker,
+        on_enqueued=functools.partial(runtime.notify_worker, delivery=True),
     )
     app.router.add_post("/webhooks/github", receiver.github)
     app.router.add_post("/webhooks/gitlab", receiver.gitlab)

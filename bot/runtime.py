@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
     from bot.repo_config import RepoConfigs
 
+# A delivery's dispatch to its handlers runs in up to this many slots of its own besides
+# ARBITER_WORKER_MAX_JOBS (never more than that), so it never waits behind reviews.
+EVENT_LANE = 4
 REDIS_TIMEOUT = 2.0  # seconds for a Redis command (and for a free connection from the pool)
 
 
@@ -197,6 +200,7 @@ class Runtime:
             backoff_max=s.worker_retry_backoff_max_seconds,
             shutdown_grace=s.worker_shutdown_grace_seconds,
             retention_seconds=s.delivery_retention_days * 86400,
+            lanes={EVENT_JOB: min(EVENT_LANE, s.worker_max_jobs)},
         )
         self.worker = Worker(
             self.store,
@@ -225,9 +229,10 @@ class Runtime:
         self.recovery.start()
         return self.recovery
 
-    def notify_worker(self) -> None:
+    def notify_worker(self, *, delivery: bool = False) -> None:
+        """A job was queued in this process (`delivery`: a webhook's): the worker looks now."""
         if self.worker is not None:
-            self.worker.notify()
+            self.worker.notify(delivery=delivery)
 
     def use_github_app(self, app_id: str, private_key_path: Path, webhook_secret: str) -> None:
         """Switch to a GitHub App set up while the process runs (the /setup flow), no restart.

@@ -1,4 +1,5 @@
-"""The worker: claims jobs from the store's queue and runs them, at most `max_jobs` at once.
+"""The worker: claims jobs from the store's queue and runs them, at most `max_jobs` at once
+(and, for the kinds given a lane of their own, up to that lane's slots besides).
 
 It knows only the store and the `run(job)` it is handed. A claimed job is leased; a heartbeat
 renews the leases of the jobs it holds, so a worker that dies loses them after one lease period
@@ -26,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.logs import Logger, get_logger
@@ -52,6 +53,10 @@ class WorkerOptions:
     # … and take at most `busy_claim_limit` jobs per claim then: a burst of deliveries is answered
     # at the speed of intake alone, and what it queued drains once the burst is over.
     busy_claim_limit: int = 1
+    # Job kinds with slots of their own besides `max_jobs` (which they may use too): kind →
+    # slots. A delivery's dispatch (a few milliseconds that queue its review) must not wait for
+    # a slot behind reviews that each wait a minute for their model.
+    lanes: dict[str, int] = field(default_factory=dict)
     backoff_base: float = 5
     backoff_max: float = 600
     shutdown_grace: float = 30
@@ -104,6 +109,7 @@ class Worker:
         # recorded; of those, the runs that ended and are being recorded (they hold no slot), and
         # the runs stopped because another worker took the job over.
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._lane: dict[int, str] = {}  # the jobs held in a lane of their own: its kind
         self._recording: set[int] = set()
         self._lost: set[int] = set()
         self._wake = asyncio.Event()  # look for work now: a job was enqueued or a slot freed
@@ -114,7 +120,7 @@ class Worker:
         self._last_purge = 0.0
         self._arrivals: deque[float] = deque(maxlen=max(options.busy_arrivals, 1))
         self._busy_claimed_at = 0.0
-        self._claim_limit = options.max_jobs  # what the last claim could take
+        self._full = False  # the last claim took all it could: more may be waiting
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -124,9 +130,11 @@ class Worker:
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="worker-heartbeat")
             self.log.info("worker started", max_jobs=self.options.max_jobs)
 
-    def notify(self) -> None:
-        """A job was just enqueued in this process: look now instead of at the next poll."""
-        self._arrivals.append(time.monotonic())
+    def notify(self, *, delivery: bool = False) -> None:
+        """A job was just enqueued in this process: look now instead of at the next poll.
+        `delivery`: a webhook's (counted to tell a burst of deliveries), not a job's own."""
+        if delivery:
+            self._arrivals.append(time.monotonic())
         self._enqueued = True
         self._wake.set()
 
@@ -140,6 +148,13 @@ class Worker:
     def active(self) -> int:
         """Slots in use: jobs running (one whose outcome is being recorded holds none)."""
         return len(self._tasks) - len(self._recording)
+
+    def _room(self) -> tuple[int, dict[str, int]]:
+        """Free slots: of `max_jobs` (any kind), and of each lane (its kind only)."""
+        running = [job_id for job_id in self._tasks if job_id not in self._recording]
+        in_lane = [self._lane[job_id] for job_id in running if job_id in self._lane]
+        lanes = {kind: slots - in_lane.count(kind) for kind, slots in self.options.lanes.items()}
+        return self.options.max_jobs - (len(running) - len(in_lane)), lanes
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming, let running jobs finish within `grace`, release the rest."""
@@ -180,7 +195,6 @@ class Worker:
             # while the claim is in flight, it is kept, so no wake between two looks is lost.
             self._wake.clear()
             self._enqueued = False
-            free = self.options.max_jobs - self.active
             try:
                 claimed = await self._claim_once()
             except StoreUnavailable as exc:
@@ -205,7 +219,7 @@ class Worker:
                     )
                 failures = 0
             await self._maybe_purge()
-            if claimed and claimed >= min(free, self._claim_limit):
+            if claimed and self._full:
                 continue  # a full batch (or all a burst allows): more may be waiting
             if not self._wake.is_set():
                 wait = self.options.poll_interval
@@ -225,28 +239,32 @@ class Worker:
                 )
 
     async def _claim_once(self) -> int:
-        free = self.options.max_jobs - self.active
-        if free <= 0 or self._stopping.is_set():
+        self._full = False
+        free, lanes = self._room()
+        if (free <= 0 and max(lanes.values(), default=0) <= 0) or self._stopping.is_set():
             return 0
-        limit = free
         if self._busy():
             # Deliveries pour in: answering them comes first. Jobs go on, a few at a time, at
             # most every busy_claim_delay, whatever wakes the worker (a freed slot included).
             wait = self._busy_claimed_at + self.options.busy_claim_delay - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-                free = self.options.max_jobs - self.active
-                if free <= 0 or self._stopping.is_set():
+                free, lanes = self._room()
+                if (free <= 0 and max(lanes.values(), default=0) <= 0) or self._stopping.is_set():
                     return 0
-            limit = min(free, max(self.options.busy_claim_limit, 1))
+            few = max(self.options.busy_claim_limit, 1)
+            free, lanes = min(free, few), {kind: min(n, few) for kind, n in lanes.items()}
             self._busy_claimed_at = time.monotonic()
-        self._claim_limit = limit
+        free, lanes = max(free, 0), {kind: max(n, 0) for kind, n in lanes.items()}
         jobs = await self.store.claim(
             self.worker_id,
-            limit=limit,
+            limit=free,
             lease_seconds=self.options.lease_seconds,
             holding=list(self._tasks),
+            lanes=lanes,
         )
+        # A job of a lane's kind goes to its lane while that has room, else to the shared slots.
+        room = dict(lanes)
         for job in jobs:
             if job.id in self._tasks:
                 # Another worker's sweep took it from us and it came back to us: one run of a
@@ -255,12 +273,19 @@ class Worker:
                 continue
             task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
             self._tasks[job.id] = task
+            if room.get(job.kind, 0) > 0:
+                room[job.kind] -= 1
+                self._lane[job.id] = job.kind
             task.add_done_callback(functools.partial(self._finished, job.id))
+        # Some part took all it had room for: more may be waiting.
+        shared = len(jobs) - sum(lanes[kind] - room[kind] for kind in lanes)
+        self._full = 0 < free <= shared or any(n > 0 and room[k] == 0 for k, n in lanes.items())
         return len(jobs)
 
     def _finished(self, job_id: int, task: asyncio.Task[None]) -> None:
         if self._tasks.get(job_id) is task:
             del self._tasks[job_id]
+            self._lane.pop(job_id, None)
         was_recording = job_id in self._recording
         self._recording.discard(job_id)
         self._lost.discard(job_id)

@@ -4,6 +4,7 @@ and a store that goes away for a while (behind a fault injector)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import time
@@ -397,9 +398,9 @@ async def test_a_flood_of_deliveries_makes_the_worker_claim_less_often(
     worker = Worker(sqlite_store, run, FAST)
     assert not worker._busy()
     for _ in range(FAST.busy_arrivals - 1):
-        worker.notify()
+        worker.notify(delivery=True)
     assert not worker._busy()  # below the threshold
-    worker.notify()
+    worker.notify(delivery=True)
     assert worker._busy()  # 20 arrivals well within 0.1 s: intake comes first
 
 
@@ -414,7 +415,7 @@ async def test_during_a_flood_a_claim_takes_a_job_at_a_time(sqlite_store: SQLSto
     await _enqueue(sqlite_store, 4)
     worker = Worker(sqlite_store, run, FAST)
     for _ in range(FAST.busy_arrivals):
-        worker.notify()
+        worker.notify(delivery=True)
     assert worker._busy()
     assert await worker._claim_once() == 1  # three slots free, one job taken
     assert await worker._claim_once() == 1  # the next, after busy_claim_delay
@@ -674,3 +675,60 @@ async def test_claiming_while_the_store_is_down_backs_off_and_resumes_on_its_own
             await ran.wait()
     finally:
         await worker.stop()
+
+
+async def test_jobs_queued_by_jobs_are_not_a_burst_of_deliveries(sqlite_store: SQLStore) -> None:
+    """Reviews queued by the dispatch of deliveries wake the worker without throttling it."""
+
+    async def run(job: Job) -> None:
+        pass
+
+    worker = Worker(sqlite_store, run, FAST)
+    for _ in range(FAST.busy_arrivals * 3):
+        worker.notify()
+    assert not worker._busy()
+
+
+async def test_a_kind_with_a_lane_runs_while_every_shared_slot_is_taken(
+    sqlite_store: SQLStore,
+) -> None:
+    """Two long reviews hold both shared slots; events queued after them still run, in their
+    lane, one at a time (its one slot), and never more reviews than the shared slots."""
+    release = asyncio.Event()
+    running: dict[str, int] = {"review": 0, "event": 0}
+    most: dict[str, int] = {"review": 0, "event": 0}
+    done: list[str] = []
+
+    async def run(job: Job) -> None:
+        running[job.kind] += 1
+        most[job.kind] = max(most[job.kind], running[job.kind])
+        try:
+            if job.kind == "review":
+                await release.wait()
+            else:
+                await asyncio.sleep(0.01)
+        finally:
+            running[job.kind] -= 1
+            done.append(f"{job.kind} {job.payload}")
+
+    for i in range(3):
+        await sqlite_store.enqueue(NewJob(kind="review", payload=str(i)))
+    for i in range(4):
+        await sqlite_store.enqueue(NewJob(kind="event", payload=str(i)))
+    options = dataclasses.replace(FAST, max_jobs=2, lanes={"event": 1})
+    worker = Worker(sqlite_store, run, options)
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            while sum(1 for d in done if d.startswith("event")) < 4:
+                await asyncio.sleep(0.01)
+        assert running["review"] == 2 and not any(d.startswith("review") for d in done)
+        assert most == {"review": 2, "event": 1}
+        release.set()
+        async with asyncio.timeout(10):
+            while len(done) < 7:
+                await asyncio.sleep(0.01)
+        assert most["review"] == 2  # the third review waited for a shared slot
+    finally:
+        release.set()
+        await worker.stop(grace=1)

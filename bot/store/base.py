@@ -6,7 +6,7 @@ A store takes a `clock` so tests can move time (lease expiry, TTLs) without slee
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
@@ -418,8 +418,14 @@ class Store(Protocol):
         limit: int,
         lease_seconds: float,
         holding: Collection[int] = (),
+        lanes: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Take up to `limit` runnable jobs: queued and due, or running with an expired lease.
+
+        `lanes` gives kinds room of their own: up to `lanes[kind]` more jobs of such a kind
+        may be taken besides the `limit`, which counts jobs of any kind; the jobs of kinds
+        without a lane are never more than `limit`. A worker uses it so a delivery's short
+        dispatch never waits for a slot behind long reviews.
 
         Expired leases are taken back from every worker, the claiming one included (a process
         takes back its own lost work: a run whose outcome it could not record, a claim whose

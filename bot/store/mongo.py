@@ -19,7 +19,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -298,13 +298,15 @@ class MongoStore:
         limit: int,
         lease_seconds: float,
         holding: Collection[int] = (),
+        lanes: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Due queued jobs, oldest first, each taken by one atomic `find_one_and_update`.
 
         Keys with a running job are left out of the query; a key that starts running between
         that read and the claim is refused by the server's unique index, and skipped.
         """
-        if limit <= 0:
+        lanes = dict(lanes or {})
+        if limit <= 0 and not any(n > 0 for n in lanes.values()):
             return []
         now = self._clock()
         if self._sweeps.due(worker_id, now):
@@ -317,9 +319,32 @@ class MongoStore:
             )
         }
         claimed: list[Job] = []
+        wanted: list[tuple[Doc, int]] = [
+            ({}, limit),
+            *(({"kind": kind}, n) for kind, n in sorted(lanes.items())),
+        ]
+        for kinds, count in wanted:
+            claimed += await self._claim_some(
+                jobs, worker_id, now, lease_seconds, busy, kinds, count
+            )
+        return sorted(claimed, key=lambda j: (j.run_at, j.id))
+
+    async def _claim_some(
+        self,
+        jobs: AsyncCollection[Doc],
+        worker_id: str,
+        now: float,
+        lease_seconds: float,
+        busy: set[str],
+        kinds: Doc,
+        limit: int,
+    ) -> list[Job]:
+        """Up to `limit` due queued jobs matching `kinds`, whose keys are not in `busy` (which
+        grows with the keys taken)."""
+        claimed: list[Job] = []
         refusals = 0
         while len(claimed) < limit:
-            query: Doc = {"state": "queued", "run_at": {"$lte": now}}
+            query: Doc = {"state": "queued", "run_at": {"$lte": now}, **kinds}
             if busy:
                 query["key"] = {"$nin": sorted(busy)}
             try:
@@ -360,7 +385,7 @@ class MongoStore:
             claimed.append(job)
             if job.key is not None:
                 busy.add(job.key)
-        return sorted(claimed, key=lambda j: (j.run_at, j.id))
+        return claimed
 
     async def _sweep_expired_leases(
         self, now: float, claimer: str, holding: Collection[int]

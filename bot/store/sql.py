@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -125,13 +125,22 @@ class SQLStore:
         limit: int,
         lease_seconds: float,
         holding: Collection[int] = (),
+        lanes: Mapping[str, int] | None = None,
     ) -> list[Job]:
-        if limit <= 0:
+        lanes = dict(lanes or {})
+        if limit <= 0 and not any(n > 0 for n in lanes.values()):
             return []
         now = self._clock()
         sweep = self._sweeps.due(worker_id, now)
         return await sql_queue.claim(
-            self._db, worker_id, limit, lease_seconds, now, sweep, holding=sorted(holding)
+            self._db,
+            worker_id,
+            max(limit, 0),
+            lease_seconds,
+            now,
+            sweep,
+            holding=sorted(holding),
+            lanes=lanes,
         )
 
     async def renew_leases(

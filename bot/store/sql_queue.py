@@ -208,11 +208,13 @@ async def claim(
     sweep: bool,
     *,
     holding: list[int],
+    lanes: dict[str, int],
 ) -> list[Job]:
-    """Up to `limit` due jobs, after (with `sweep`) taking back those whose lease expired,
-    but for the claimer's jobs in `holding`."""
+    """Up to `limit` due jobs (and `lanes[kind]` more of a kind with a lane of its own), after
+    (with `sweep`) taking back those whose lease expired, but for the claimer's jobs in
+    `holding`."""
     return await db.run(
-        lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep, holding)
+        lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep, holding, lanes)
     )
 
 
@@ -263,12 +265,13 @@ def _sweep_expired_leases(conn: Connection, now: float, claimer: str, holding: l
     )
 
 
-def _claim_statement(*, skip_locked: bool) -> sa.Update:
-    """Claim up to :limit queued jobs that are due and whose key has no job running.
+def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Update:
+    """Claim up to :limit queued jobs that are due and whose key has no job running, and up to
+    :lane_<i> more of the kind `lanes[i]` (a lane of its own; the two may pick the same job).
 
-    Built once: the hot path binds parameters to it instead of building SQL per claim.
-    Only queued jobs are candidates, which the (state, run_at) index answers in order however
-    many finished jobs the table holds.
+    Built once per set of lanes: the hot path binds parameters to it instead of building SQL
+    per claim. Only queued jobs are candidates, which the (state, run_at) index answers in
+    order however many finished jobs the table holds.
     """
     now = sa.bindparam("now", type_=sa.Float)
     cand, busy, first = jobs.alias("cand"), jobs.alias("busy"), jobs.alias("first")
@@ -282,21 +285,28 @@ def _claim_statement(*, skip_locked: bool) -> sa.Update:
         .where(first.c.key == cand.c.key, first.c.state == "queued", first.c.run_at <= now)
         .scalar_subquery()
     )
-    candidates = (
-        sa.select(cand.c.id)
-        .where(
-            cand.c.state == "queued",
-            cand.c.run_at <= now,
-            sa.or_(cand.c.key.is_(None), sa.and_(key_free, first_of_key)),
+
+    def candidates(kind: sa.ColumnElement[bool] | None, limit: str) -> sa.ScalarSelect[Any]:
+        chosen = (
+            sa.select(cand.c.id)
+            .where(
+                cand.c.state == "queued",
+                cand.c.run_at <= now,
+                sa.or_(cand.c.key.is_(None), sa.and_(key_free, first_of_key)),
+                *([kind] if kind is not None else []),
+            )
+            .order_by(cand.c.run_at, cand.c.id)
+            .limit(sa.bindparam(limit, type_=sa.Integer))
         )
-        .order_by(cand.c.run_at, cand.c.id)
-        .limit(sa.bindparam("limit", type_=sa.Integer))
-    )
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
+        if skip_locked:
+            chosen = chosen.with_for_update(skip_locked=True)
+        return chosen.scalar_subquery()
+
+    rest = candidates(None, "limit")
+    own = [candidates(cand.c.kind == kind, f"lane_{i}") for i, kind in enumerate(lanes)]
     return (
         sa.update(jobs)
-        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .where(sa.or_(jobs.c.id.in_(rest), *(jobs.c.id.in_(lane) for lane in own)))
         .values(
             state="running",
             attempts=jobs.c.attempts + 1,
@@ -309,7 +319,7 @@ def _claim_statement(*, skip_locked: bool) -> sa.Update:
     )
 
 
-_CLAIM = {False: _claim_statement(skip_locked=False), True: _claim_statement(skip_locked=True)}
+_CLAIM: dict[tuple[bool, tuple[str, ...]], sa.Update] = {}
 
 
 def _claim(
@@ -320,14 +330,22 @@ def _claim(
     now: float,
     sweep: bool,
     holding: list[int],
+    lanes: dict[str, int],
 ) -> list[Job]:
     if sweep:
         _sweep_expired_leases(conn, now, worker_id, holding)
-    statement = _CLAIM[conn.dialect.name == "postgresql"]
-    rows = conn.execute(
-        statement,
-        {"now": now, "limit": limit, "claimer": worker_id, "lease": now + lease_seconds},
-    )
+    kinds = tuple(sorted(lanes))
+    shape = (conn.dialect.name == "postgresql", kinds)
+    if (statement := _CLAIM.get(shape)) is None:
+        statement = _CLAIM.setdefault(shape, _claim_statement(skip_locked=shape[0], lanes=kinds))
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "claimer": worker_id,
+        "lease": now + lease_seconds,
+    }
+    params.update({f"lane_{i}": max(lanes[kind], 0) for i, kind in enumerate(kinds)})
+    rows = conn.execute(statement, params)
     return sorted((to_job(row) for row in rows.mappings()), key=lambda j: (j.run_at, j.id))
 
 

@@ -69,7 +69,7 @@ async def make_api(tmp_path: Path, clock: FakeClock) -> AsyncIterator[MakeApi]:
         facts = await seed(store, clock) if seeded else None
         runtime = Runtime(settings, store=store)
         notified: list[None] = []
-        runtime.notify_worker = lambda: notified.append(None)  # type: ignore[method-assign]
+        runtime.notify_worker = lambda **_: notified.append(None)  # type: ignore[method-assign]
         app = web.Application()
         add_dashboard_and_api(app, runtime, clock=clock)
         client = TestClient(TestServer(app))

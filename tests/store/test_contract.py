@@ -20,8 +20,10 @@ from tests.conftest import FakeClock
 from tests.store.conftest import Backend
 
 
-def _job(key: str | None = None, payload: str = "{}", max_attempts: int = 3) -> NewJob:
-    return NewJob(kind="event", payload=payload, key=key, max_attempts=max_attempts)
+def _job(
+    key: str | None = None, payload: str = "{}", max_attempts: int = 3, kind: str = "event"
+) -> NewJob:
+    return NewJob(kind=kind, payload=payload, key=key, max_attempts=max_attempts)
 
 
 async def test_schema_is_at_head(store: Store) -> None:
@@ -51,6 +53,21 @@ async def test_claim_takes_due_jobs_in_order_up_to_the_limit(store: Store) -> No
     rest = await store.claim("w2", limit=10, lease_seconds=30)
     assert [j.id for j in rest] == ids[3:]
     assert await store.claim("w3", limit=10, lease_seconds=30) == []
+
+
+async def test_a_kind_with_a_lane_of_its_own_is_claimed_besides_the_limit(store: Store) -> None:
+    """A lane is room for its kind besides the limit; the other kinds never pass the limit."""
+    reviews = [(await store.enqueue(_job(kind="review", payload=str(i)))).job_id for i in range(3)]
+    events = [(await store.enqueue(_job(kind="event", payload=str(i)))).job_id for i in range(4)]
+    first = await store.claim("w1", limit=2, lease_seconds=30, lanes={"event": 1})
+    assert [j.id for j in first] == [*reviews[:2], events[0]]
+    # No room left under the limit: only the lane's kind is taken, up to the lane's room.
+    second = await store.claim("w1", limit=0, lease_seconds=30, lanes={"event": 2})
+    assert [j.id for j in second] == events[1:3]
+    # A full lane adds nothing; the limit takes the oldest of any kind.
+    third = await store.claim("w2", limit=1, lease_seconds=30, lanes={"event": 0})
+    assert [j.id for j in third] == [reviews[2]]
+    assert [j.id for j in await store.claim("w2", limit=5, lease_seconds=30)] == [events[3]]
 
 
 async def test_jobs_due_later_wait(store: Store, clock: FakeClock) -> None:
