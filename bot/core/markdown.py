@@ -131,11 +131,14 @@ def _defuse(text: str, *, all_html: bool, close_fence: bool = True) -> str:
     specials = _specials(text, all_html=all_html)
     if len(specials) > 2 * _PLANE:
         return _bluntly(text)
+    one_line = "\n" not in text and "\r" not in text
+    if not specials and (one_line or not close_fence):
+        # Nothing to defuse, and no fence to close: what the parse would decide is moot.
+        return text + "\\" if one_line and _odd_backslashes(text, len(text)) else text
     standin = list(text)
     for n, special in enumerate(specials):
         standin[special.at] = _standin(n)
     source = "".join(standin)
-    one_line = "\n" not in text and "\r" not in text
     tokens = _PARSER.parseInline(source) if one_line else _PARSER.parse(source)
     edits = _edits(text, specials, _landings(tokens, specials))
     out = _apply(text, edits)

@@ -7,6 +7,8 @@ imported on first use: it is slow to import, and a process may never call OpenAI
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -24,7 +26,13 @@ PLACEHOLDER_KEY = "unused"
 
 
 def response_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """The `response_format` asking for an answer in `schema` (strict JSON schema)."""
+    """The `response_format` asking for an answer in `schema` (strict JSON schema): built once
+    per schema (pydantic's schema generation is a good part of a call's CPU), a copy each time."""
+    return copy.deepcopy(_response_format(schema))
+
+
+@functools.cache
+def _response_format(schema: type[BaseModel]) -> dict[str, Any]:
     from openai.lib import type_to_response_format_param
 
     param: Any = type_to_response_format_param(schema)

@@ -297,32 +297,39 @@ async def _record(
     description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
     await _status(ctx, pr, state, description)
     progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours
-    await store.update_pr_state(
-        platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
-    )
     outcome = state if state in ("failure", "error") else "success"
     duration = time.monotonic() - progress.started
-    await store.update_review(
-        record.id,
-        state="done",
-        outcome=outcome,
-        reason=description,
-        model=result.model,
-        calls=result.usage.calls,
-        cached_calls=result.usage.cached_calls,
-        input_tokens=result.usage.input_tokens,
-        output_tokens=result.usage.output_tokens,
-        cost_usd=result.usage.cost_usd,
-        findings=len(result.findings),
-        severity_counts=severity_counts(result.findings),
-        not_reviewed=[
-            {"path": n.path, "reason": ctx.redactor.scrub(n.reason)} for n in result.not_reviewed
-        ],
-        dropped=len(result.dropped) + len(dropped),
-        posted_review_id=str(posted.id) if posted and posted.id is not None else None,
-        duration_seconds=round(duration, 3),
-        finished_at=ctx.clock(),
+    # Two rows of their own, written together (a slot waits for them).
+    head_or, done_or = await asyncio.gather(
+        store.update_pr_state(
+            platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
+        ),
+        store.update_review(
+            record.id,
+            state="done",
+            outcome=outcome,
+            reason=description,
+            model=result.model,
+            calls=result.usage.calls,
+            cached_calls=result.usage.cached_calls,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            cost_usd=result.usage.cost_usd,
+            findings=len(result.findings),
+            severity_counts=severity_counts(result.findings),
+            not_reviewed=[
+                {"path": n.path, "reason": ctx.redactor.scrub(n.reason)}
+                for n in result.not_reviewed
+            ],
+            dropped=len(result.dropped) + len(dropped),
+            posted_review_id=str(posted.id) if posted and posted.id is not None else None,
+            duration_seconds=round(duration, 3),
+            finished_at=ctx.clock(),
+        ),
+        return_exceptions=True,
     )
+    _settled(head_or)
+    _settled(done_or)
     ctx.metrics.reviews.labels(platform=platform, outcome=outcome).inc()
     ctx.metrics.review_duration.labels(platform=platform).observe(duration)
     ctx.log.info(

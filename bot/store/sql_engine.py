@@ -7,7 +7,10 @@ StoreUnavailable.
   every statement was a hop through the event loop, and under load that cost more than the
   SQL.) WAL mode, and every transaction `BEGIN IMMEDIATE`, so one writer at a time across
   processes too. Operations that arrive while a commit is in flight share the next
-  transaction, each in a savepoint of its own (`batching.GroupCommit`).
+  transaction, each in a savepoint of its own (`batching.GroupCommit`). Reads that need no
+  write lock (`SQLDatabase.read`) run on a second connection and thread of their own, so a
+  review's lookups never queue behind other jobs' commits (WAL lets a reader go on beside the
+  writer, seeing what was committed when it began).
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ class SQLDatabase:
         self._kept_slots = asyncio.Semaphore(INTAKE_CONNECTIONS)
         self._intake: AsyncEngine | None = None
         self._kept_sqlite: Any = None  # SQLite: intake's own DBAPI connection (its thread's)
+        # SQLite (a file): reads on a connection and thread of their own, made on first use.
+        self._reader: Engine | None = None
+        self._reader_thread: ThreadPoolExecutor | None = None
         self._operations = GroupCommit(self._run_together)
 
     async def open(self) -> None:
@@ -125,6 +131,11 @@ class SQLDatabase:
             await asyncio.get_running_loop().run_in_executor(thread, self._release_sqlite)
             await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
             thread.shutdown(wait=True)
+            if self._reader is not None and self._reader_thread is not None:
+                reader, reading = self._reader, self._reader_thread
+                await asyncio.get_running_loop().run_in_executor(reading, reader.dispose)
+                reading.shutdown(wait=True)
+                self._reader, self._reader_thread = None, None
             if self._checkpointer is not None:
                 await self._checkpointer.close()
                 self._checkpointer = None
@@ -152,6 +163,27 @@ class SQLDatabase:
                 raise RuntimeError("the store is not open: call `await store.open()` first")
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(operation)
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+            raise
+
+    async def read(self, operation: Callable[[Connection], T]) -> T:
+        """`operation` that only reads, in a transaction: on SQLite (a file) on the reading
+        connection, beside the writer, seeing every commit made before it began; elsewhere as
+        `run`. Failures surface as `run`'s do."""
+        if self._sqlite_engine is None or self._sqlite_thread is None:
+            return await self.run(operation)
+        database = self._sqlite_engine.url.database
+        if database in (None, "", ":memory:"):  # another connection would be another database
+            return await self.run(operation)
+        if self._reader is None or self._reader_thread is None:
+            self._reader = _sqlite_engine(self.url, begin="BEGIN")
+            self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite-read")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._reader_thread, _in_transaction, self._reader, operation
+            )
         except Exception as exc:
             if unavailable(exc):
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
@@ -326,8 +358,9 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _sqlite_engine(url: str) -> Engine:
-    """A synchronous engine on the stdlib driver, used from the store's one SQLite thread."""
+def _sqlite_engine(url: str, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
+    """A synchronous engine on the stdlib driver, used from the store's one SQLite thread (or,
+    with `begin="BEGIN"`, the reading one's: its transactions take no write lock)."""
     parsed = sa.engine.make_url(url).set(drivername="sqlite")
     database = parsed.database
     memory = database in (None, "", ":memory:")
@@ -357,7 +390,7 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_begin(conn: Any) -> None:
         # Take the write lock up front: a deferred transaction that later writes can fail with
         # "database is locked" at once instead of waiting for the other writer.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
     return engine
 

@@ -8,6 +8,7 @@ records through `records`, as the MongoDB store's documents do.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -63,7 +64,7 @@ async def cache_get(db: SQLDatabase, key: str, now: float) -> str | None:
     statement = sa.select(llm_cache.c.value).where(
         llm_cache.c.key == key, llm_cache.c.expires_at > now
     )
-    value = await db.run(lambda conn: conn.execute(statement).scalar_one_or_none())
+    value = await db.read(lambda conn: conn.execute(statement).scalar_one_or_none())
     return None if value is None else str(value)
 
 
@@ -130,7 +131,7 @@ async def get_review(db: SQLDatabase, review_id: int) -> ReviewRecord | None:
         row = _read_review(conn, review_id)
         return to_review(row) if row is not None else None
 
-    return await db.run(read)
+    return await db.read(read)
 
 
 async def list_reviews(db: SQLDatabase, filters: dict[str, Any], limit: int) -> list[ReviewRecord]:
@@ -149,7 +150,7 @@ async def output_per_call(db: SQLDatabase, model: str, limit: int) -> list[int]:
         .order_by(reviews.c.id.desc())
         .limit(limit)
     )
-    return await db.run(
+    return await db.read(
         lambda conn: [int(tokens or 0) // int(calls) for tokens, calls in conn.execute(statement)]
     )
 
@@ -213,7 +214,7 @@ async def findings_for(
     )
     if review_id is not None:
         statement = statement.where(findings.c.review_id == review_id)
-    return await db.run(
+    return await db.read(
         lambda conn: [to_finding(row) for row in conn.execute(statement).mappings()]
     )
 
@@ -227,7 +228,7 @@ async def pr_state(db: SQLDatabase, platform: str, repo: str, number: int) -> Pu
         pr_states.c.repo == repo,
         pr_states.c.number == number,
     )
-    return await db.run(
+    return await db.read(
         lambda conn: to_pr_state(platform, repo, number, conn.execute(statement).mappings().first())
     )
 
@@ -238,15 +239,28 @@ async def update_pr_state(
     platform, repo, number = pull_request
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     changes["updated_at"] = now
-    initial = {"paused": False, "full_requested": False, **changes}
-    statement = (
-        dialect_insert(db.backend, pr_states)
-        .values(platform=platform, repo=repo, number=number, **initial)
-        .on_conflict_do_update(index_elements=["platform", "repo", "number"], set_=changes)
-        .returning(*pr_states.c)
-    )
+    values = {"paused": False, "full_requested": False, **changes}
+    values.update(platform=platform, repo=repo, number=number)
+    statement = _pr_state_statement(db.backend, tuple(sorted(changes)))
     return await db.run(
-        lambda conn: to_pr_state(*pull_request, conn.execute(statement).mappings().first())
+        lambda conn: to_pr_state(*pull_request, conn.execute(statement, values).mappings().first())
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _pr_state_statement(backend: str, changed: tuple[str, ...]) -> Any:
+    """The upsert of `update_pr_state` for one set of changed columns, built once and executed
+    with the values as parameters: a new pull request starts unpaused, with what was given."""
+    c = pr_states.c
+    insert = dialect_insert(backend, pr_states)
+    columns = {"platform", "repo", "number", "paused", "full_requested", *changed}
+    return (
+        insert.values({name: sa.bindparam(name, type_=c[name].type) for name in sorted(columns)})
+        .on_conflict_do_update(
+            index_elements=["platform", "repo", "number"],
+            set_={name: insert.excluded[name] for name in changed},
+        )
+        .returning(*pr_states.c)
     )
 
 
@@ -259,7 +273,7 @@ async def spent_since(db: SQLDatabase, since: float) -> float:
     statement = sa.select(sa.func.coalesce(sa.func.sum(usage.c.cost_usd), 0.0)).where(
         usage.c.at >= since
     )
-    return await db.run(lambda conn: float(conn.execute(statement).scalar_one()))
+    return await db.read(lambda conn: float(conn.execute(statement).scalar_one()))
 
 
 # --- Exchanges -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ UPDATE that waited for another's row lock, and SQLite runs one writer at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -258,12 +259,19 @@ async def note_repositories(
         }
         for repo in names
     ]
-    insert = dialect_insert(db.backend, known_repositories).values(rows)
+    statement = _note_statement(db.backend, installation_id is not None)
+    await db.run(lambda conn: conn.execute(statement, rows))
+
+
+@functools.cache
+def _note_statement(backend: str, with_installation: bool) -> Any:
+    """The upsert of `note_repositories`, built once (an event's dispatch runs it each time)
+    and executed with its rows as parameters."""
+    insert = dialect_insert(backend, known_repositories)
     changes: dict[str, Any] = {"last_seen_at": insert.excluded.last_seen_at}
-    if installation_id is not None:
+    if with_installation:
         changes["installation_id"] = insert.excluded.installation_id
-    statement = insert.on_conflict_do_update(index_elements=["platform", "repo"], set_=changes)
-    await db.run(lambda conn: conn.execute(statement))
+    return insert.on_conflict_do_update(index_elements=["platform", "repo"], set_=changes)
 
 
 async def forget_repository(db: SQLDatabase, platform: str, repo: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -147,3 +148,28 @@ async def test_the_wal_reaches_the_database_file_without_a_commit_waiting_for_it
         assert await asyncio.to_thread(in_the_file_alone)
     finally:
         await store.close()
+
+
+async def test_a_review_s_lookups_do_not_wait_for_another_writer(
+    sqlite_store: SQLStore, tmp_path: Path
+) -> None:
+    """Another process holds the write lock (a long transaction): the store's reads still
+    answer, with what was committed before; its writes wait for the lock."""
+    await sqlite_store.update_pr_state("github", "o/r", 7, last_reviewed_head="a" * 40)
+    other = sqlite3.connect(tmp_path / "arbiter.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE pr_states SET last_reviewed_head = 'b' WHERE number = 7")
+        async with asyncio.timeout(2):  # busy_timeout is 10 s: a read that waited would fail
+            state = await sqlite_store.pr_state("github", "o/r", 7)
+            assert state.last_reviewed_head == "a" * 40
+            assert await sqlite_store.findings_for("github", "o/r", 7) == []
+        write = asyncio.create_task(sqlite_store.enqueue(NewJob(kind="event", payload="x")))
+        await asyncio.sleep(0.3)
+        assert not write.done()  # the writer waits for the lock, as it must
+        other.execute("COMMIT")
+        await write
+    finally:
+        other.close()
+    # Once committed, the other process's change is what a read sees.
+    assert (await sqlite_store.pr_state("github", "o/r", 7)).last_reviewed_head == "b"
