@@ -140,26 +140,27 @@ async def _review(
 
     full = request.fresh or state.full_requested or not config.auto_review.incremental
     since = None if full else state.last_reviewed_head
-    record = await store.start_review(
-        ReviewStart(
-            platform=request.platform,
-            repo=request.repo,
-            number=request.number,
-            head_sha=pr.head_sha,
-            base_sha=pr.base_sha,
-            mode="incremental" if since else "full",
-            job_id=attempt.job_id,
-            delivery_id=request.delivery_id,
-        )
-    )
-    progress.record = record
+    # The review's record is written beside the first platform calls: a slot waits for each.
     started = progress.started = time.monotonic()
-    pending, changes_or, history_or = await asyncio.gather(
+    record_or, pending, changes_or, history_or = await asyncio.gather(
+        store.start_review(
+            ReviewStart(
+                platform=request.platform,
+                repo=request.repo,
+                number=request.number,
+                head_sha=pr.head_sha,
+                base_sha=pr.base_sha,
+                mode="incremental" if since else "full",
+                job_id=attempt.job_id,
+                delivery_id=request.delivery_id,
+            )
+        ),
         _status(ctx, pr, "pending", REVIEWING),
         _changes(platform, pr, since, ctx),
         _history(ctx, request, loaded.model),
         return_exceptions=True,
     )
+    record = progress.record = _settled(record_or)
     _settled(pending)
     changes = _settled(changes_or)
     if since and not changes.incremental:
@@ -178,7 +179,7 @@ async def _review(
         await _fail(ctx, pr, record, str(exc), started)
         return await store.get_review(record.id)
     progress.result = result
-    await store.record_usage(
+    usage = store.record_usage(
         UsageRecord(
             "review",
             result.usage.input_tokens,
@@ -194,15 +195,25 @@ async def _review(
     if result.errors and (result.chunks_reviewed == 0 or not attempt.last):
         # The model failed (down, rate-limited, too slow): post nothing half-done; the
         # job is retried, and parked as dead with this reason after its last attempt.
+        await usage
         await _fail(ctx, pr, record, result.errors[0], started, result=result)
         raise ReviewFailed(result.errors[0])
 
     summary = config.review.summary
     earlier_tally = {} if request.fresh else earlier_counts(f.severity for f in earlier)
     progress.stage = "post"
-    posted = await _post(ctx, pr, record, result, earlier_tally if summary else None)
+    # What the model cost is recorded whatever posting comes to, beside it.
+    usage_or, posted_or = await asyncio.gather(
+        usage,
+        _post(ctx, pr, result, earlier_tally if summary else None, key=f"review-{record.id}"),
+        return_exceptions=True,
+    )
+    _settled(usage_or)
+    posted, summary_url = _settled(posted_or)
     progress.stage = "record"
-    await _record(ctx, pr, record, result, posted, progress, config.review.fail_on)
+    await _record(
+        ctx, pr, record, result, posted, progress, config.review.fail_on, summary_url=summary_url
+    )
     return await store.get_review(record.id)
 
 
@@ -247,27 +258,26 @@ async def _budget_left(ctx: Context) -> float | None:
 async def _post(
     ctx: Context,
     pr: PullRequest,
-    record: ReviewRecord,
     result: ReviewResult,
     earlier: dict[str, int] | None,
-) -> PostedReview | None:
-    """The review with its inline comments, then the summary (None: no summary)."""
+    *,
+    key: str,
+) -> tuple[PostedReview | None, str | None]:
+    """The review with its inline comments, then the summary (None: no summary); what was
+    posted, and the summary's address (recorded with the review's outcome)."""
     if not ctx.settings.post_comments:
         ctx.log.info("dry run: nothing posted (ARBITER_POST_COMMENTS=false)")
-        return None
+        return None, None
     posted = None
     if result.comments:
         body = _review_body(result.findings, pr)
-        posted = await ctx.platform.post_review(
-            pr, body, result.comments, key=f"review-{record.id}"
-        )
+        posted = await ctx.platform.post_review(pr, body, result.comments, key=key)
+    url = None
     if earlier is not None:
         facts = replace(result.facts, earlier=earlier) if result.facts else None
         text = summary_markdown(facts) if facts else result.summary_markdown
-        ref = await ctx.platform.upsert_comment(pr, SUMMARY_KEY, text)
-        if ref.url:
-            await ctx.store.update_review(record.id, url=ref.url)
-    return posted
+        url = (await ctx.platform.upsert_comment(pr, SUMMARY_KEY, text)).url or None
+    return posted, url
 
 
 async def _record(
@@ -278,6 +288,8 @@ async def _record(
     posted: PostedReview | None,
     progress: _Progress,
     fail_on: str,
+    *,
+    summary_url: str | None = None,
 ) -> None:
     store = ctx.store
     platform = pr_platform(ctx)
@@ -325,6 +337,7 @@ async def _record(
             posted_review_id=str(posted.id) if posted and posted.id is not None else None,
             duration_seconds=round(duration, 3),
             finished_at=ctx.clock(),
+            **({"url": summary_url} if summary_url else {}),
         ),
         return_exceptions=True,
     )

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,40 @@ async def test_a_review_s_lookups_do_not_wait_for_another_writer(
         other.close()
     # Once committed, the other process's change is what a read sees.
     assert (await sqlite_store.pr_state("github", "o/r", 7)).last_reviewed_head == "b"
+
+
+async def test_a_batch_with_a_failing_operation_keeps_the_others_once(
+    sqlite_store: SQLStore,
+) -> None:
+    """Operations queued behind a commit in flight share the next transaction: one that fails
+    after writing leaves nothing, and every other lands exactly once."""
+
+    def slow(conn: sa.Connection) -> None:
+        time.sleep(0.3)  # holds the writer: what comes meanwhile is written together
+
+    def half_done(conn: sa.Connection) -> None:
+        conn.execute(
+            sa.text(
+                "INSERT INTO usage (at, kind, input_tokens, output_tokens, cost_usd)"
+                " VALUES (1, 'review', 1, 1, 1.0)"
+            )
+        )
+        raise ValueError("changed my mind")
+
+    def counted(conn: sa.Connection) -> int:
+        return int(conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one())
+
+    first = asyncio.create_task(sqlite_store.run_sql(slow))
+    await asyncio.sleep(0.05)
+    results = await asyncio.gather(
+        sqlite_store.enqueue(NewJob(kind="event", payload="a")),
+        sqlite_store.run_sql(half_done),
+        sqlite_store.enqueue(NewJob(kind="event", payload="b")),
+        sqlite_store.run_sql(counted),
+        return_exceptions=True,
+    )
+    await first
+    assert isinstance(results[1], ValueError)
+    assert results[3] == 2  # the two enqueues before it, in the same transaction
+    assert await sqlite_store.spent_since(0) == 0.0
+    assert sorted(j.payload for j in await sqlite_store.list_jobs()) == ["a", "b"]
