@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # A delivery's dispatch to its handlers runs in up to this many slots of its own besides
 # ARBITER_WORKER_MAX_JOBS (never more than that), so it never waits behind reviews.
-EVENT_LANE = int(__import__("os").environ.get("LANE", "4"))
+EVENT_LANE = 4
 REDIS_TIMEOUT = 2.0  # seconds for a Redis command (and for a free connection from the pool)
 
 
