@@ -77,6 +77,22 @@ def _freeze_startup_objects() -> None:
     webhook answers by tens of milliseconds (p99 at 500/s: 63-76 ms before, 22-25 ms after)."""
     gc.collect()
     gc.freeze()
+    _release_free_heap()
+
+
+def _release_free_heap() -> None:
+    """Hand the C heap that start-up freed (import-time garbage) back to the system: about
+    1 MiB of an idle process's resident memory (issue 20). glibc only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:  # not glibc (musl has no malloc_trim)
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
 
 
 def _stop_event() -> asyncio.Event:
