@@ -63,7 +63,11 @@ async def main() -> None:
         default=1,
         help="pull requests reviewed before the clock starts (first use: imports, tokenizer)",
     )
-    parser.add_argument("--store-url", help="default: a fresh SQLite file in a temporary folder")
+    parser.add_argument(
+        "--store-url",
+        help="default: a fresh SQLite file in a temporary folder; a PostgreSQL database given "
+        "here is the bench's own: it is emptied first (cached model answers would skip calls)",
+    )
     parser.add_argument(
         "--trace",
         type=int,
@@ -113,6 +117,7 @@ async def main() -> None:
         server = ServeProcess(workdir, env)
         if not store_url.startswith("sqlite"):
             server.migrate()
+            await _empty(store_url)
         await server.start()
         try:
             async with aiohttp.ClientSession() as http:
@@ -180,6 +185,23 @@ async def _deliver(http: aiohttp.ClientSession, url: str, bodies: dict[int, byte
         async with http.post(f"{url}/webhooks/github", data=body, headers=headers) as response:
             if response.status != 202:
                 raise SystemExit(f"delivery {number}: {response.status}")
+
+
+async def _empty(url: str) -> None:
+    """Every table of Arbiter's in the PostgreSQL database at `url` emptied (the schema kept)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("+asyncpg", "", 1))
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            " AND tablename <> 'alembic_version'"
+        )
+        names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+        if names:
+            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY")
+    finally:
+        await connection.close()
 
 
 def _cpu_seconds(pid: int) -> float:
