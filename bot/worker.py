@@ -110,6 +110,9 @@ class Worker:
         # the runs stopped because another worker took the job over.
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._lane: dict[int, str] = {}  # the jobs held in a lane of their own: its kind
+        # Claimed while a run of ours still held them: looked at again once that run ends.
+        self._reclaimed: dict[int, tuple[Job, str | None]] = {}
+        self._resuming: set[asyncio.Task[None]] = set()
         self._recording: set[int] = set()
         self._lost: set[int] = set()
         self._wake = asyncio.Event()  # look for work now: a job was enqueued or a slot freed
@@ -163,6 +166,8 @@ class Worker:
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
+        if self._resuming:  # claims looked at again: each starts its run or gives it up
+            await asyncio.wait(list(self._resuming), timeout=grace)
         pending = list(self._tasks.values())
         if pending:
             self.log.info("waiting for running jobs", jobs=len(pending), grace_seconds=grace)
@@ -266,21 +271,31 @@ class Worker:
         # A job of a lane's kind goes to its lane while that has room, else to the shared slots.
         room = dict(lanes)
         for job in jobs:
-            if job.id in self._tasks:
-                # Another worker's sweep took it from us and it came back to us: one run of a
-                # job per worker, so the run we have goes on under the new lease.
-                self.log.warning("claimed a job this worker still holds", job_id=job.id)
-                continue
-            task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
-            self._tasks[job.id] = task
+            lane = None
             if room.get(job.kind, 0) > 0:
                 room[job.kind] -= 1
-                self._lane[job.id] = job.kind
-            task.add_done_callback(functools.partial(self._finished, job.id))
+                lane = job.kind
+            if job.id in self._tasks:
+                # Still held by a run of ours: one run of a job per worker at a time. Either
+                # another worker's sweep took it and it came back to us (the run goes on under
+                # the new lease, and its outcome settles the job), or the run just recorded
+                # its outcome (a retry, due now) and is ending: once it has, the store says
+                # which, and in the second case this claim runs (`_resume`).
+                self.log.info("claimed a job this worker still holds", job_id=job.id)
+                self._reclaimed[job.id] = (job, lane)
+                continue
+            self._start(job, lane)
         # Some part took all it had room for: more may be waiting.
         shared = len(jobs) - sum(lanes[kind] - room[kind] for kind in lanes)
         self._full = 0 < free <= shared or any(n > 0 and room[k] == 0 for k, n in lanes.items())
         return len(jobs)
+
+    def _start(self, job: Job, lane: str | None) -> None:
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        if lane is not None:
+            self._lane[job.id] = lane
+        task.add_done_callback(functools.partial(self._finished, job.id))
 
     def _finished(self, job_id: int, task: asyncio.Task[None]) -> None:
         if self._tasks.get(job_id) is task:
@@ -289,8 +304,34 @@ class Worker:
         was_recording = job_id in self._recording
         self._recording.discard(job_id)
         self._lost.discard(job_id)
+        if (claimed := self._reclaimed.pop(job_id, None)) is not None:
+            resume = asyncio.create_task(self._resume(*claimed), name=f"resume-{job_id}")
+            self._resuming.add(resume)
+            resume.add_done_callback(self._resuming.discard)
         if not was_recording:
             self._slot_freed()
+
+    async def _resume(self, job: Job, lane: str | None) -> None:
+        """A claim of a job whose earlier run was still ending: run it if the claim still
+        stands (the run's outcome came first, so this is the next attempt); if the outcome
+        came after the claim, it settled the job and there is nothing to run."""
+        try:
+            current = await self.store.get_job(job.id)
+        except Exception as exc:  # its lease expires, and it is taken back then
+            self.log.warning("could not look at a reclaimed job", job_id=job.id, error=str(exc))
+            return
+        stands = (
+            current is not None
+            and current.state == "running"
+            and current.worker_id == self.worker_id
+            and current.attempts == job.attempts
+        )
+        if not stands or job.id in self._tasks:
+            return
+        if self._stopping.is_set():
+            await _quietly(self.store.release(job.id, self.worker_id), self.log)
+            return
+        self._start(job, lane)
 
     def _slot_freed(self) -> None:
         """A slot opened: claim for it now rather than at the next poll. Jobs may be waiting

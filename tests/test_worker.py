@@ -732,3 +732,45 @@ async def test_a_kind_with_a_lane_runs_while_every_shared_slot_is_taken(
     finally:
         release.set()
         await worker.stop(grace=1)
+
+
+async def test_a_retry_claimed_while_its_run_is_ending_runs_once_more(
+    sqlite_store: SQLStore,
+) -> None:
+    """The run fails, its retry is recorded due at once, and a claim takes it before the run's
+    task has ended: the claim is not dropped (which stranded the job until its lease ran out,
+    then ran it as a third attempt); the next attempt runs once, as attempt 2."""
+    runs: list[int] = []
+
+    async def run(job: Job) -> None:
+        runs.append(job.attempts)
+        if job.attempts == 1:
+            raise ValueError("flaky")
+
+    class Racing:
+        """The store, but a claim is made right after each retry is recorded."""
+
+        def __init__(self) -> None:
+            self.worker: Worker | None = None
+
+        async def retry_later(self, *args: Any, **kwargs: Any) -> bool:
+            recorded = await sqlite_store.retry_later(*args, **kwargs)
+            assert self.worker is not None
+            await self.worker._claim_once()
+            return recorded
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(sqlite_store, name)
+
+    racing = Racing()
+    options = dataclasses.replace(FAST, backoff_base=0, backoff_max=0)
+    worker = Worker(cast(Store, racing), run, options)
+    racing.worker = worker
+    (job_id,) = await _enqueue(sqlite_store, 1)
+    worker.start()
+    try:
+        await _until(lambda: _is(sqlite_store, job_id, "done"), "the job done")
+    finally:
+        await worker.stop()
+    job = await _state(sqlite_store, job_id)
+    assert (runs, job.attempts) == ([1, 2], 2)

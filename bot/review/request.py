@@ -7,6 +7,7 @@ one queued review. `cancel_review(ctx, reason)` withdraws a queued one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -89,18 +90,27 @@ async def queue_review(
         await store.update_pr_state(
             request.platform, request.repo, request.number, full_requested=True
         )
-    await store.note_repositories(
-        request.platform, [request.repo], installation_id=request.installation_id
+    # Both at once: the store writes them together (on SQLite, in one transaction).
+    noted, queued = await asyncio.gather(
+        store.note_repositories(
+            request.platform, [request.repo], installation_id=request.installation_id
+        ),
+        store.enqueue(
+            NewJob(
+                kind=REVIEW_JOB,
+                payload=request.to_json(),
+                key=review_job_key(request.platform, request.repo, request.number),
+                max_attempts=max_attempts,
+                delivery_id=request.delivery_id,
+            )
+        ),
+        return_exceptions=True,
     )
-    return await store.enqueue(
-        NewJob(
-            kind=REVIEW_JOB,
-            payload=request.to_json(),
-            key=review_job_key(request.platform, request.repo, request.number),
-            max_attempts=max_attempts,
-            delivery_id=request.delivery_id,
-        )
-    )
+    for outcome in (noted, queued):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert not isinstance(queued, BaseException)
+    return queued
 
 
 async def cancel_review(ctx: Context, reason: str) -> list[int]:
