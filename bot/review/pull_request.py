@@ -476,8 +476,9 @@ async def _history(
     ctx: Context, request: ReviewRequest, model: str | None
 ) -> tuple[list[FindingRecord], tuple[int, ...]]:
     """The pull request's earlier findings and the model's recorded output, one store call after
-    the other: a review holds at most one store connection at a time (PostgreSQL's pool is
-    DATABASE_POOL_SIZE, shared by every slot)."""
+    the other: with the review's record written beside them, a review holds at most two store
+    connections at a time (PostgreSQL's pool, DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, is
+    shared by every slot; a call that finds none free waits for one)."""
     findings = await ctx.store.findings_for(request.platform, request.repo, request.number)
     return findings, await _recorded_output(ctx, model)
 

@@ -175,8 +175,8 @@ class SQLDatabase:
         if self._sqlite_engine is None or self._sqlite_thread is None:
             return await self.run(operation)
         database = self._sqlite_engine.url.database
-        if database in (None, "", ":memory:"):  # another connection would be another database
-            return await self.run(operation)
+        if not database or ":memory:" in database or "mode=memory" in database:
+            return await self.run(operation)  # another connection: another (or a locked) one
         if self._reader is None or self._reader_thread is None:
             self._reader = _sqlite_engine(self.url, begin="BEGIN")
             self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite-read")
