@@ -16,6 +16,17 @@ from bot.store import NewJob, StoreUnavailable
 from bot.store.sql import SQLStore
 
 
+def _half_done(conn: sa.Connection) -> None:
+    """Writes a usage row, then fails: nothing of it may be kept."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO usage (at, kind, input_tokens, output_tokens, cost_usd)"
+            " VALUES (1, 'review', 1, 1, 1.0)"
+        )
+    )
+    raise ValueError("changed my mind")
+
+
 async def test_one_failing_operation_does_not_fail_those_sharing_its_transaction(
     sqlite_store: SQLStore,
 ) -> None:
@@ -34,17 +45,8 @@ async def test_one_failing_operation_does_not_fail_those_sharing_its_transaction
 
 
 async def test_a_failed_operation_leaves_nothing_behind(sqlite_store: SQLStore) -> None:
-    def half_done(conn: sa.Connection) -> None:
-        conn.execute(
-            sa.text(
-                "INSERT INTO usage (at, kind, input_tokens, output_tokens, cost_usd)"
-                " VALUES (1, 'review', 1, 1, 1.0)"
-            )
-        )
-        raise ValueError("changed my mind")
-
     results = await asyncio.gather(
-        sqlite_store.run_sql(half_done),
+        sqlite_store.run_sql(_half_done),
         sqlite_store.enqueue(NewJob(kind="event", payload="kept")),
         return_exceptions=True,
     )
@@ -185,15 +187,6 @@ async def test_a_batch_with_a_failing_operation_keeps_the_others_once(
     def slow(conn: sa.Connection) -> None:
         time.sleep(0.3)  # holds the writer: what comes meanwhile is written together
 
-    def half_done(conn: sa.Connection) -> None:
-        conn.execute(
-            sa.text(
-                "INSERT INTO usage (at, kind, input_tokens, output_tokens, cost_usd)"
-                " VALUES (1, 'review', 1, 1, 1.0)"
-            )
-        )
-        raise ValueError("changed my mind")
-
     def counted(conn: sa.Connection) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one())
 
@@ -201,7 +194,7 @@ async def test_a_batch_with_a_failing_operation_keeps_the_others_once(
     await asyncio.sleep(0.05)
     results = await asyncio.gather(
         sqlite_store.enqueue(NewJob(kind="event", payload="a")),
-        sqlite_store.run_sql(half_done),
+        sqlite_store.run_sql(_half_done),
         sqlite_store.enqueue(NewJob(kind="event", payload="b")),
         sqlite_store.run_sql(counted),
         return_exceptions=True,
