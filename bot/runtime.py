@@ -58,10 +58,12 @@ class Runtime:
         router: Router | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        web_only: bool = False,
     ) -> None:
+        """`web_only`: this process runs no workers (`serve --no-workers`): see make_store."""
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.store = store or make_store(settings, clock=clock)
+        self.store = store or make_store(settings, clock=clock, web_only=web_only)
         self.clock = clock
         self.router = router or build_router(settings.handlers)
         self.platforms = platform_status(settings)

@@ -149,7 +149,7 @@ async def serve(
     settings: Settings, *, host: str | None = None, port: int | None = None, workers: bool = True
 ) -> int:
     log = get_logger(component="serve")
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, web_only=not workers)
     await runtime.start()
     runner = web.AppRunner(create_app(runtime), access_log=None, handle_signals=False)
     await runner.setup()
@@ -162,7 +162,9 @@ async def serve(
         _freeze_startup_objects()
         if workers:
             runtime.make_worker().start()
-        runtime.start_recovery()  # in every process: the store's lease picks one to run it
+            # Where the work runs: the store's lease picks one such process to run each pass.
+            # A web-only process leaves them to the workers (it would load the whole store).
+            runtime.start_recovery()
         log.info(
             "listening",
             url=f"http://{bind_host}:{bind_port}",

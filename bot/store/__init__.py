@@ -35,9 +35,26 @@ __all__ = [
 ]
 
 
-def make_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
-    """The Store for `settings.database_url` (not yet opened)."""
+def make_store(
+    settings: Settings, *, clock: Callable[[], float] = time.time, web_only: bool = False
+) -> Store:
+    """The Store for `settings.database_url` (not yet opened). `web_only`: for a process that
+    runs no workers; on a SQLite file that is the `WebStore`, which needs no SQLAlchemy until
+    the API, the dashboard or the set-up page is used (bot/store/sqlite_web.py)."""
     url = settings.database_url
+    if web_only and url.startswith("sqlite"):
+        from bot.store.sqlite_plain import file_database
+
+        if (database := file_database(url)) is not None:
+            from bot.store.sqlite_web import WebStore
+
+            return WebStore(
+                url,
+                database,
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_max_overflow,
+                clock=clock,
+            )
     if url.startswith(("sqlite", "postgresql+asyncpg")):
         from bot.store.sql import SQLStore
 

@@ -16,9 +16,7 @@ StoreUnavailable.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from bot.metrics import PoolUsage
 from bot.store.base import StoreUnavailable
 from bot.store.batching import GroupCommit
 from bot.store.sql_checkpoint import Checkpointer
+from bot.store.sqlite_plain import configure, private_database
 
 if TYPE_CHECKING:  # PostgreSQL's async engine (and the ORM it imports) only where it runs
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -379,7 +378,7 @@ def _sqlite_engine(url: str, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
     if not memory and database is not None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         if not parsed.query.get("uri"):
-            _private_database(Path(database).expanduser())
+            private_database(Path(database).expanduser())
     engine = sa.create_engine(
         parsed, poolclass=sa.pool.SingletonThreadPool if memory else sa.pool.QueuePool
     )
@@ -387,16 +386,7 @@ def _sqlite_engine(url: str, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
     @sa_event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, emit BEGIN, so it can be BEGIN IMMEDIATE.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            # Checkpoints run in a thread of their own (sql_checkpoint), not on a commit.
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        configure(dbapi_connection, memory=memory)
 
     @sa_event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -405,32 +395,3 @@ def _sqlite_engine(url: str, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
         conn.exec_driver_sql(begin)
 
     return engine
-
-
-def _private_database(path: Path) -> None:
-    """The database holds reviewed code (the model cache) and every review: it is created 0600,
-    and SQLite gives its -wal and -shm files the database's mode. A file an older release left
-    readable by others is tightened, with its companions, and the log says so."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        return
-    except FileExistsError:
-        pass
-    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
-        try:
-            mode = stat.S_IMODE(file.stat().st_mode)
-            if mode & 0o077:
-                file.chmod(0o600)
-                get_logger(component="store").warning(
-                    "database file was readable by other users; it is now 0600",
-                    file=str(file),
-                    mode=f"{mode:04o}",
-                )
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            get_logger(component="store").warning(
-                "database file is readable by other users: make it private (chmod 600)",
-                file=str(file),
-                error=str(exc),
-            )

@@ -8,7 +8,6 @@ transaction holds the write lock from its start (see `sql_engine`).
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,10 +18,7 @@ from bot.store.leases import LEASE_EXPIRED
 from bot.store.records import new_job_row, to_job
 from bot.store.schema import deliveries, jobs, llm_cache
 from bot.store.sql_engine import SQLDatabase, dialect_insert
-
-# `deliveries.event` holds this much of an event's label (a platform's `object_kind` and `action`
-# are not bounded): one odd delivery must not fail those written in the same batch.
-EVENT_CHARS = 100  # sa.String(100) in bot/store/schema.py
+from bot.store.sqlite_plain import EVENT_CHARS, accept_many
 
 # What `release` sets: the attempt was never made, so it is given back (never below zero).
 ATTEMPT_GIVEN_BACK = sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0)
@@ -44,7 +40,7 @@ async def accept_batch(
         return await _accept_many_pg(db, items, now)
     if any(job.key is not None for _, job in items):  # coalescing takes SQLAlchemy's path
         return [await accept(db, delivery, job, now) for delivery, job in items]
-    return await db.in_sqlite(lambda conn: _accept_many(conn, items, now))
+    return await db.in_sqlite(lambda conn: accept_many(conn, items, now))
 
 
 # Deliveries and their jobs in one statement and one round trip: the rows come as arrays, the
@@ -134,44 +130,6 @@ def _accept_one(conn: Connection, delivery: Delivery, job: NewJob, now: float) -
     if inserted.rowcount == 0:
         return Enqueued(job_id=None, duplicate=True)
     return _enqueue(conn, job, now)
-
-
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (platform, delivery_id, event, received_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
-)
-_INSERT_JOB = (
-    "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at, delivery_id, "
-    "created_at, updated_at) VALUES (?, NULL, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id"
-)
-
-
-def _accept_many(
-    conn: sqlite3.Connection, items: list[tuple[Delivery, NewJob]], now: float
-) -> list[Enqueued]:
-    """Several deliveries in one transaction, SQLite only: the hot path of intake, so the two
-    statements go to the driver as plain SQL (its statement cache keeps them prepared);
-    through SQLAlchemy's expression layer they cost several times the insert itself."""
-    cursor = conn.cursor()
-    results: list[Enqueued] = []
-    try:
-        for delivery, job in items:
-            cursor.execute(
-                _INSERT_DELIVERY,
-                (delivery.platform, delivery.delivery_id, delivery.event[:EVENT_CHARS], now),
-            )
-            if cursor.rowcount == 0:
-                results.append(Enqueued(job_id=None, duplicate=True))
-                continue
-            run_at = job.run_at if job.run_at is not None else now
-            cursor.execute(
-                _INSERT_JOB,
-                (job.kind, job.payload, job.max_attempts, run_at, job.delivery_id, now, now),
-            )
-            results.append(Enqueued(job_id=cursor.fetchone()[0]))
-    finally:
-        cursor.close()
-    return results
 
 
 def _enqueue(conn: Connection, job: NewJob, now: float) -> Enqueued:

@@ -9,11 +9,15 @@ bench/footprint.py, not asserted here.)
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from tests.conftest import fixture_json, github_headers
 from tests.e2e.serve import ProbedServeProcess
 from tests.e2e.world import PAT, REPO, World
 from tests.fakes.github import FakeGitHub, PullFile
@@ -79,8 +83,50 @@ async def test_an_idle_server_holds_only_what_webhooks_need(
     server.migrate()  # a restart: the schema is current, so Alembic is not needed either
     async with server:
         modules = await server.modules()
-    assert "bot.app" in modules and "sqlalchemy" in modules  # the list is the server's
+    assert "bot.app" in modules and "sqlite3" in modules  # the list is the server's
     assert loaded(modules, NOT_AT_IDLE) == []
+    # A web-only process on SQLite takes webhooks without SQLAlchemy (bot/store/sqlite_web.py);
+    # one that runs workers needs it.
+    assert ("sqlalchemy" in modules) is (args == ())
+    # The recovery passes run where the workers run; a web-only process leaves them to those.
+    assert ('"reconcile sweep on"' in server.log()) is (args == ())
+
+
+async def test_a_web_process_takes_deliveries_and_serves_health_and_metrics_without_sqlalchemy(
+    tmp_path: Path,
+) -> None:
+    env = everything_on(tmp_path)
+    server = ProbedServeProcess(tmp_path, env, args=("--no-workers",))
+    server.migrate()
+    body = json.dumps(fixture_json("github/webhooks/pull_request/opened.payload.json")).encode()
+    delivery = str(uuid.uuid4())
+    headers = github_headers("pull_request", delivery, body, env["ARBITER_GITHUB_WEBHOOK_SECRET"])
+    token = {"Authorization": f"Bearer {env['ARBITER_API_TOKENS'].split(':')[0]}"}
+    async with server, aiohttp.ClientSession() as http:
+        answers = []
+        for _ in range(2):  # the second is the same delivery again
+            async with http.post(f"{server.url}/webhooks/github", data=body, headers=headers) as r:
+                answers.append((r.status, await r.json()))
+        async with http.get(f"{server.url}/health/ready") as r:
+            ready = r.status
+        async with http.get(f"{server.url}/metrics") as r:
+            metrics = await r.text()
+        idle = await server.modules()
+        # The operator API needs the rest of the store: loaded then, on the same database.
+        async with http.get(f"{server.url}/api/jobs", headers=token) as r:
+            listed = (r.status, await r.json())
+        used = await server.modules()
+
+    assert answers[0][0] == 202 and "job_id" in answers[0][1], answers
+    assert answers[1] == (200, {"duplicate": True, "delivery_id": delivery})
+    assert ready == 200
+    assert 'arbiter_jobs{state="queued"} 1.0' in metrics
+    assert "arbiter_store_up 1.0" in metrics
+    assert loaded(idle, ("sqlalchemy", "bot.store.sql")) == []
+    status, jobs = listed
+    assert status == 200, jobs
+    assert jobs["counts"]["queued"] == 1 and jobs["dead"] == []
+    assert loaded(used, ("sqlalchemy", "bot.store.sql")) == ["sqlalchemy", "bot.store.sql"]
 
 
 @pytest.fixture

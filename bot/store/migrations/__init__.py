@@ -10,21 +10,17 @@ store never imports Alembic and Mako, 7 MiB it would hold for the rest of its li
 
 from __future__ import annotations
 
-import ast
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from bot.store.revisions import VERSION_TABLE, scripted_head
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
 SCRIPT_LOCATION = "bot.store:migrations"  # Alembic's package-resource form
-VERSIONS = Path(__file__).with_name("versions")
-VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
-_ASSIGNED = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.MULTILINE)
 
 
 def config(connection: Connection | None = None) -> Config:
@@ -45,28 +41,6 @@ def _alembic_head() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(config()).get_current_head()
-
-
-def scripted_head() -> str | None:
-    """The one head of the scripts, read from their `revision = "…"` and `down_revision = …`
-    lines; None when they say anything less plain (a merge, a branch), for Alembic to decide."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in VERSIONS.glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        found = {m[1]: m[2] for m in _ASSIGNED.finditer(text)}
-        try:
-            revision = ast.literal_eval(found["revision"])
-            parent = ast.literal_eval(found["down_revision"])
-        except (KeyError, ValueError, SyntaxError):
-            return None
-        if not isinstance(revision, str) or not (parent is None or isinstance(parent, str)):
-            return None
-        revisions.add(revision)
-        if parent is not None:
-            parents.add(parent)
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
 
 
 def current_revision(connection: Connection) -> str | None:

@@ -1,0 +1,145 @@
+"""SQLite through the standard library's sqlite3 alone, for the paths that need none of
+SQLAlchemy: intake's batches (the SQL store's hottest path) and the store of a web-only process
+(`sqlite_web`), which never imports SQLAlchemy. Nothing here imports it either.
+
+The connection settings are the ones every connection of the SQL store gets (`sql_engine` applies
+them through this module too), so a plain connection and SQLAlchemy's behave alike on one file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+from bot.logs import get_logger
+from bot.store.base import Delivery, Enqueued, JobState, NewJob
+from bot.store.revisions import VERSION_TABLE
+
+# `deliveries.event` holds this much of an event's label (a platform's `object_kind` and `action`
+# are not bounded): one odd delivery must not fail those written in the same batch.
+EVENT_CHARS = 100  # sa.String(100) in bot/store/schema.py
+BUSY_TIMEOUT_MS = 10_000
+
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries (platform, delivery_id, event, received_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+INSERT_JOB = (
+    "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at, delivery_id, "
+    "created_at, updated_at) VALUES (?, NULL, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id"
+)
+JOB_COUNTS = "SELECT state, count(*) FROM jobs GROUP BY state"
+SPENT_SINCE = "SELECT coalesce(sum(cost_usd), 0.0) FROM usage WHERE at >= ?"
+
+
+def configure(connection: sqlite3.Connection, *, memory: bool) -> None:
+    """The settings of every store connection: transactions begun by the store itself (so a
+    writer's is `BEGIN IMMEDIATE`), WAL with checkpoints left to `sql_checkpoint`, a busy
+    wait instead of an immediate "database is locked", foreign keys on."""
+    connection.isolation_level = None
+    cursor = connection.cursor()
+    try:
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # Checkpoints run in a thread of their own (sql_checkpoint), not on a commit.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def accept_many(
+    conn: sqlite3.Connection, items: list[tuple[Delivery, NewJob]], now: float
+) -> list[Enqueued]:
+    """Deliveries and their jobs (none with a key: coalescing is the SQL store's), inside the
+    caller's transaction: the hot path of intake, so the two statements go to the driver as
+    plain SQL (its statement cache keeps them prepared); through SQLAlchemy's expression layer
+    they cost several times the insert itself."""
+    cursor = conn.cursor()
+    results: list[Enqueued] = []
+    try:
+        for delivery, job in items:
+            cursor.execute(
+                INSERT_DELIVERY,
+                (delivery.platform, delivery.delivery_id, delivery.event[:EVENT_CHARS], now),
+            )
+            if cursor.rowcount == 0:
+                results.append(Enqueued(job_id=None, duplicate=True))
+                continue
+            run_at = job.run_at if job.run_at is not None else now
+            cursor.execute(
+                INSERT_JOB,
+                (job.kind, job.payload, job.max_attempts, run_at, job.delivery_id, now, now),
+            )
+            results.append(Enqueued(job_id=cursor.fetchone()[0]))
+    finally:
+        cursor.close()
+    return results
+
+
+def job_counts(conn: sqlite3.Connection, states: tuple[JobState, ...]) -> dict[str, int]:
+    counts: dict[str, int] = dict.fromkeys(states, 0)
+    counts.update({str(state): int(n) for state, n in conn.execute(JOB_COUNTS)})
+    return counts
+
+
+def spent_since(conn: sqlite3.Connection, since: float) -> float:
+    return float(conn.execute(SPENT_SINCE, (since,)).fetchone()[0])
+
+
+def current_revision(conn: sqlite3.Connection) -> str | None:
+    """The schema's revision, or None (no revision table, or more than one row in it: Alembic
+    says what is wrong then)."""
+    table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
+    ).fetchone()
+    if table is None:
+        return None
+    rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()  # noqa: S608
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
+def file_database(url: str) -> str | None:
+    """The file a `sqlite[+driver]:///PATH` URL names, as SQLAlchemy opens it (made absolute);
+    None for anything else (in memory, a URI, a query string, `~` or %-escapes: the SQL store
+    reads those as it always did)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("sqlite") or not rest.startswith("/"):
+        return None
+    path = rest[1:]
+    if not path or path == ":memory:" or any(c in path for c in "?#%~"):
+        return None
+    return os.path.abspath(path)
+
+
+def private_database(path: Path) -> None:
+    """The database holds reviewed code (the model cache) and every review: it is created 0600,
+    and SQLite gives its -wal and -shm files the database's mode. A file an older release left
+    readable by others is tightened, with its companions, and the log says so."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(0o600)
+                get_logger(component="store").warning(
+                    "database file was readable by other users; it is now 0600",
+                    file=str(file),
+                    mode=f"{mode:04o}",
+                )
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            get_logger(component="store").warning(
+                "database file is readable by other users: make it private (chmod 600)",
+                file=str(file),
+                error=str(exc),
+            )
