@@ -220,13 +220,14 @@ async def _post(
         requested_by=f"{getpass.getuser()} (arbiter review --post)",
     )
     try:
-        record = await review_pull_request(ctx, request, Attempt(job_id=None, last=True))
+        review_id = await review_pull_request(ctx, request, Attempt(job_id=None, last=True))
     except ReviewFailed as exc:
         err.print(f"arbiter review: not posted: {escape(str(exc))}")
         return EXIT_PROVIDER
     except JobDeferred as exc:
         err.print(f"arbiter review: not posted: {escape(str(exc))} (ARBITER_DAILY_BUDGET_USD)")
         return EXIT_USAGE
+    record = None if review_id is None else await ctx.store.get_review(review_id)
     if record is None:
         reason = (
             f"the pull request is {pr.state}"

@@ -93,9 +93,9 @@ class _Progress:
 
 async def review_pull_request(
     ctx: Context, request: ReviewRequest, attempt: Attempt = Attempt()
-) -> ReviewRecord | None:
-    """Review the pull request's current head: the whole review job. None when it was skipped
-    (and why is logged).
+) -> int | None:
+    """Review the pull request's current head: the whole review job. The id of the review it
+    recorded (`store.get_review` has the rest); None when it was skipped (and why is logged).
 
     Raises JobDeferred when the platform's rate limit asks for longer than a request waits.
     Any other failure is raised for the worker to retry; on the last attempt the pull request
@@ -119,17 +119,18 @@ async def review_pull_request(
 
 async def _review(
     ctx: Context, request: ReviewRequest, attempt: Attempt, progress: _Progress
-) -> ReviewRecord | None:
+) -> int | None:
     store, platform = ctx.store, ctx.platform
-    pr = progress.pr = await platform.pull_request(request.number)
     # Independent steps run at once: a review's time before and after the model call is time
     # its worker slot waits (issue 20).
-    loaded_or, state_or = await asyncio.gather(
-        config_for_review(ctx, pr),
+    pr_or, state_or = await asyncio.gather(
+        platform.pull_request(request.number),
         store.pr_state(request.platform, request.repo, request.number),
         return_exceptions=True,
     )
-    loaded, state = _settled(loaded_or), _settled(state_or)
+    pr = progress.pr = _settled(pr_or)
+    state = _settled(state_or)
+    loaded = await config_for_review(ctx, pr)
     config = loaded.config
     requested = request.requested_by is not None
     reason = _why_not(loaded, pr, state, requested=requested)
@@ -177,7 +178,7 @@ async def _review(
     except (ModelPriceUnknown, LLMNotConfigured) as exc:
         # Configuration, not weather: retrying cannot help, so say it and stop.
         await _fail(ctx, pr, record, str(exc), started)
-        return await store.get_review(record.id)
+        return record.id
     progress.result = result
     usage = store.record_usage(
         UsageRecord(
@@ -214,7 +215,7 @@ async def _review(
     await _record(
         ctx, pr, record, result, posted, progress, config.review.fail_on, summary_url=summary_url
     )
-    return await store.get_review(record.id)
+    return record.id
 
 
 # --- Steps -------------------------------------------------------------------------------
