@@ -33,7 +33,7 @@ from bot.metrics import PoolUsage
 from bot.store.base import StoreUnavailable
 from bot.store.batching import GroupCommit
 from bot.store.sql_checkpoint import Checkpointer
-from bot.store.sqlite_plain import configure, private_database
+from bot.store.sqlite_plain import configure, immediate, private_database
 
 if TYPE_CHECKING:  # PostgreSQL's async engine (and the ORM it imports) only where it runs
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -207,15 +207,7 @@ class SQLDatabase:
         if self._kept_sqlite is None:
             self._kept_sqlite = self._sqlite_engine.raw_connection()
         conn: sqlite3.Connection = self._kept_sqlite.driver_connection
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
+        return immediate(conn, work)
 
     def _release_sqlite(self) -> None:
         kept, self._kept_sqlite = self._kept_sqlite, None

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bot.logs import get_logger
 from bot.store.base import Delivery, Enqueued, JobState, NewJob
 from bot.store.revisions import VERSION_TABLE
 
+T = TypeVar("T")
 # `deliveries.event` holds this much of an event's label (a platform's `object_kind` and `action`
 # are not bounded): one odd delivery must not fail those written in the same batch.
 EVENT_CHARS = 100  # sa.String(100) in bot/store/schema.py
@@ -50,6 +53,20 @@ def configure(connection: sqlite3.Connection, *, memory: bool) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def immediate(conn: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
+    """`work(conn, *args)` in one `BEGIN IMMEDIATE … COMMIT` (the write lock taken first), rolled
+    back whole if it fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 def accept_many(

@@ -41,6 +41,7 @@ from bot.store.sqlite_plain import (
     accept_many,
     configure,
     current_revision,
+    immediate,
     job_counts,
     private_database,
     spent_since,
@@ -151,16 +152,7 @@ class WebStore:
         return query(self._plain(), *args)
 
     def _write(self, work: Callable[..., T], *args: Any) -> T:
-        conn = self._plain()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn, *args)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
+        return immediate(self._plain(), work, *args)
 
     # --- What a web process does itself ------------------------------------------------------
 
