@@ -16,14 +16,12 @@ from platforms.base import CommentRef, Platform, PlatformError, PullRequest
 CONFIG_COMMENT_KEY = "repo-config"  # the upsert_comment key of the one problems comment
 
 
-async def config_for_review(ctx: Context, pr: PullRequest) -> EffectiveConfig:
-    """The repository's configuration for reviewing `pr`, with its problems reported on `pr`
-    (unless ARBITER_POST_COMMENTS is false). Reporting never fails the review: a platform
+async def report_config(ctx: Context, pr: PullRequest, effective: EffectiveConfig) -> None:
+    """The repository's configuration problems reported on `pr` (unless ARBITER_POST_COMMENTS
+    is false), whether or not it is reviewed. Reporting never fails the review: a platform
     error there is logged, and the next event tries again."""
-    effective = await ctx.repo_config(pr)
     if ctx.settings.post_comments:
         await report_problems_logged(ctx.platform, pr, effective, ctx.log)
-    return effective
 
 
 async def report_problems(

@@ -27,7 +27,7 @@ from bot.core.findings import Finding
 from bot.core.render import summary_markdown
 from bot.core.review import ReviewResult, review_changes
 from bot.llm import LLMNotConfigured, ModelPriceUnknown
-from bot.review.config_problems import config_for_review
+from bot.review.config_problems import report_config
 from bot.review.policy import (
     REVIEWING,
     earlier_counts,
@@ -130,11 +130,12 @@ async def _review(
     )
     pr = progress.pr = _settled(pr_or)
     state = _settled(state_or)
-    loaded = await config_for_review(ctx, pr)
+    loaded = await ctx.repo_config(pr)
     config = loaded.config
     requested = request.requested_by is not None
     reason = _why_not(loaded, pr, state, requested=requested)
     if reason is not None:
+        await report_config(ctx, pr, loaded)
         ctx.log.info("review skipped", reason=reason, head=pr.head_sha[:12])
         return None
     await _wait_for_budget(ctx, pr)
@@ -143,7 +144,7 @@ async def _review(
     since = None if full else state.last_reviewed_head
     # The review's record is written beside the first platform calls: a slot waits for each.
     started = progress.started = time.monotonic()
-    record_or, pending, changes_or, history_or = await asyncio.gather(
+    record_or, pending, changes_or, history_or, _ = await asyncio.gather(
         store.start_review(
             ReviewStart(
                 platform=request.platform,
@@ -159,6 +160,7 @@ async def _review(
         _status(ctx, pr, "pending", REVIEWING),
         _changes(platform, pr, since, ctx),
         _history(ctx, request, loaded.model),
+        report_config(ctx, pr, loaded),  # the file's problems, if any: never fails the review
         return_exceptions=True,
     )
     record = progress.record = _settled(record_or)

@@ -11,7 +11,7 @@ from bot.context import Context
 from bot.events import Event, Sender
 from bot.metrics import Metrics
 from bot.repo_config import RepoConfigs
-from bot.review.config_problems import CONFIG_COMMENT_KEY, config_for_review, report_problems
+from bot.review.config_problems import CONFIG_COMMENT_KEY, report_config, report_problems
 from bot.router import Router
 from config.repo import PROFILES, EffectiveConfig, defaults
 from config.settings import Settings
@@ -277,7 +277,9 @@ async def test_a_bad_file_never_breaks_a_handler_and_is_reported_once(
     @router.register("pull_request", action="opened")
     async def review(ctx: Context) -> None:
         pr = await ctx.platform.pull_request(1)
-        seen.append(await config_for_review(ctx, pr))  # its problems are reported on `pr`
+        effective = await ctx.repo_config(pr)
+        await report_config(ctx, pr, effective)  # its problems are reported on `pr`
+        seen.append(effective)
 
     configs = RepoConfigs(settings)
     result = await router.dispatch(context(settings, platform, repo_configs=configs))
@@ -355,7 +357,9 @@ async def test_no_comment_in_a_dry_run_and_a_failed_comment_does_not_stop_the_re
     platform = make_platform(dry)
     pr = await platform.pull_request(1)
 
-    effective = await config_for_review(context(dry, platform), pr)
+    ctx = context(dry, platform)
+    effective = await ctx.repo_config(pr)
+    await report_config(ctx, pr, effective)
 
     assert [p.key for p in effective.problems] == ["profile"]
     assert fake.issue_comments(REPO, 1) == []
@@ -364,7 +368,9 @@ async def test_no_comment_in_a_dry_run_and_a_failed_comment_does_not_stop_the_re
     platform = make_platform(settings)
     fake.fail("POST", f"/repos/{REPO}/issues/1/comments", 422, times=10)
 
-    effective = await config_for_review(context(settings, platform), pr)
+    ctx = context(settings, platform)
+    effective = await ctx.repo_config(pr)
+    await report_config(ctx, pr, effective)  # fails, logged: the review goes on
 
     assert [p.key for p in effective.problems] == ["profile"]
     assert fake.issue_comments(REPO, 1) == []
