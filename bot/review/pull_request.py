@@ -138,13 +138,17 @@ async def _review(
         await report_config(ctx, pr, loaded)
         ctx.log.info("review skipped", reason=reason, head=pr.head_sha[:12])
         return None
-    await _wait_for_budget(ctx, pr)
+    try:
+        await _wait_for_budget(ctx, pr)
+    except JobDeferred:
+        await report_config(ctx, pr, loaded)  # the file's problems need no budget
+        raise
 
     full = request.fresh or state.full_requested or not config.auto_review.incremental
     since = None if full else state.last_reviewed_head
     # The review's record is written beside the first platform calls: a slot waits for each.
     started = progress.started = time.monotonic()
-    record_or, pending, changes_or, history_or, _ = await asyncio.gather(
+    record_or, pending, changes_or, history_or, reported = await asyncio.gather(
         store.start_review(
             ReviewStart(
                 platform=request.platform,
@@ -166,6 +170,7 @@ async def _review(
     record = progress.record = _settled(record_or)
     _settled(pending)
     changes = _settled(changes_or)
+    _settled(reported)  # a platform error there was logged; anything else fails the attempt
     if since and not changes.incremental:
         await store.update_review(record.id, mode="full")
 

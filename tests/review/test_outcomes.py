@@ -23,7 +23,7 @@ from bot.events import from_github
 from bot.review.request import REVIEW_JOB
 from bot.runtime import Runtime
 from bot.store import Job, Store, StoreUnavailable
-from bot.store.base import FindingRecord, PullRequestState
+from bot.store.base import FindingRecord, PullRequestState, UsageRecord
 from bot.store.sql import SQLStore
 from config.settings import load_settings
 from tests.conftest import fixture_json
@@ -297,3 +297,27 @@ async def test_a_store_failure_after_the_final_status_leaves_the_outcome_shown(
     (record,) = await runtime.store.list_reviews()
     assert (record.state, record.outcome) == ("failed", "error")
     assert record.reason is not None and "StoreUnavailable" in record.reason
+
+
+# --- The repository file's problems are said whatever the review comes to ----------------------
+
+
+@pytest.mark.parametrize("ends", ["reviewed", "budget spent", "closed"])
+async def test_a_bad_arbiter_yml_is_reported_whether_the_review_runs_waits_or_is_skipped(
+    make_runtime: MakeRuntime, github: FakeGitHub, ends: str
+) -> None:
+    github.add_file(REPO, ".arbiter.yml", "profile: loud\n")  # no such profile
+    runtime = await make_runtime(**({"daily_budget_usd": 0.5} if ends == "budget spent" else {}))
+    if ends == "budget spent":
+        await runtime.store.record_usage(UsageRecord("review", 10, 10, 1.0))
+    await opened(runtime)
+    if ends == "closed":
+        github.update_pull(REPO, 2, state="closed")  # closed before its review ran
+
+    await work(runtime)
+
+    comments = [c["body"] for c in github.issue_comments(REPO, 2)]
+    assert sum("Arbiter configuration" in body for body in comments) == 1, comments
+    job = await review_job(runtime)
+    assert job.state == {"reviewed": "done", "budget spent": "queued", "closed": "done"}[ends]
+    assert len(github.reviews(REPO, 2)) == (1 if ends == "reviewed" else 0)
