@@ -7,10 +7,11 @@ StoreUnavailable.
   every statement was a hop through the event loop, and under load that cost more than the
   SQL.) WAL mode, and every transaction `BEGIN IMMEDIATE`, so one writer at a time across
   processes too. Operations that arrive while a commit is in flight share the next
-  transaction, each in a savepoint of its own (`batching.GroupCommit`). Reads that need no
-  write lock (`SQLDatabase.read`) run on a second connection and thread of their own, so a
-  review's lookups never queue behind other jobs' commits (WAL lets a reader go on beside the
-  writer, seeing what was committed when it began).
+  transaction (`batching.GroupCommit`; should one fail, the others are run again, each in a
+  savepoint of its own, so it fails alone). Reads that need no write lock (`SQLDatabase.read`)
+  run on a second connection and thread of their own, so a review's lookups never queue behind
+  other jobs' commits (WAL lets a reader go on beside the writer, seeing what was committed
+  when it began).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class SQLDatabase:
         """Run `operation` in a transaction; database failures surface as StoreUnavailable.
 
         On SQLite, operations that arrive while a commit is in flight share the next
-        transaction, each in a savepoint of its own (so one that fails fails alone); `alone`
+        transaction (one that fails fails alone: see `_in_one_transaction`); `alone`
         runs it in a transaction of its own (migrations, and work that is already a batch).
         """
         try:

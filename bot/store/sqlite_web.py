@@ -54,8 +54,16 @@ T = TypeVar("T")
 PING_SECONDS = 5.0
 # The Store's operations that WebStore hands to the full SQLStore: every one it does not do.
 _OWN = frozenset(
-    {"open", "close", "ping", "migrate", "schema_status", "accept_delivery", "job_counts"}
-    | {"spent_since"}
+    {
+        "open",
+        "close",
+        "ping",
+        "migrate",
+        "schema_status",
+        "accept_delivery",
+        "job_counts",
+        "spent_since",
+    }
 )
 DELEGATED = frozenset(
     name
