@@ -214,7 +214,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def _last_states(github: FakeGitHub) -> dict[str, str]:
     """Each head's latest commit status state."""
-    return {status["sha"]: status["state"] for status in github.statuses(REPO)}
+    return github.latest_states(REPO)
 
 
 async def _reviewed(github: FakeGitHub, heads: dict[int, str], started: float) -> None:

@@ -781,6 +781,11 @@ class FakeGitHub:
             if sha is None or at == sha
         ]
 
+    def latest_states(self, repo: str) -> dict[str, str]:
+        """Each commit's latest status state, by sha: what a poller looks at often, without
+        copying every status (the fake shares its process with whoever polls it)."""
+        return {at: status["state"] for at, status in self._repo(repo).statuses}
+
     def reactions(self, comment_id: int, *, inline: bool = False) -> list[str]:
         """The reactions' contents on a conversation comment (or an inline one)."""
         kind = "pulls" if inline else "issues"
