@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
 KEPT_TIMEOUT = 8.0
 # PostgreSQL: batches of deliveries written at once, each on an intake connection of its own.
 INTAKE_CONNECTIONS = 3
+# PostgreSQL: a pooled connection idle longer than this is pinged before it is used (one round
+# trip), and replaced if the server or a proxy ended it meanwhile. One used more recently goes
+# straight to work: a ping on every checkout was a third of a store operation's CPU, and the
+# idle timeouts that end connections (servers, PgBouncer, load balancers) are minutes long.
+# A server that restarts within the window fails one operation, as StoreUnavailable (every
+# caller waits that out), and that invalidates the pool's older connections.
+PING_IDLE_SECONDS = 2.0
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -74,6 +82,7 @@ class SQLDatabase:
         self._pool_size = pool_size
         self._max_overflow = max_overflow
         self._async_engine: AsyncEngine | None = None
+        self._autocommit: AsyncEngine | None = None  # PostgreSQL reads: the same pool
         self._sqlite_engine: Engine | None = None
         self._sqlite_thread: ThreadPoolExecutor | None = None
         self._checkpointer: Checkpointer | None = None
@@ -105,9 +114,12 @@ class SQLDatabase:
                 self.url,
                 pool_size=self._pool_size,
                 max_overflow=self._max_overflow,
-                pool_pre_ping=True,
                 pool_recycle=1800,
+                # The connection used last goes out first: the busy ones stay warm (no ping),
+                # the spare ones sit until they are pinged, recycled or ended by the server.
+                pool_use_lifo=True,
             )
+            ping_when_idle(self._async_engine.sync_engine, PING_IDLE_SECONDS)
 
     def pool_usage(self) -> PoolUsage | None:
         """The PostgreSQL connection pool now, for /metrics (None on SQLite: one thread)."""
@@ -125,7 +137,7 @@ class SQLDatabase:
         await self._close_kept()
         if self._async_engine is not None:
             await self._async_engine.dispose()
-            self._async_engine = None
+            self._async_engine = self._autocommit = None
         if self._sqlite_engine is not None and self._sqlite_thread is not None:
             engine, thread = self._sqlite_engine, self._sqlite_thread
             await asyncio.get_running_loop().run_in_executor(thread, self._release_sqlite)
@@ -169,9 +181,13 @@ class SQLDatabase:
             raise
 
     async def read(self, operation: Callable[[Connection], T]) -> T:
-        """`operation` that only reads, in a transaction: on SQLite (a file) on the reading
-        connection, beside the writer, seeing every commit made before it began; elsewhere as
-        `run`. Failures surface as `run`'s do."""
+        """`operation` that only reads: on SQLite (a file) in a transaction on the reading
+        connection, beside the writer, seeing every commit made before it began; on PostgreSQL
+        without BEGIN and COMMIT around it (autocommit: two round trips fewer; under READ
+        COMMITTED each statement sees what was committed when it began, in a transaction or
+        not); elsewhere as `run`. Failures surface as `run`'s do."""
+        if self._async_engine is not None:
+            return await self._read_autocommit(self._async_engine, operation)
         if self._sqlite_engine is None or self._sqlite_thread is None:
             return await self.run(operation)
         database = self._sqlite_engine.url.database
@@ -184,6 +200,19 @@ class SQLDatabase:
             return await asyncio.get_running_loop().run_in_executor(
                 self._reader_thread, _in_transaction, self._reader, operation
             )
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+            raise
+
+    async def _read_autocommit(
+        self, engine: AsyncEngine, operation: Callable[[Connection], T]
+    ) -> T:
+        if self._autocommit is None:
+            self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            async with self._autocommit.connect() as conn:
+                return await conn.run_sync(operation)
         except Exception as exc:
             if unavailable(exc):
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
@@ -284,6 +313,28 @@ async def _close(connection: AsyncConnection, *, invalidate: bool) -> None:
         await connection.close()
     except Exception as exc:  # a connection already gone needs no closing
         get_logger(component="store").debug("intake connection closed", error=_short(exc))
+
+
+def ping_when_idle(engine: Engine, idle: float = PING_IDLE_SECONDS) -> None:
+    """SQLAlchemy's pre-ping for the pooled connections of `engine` that sat idle longer than
+    `idle` seconds (see PING_IDLE_SECONDS): the dialect's own ping, and a connection that fails
+    it is replaced by the pool (a DisconnectionError on checkout makes it connect anew)."""
+
+    def used(_dbapi: Any, record: Any, *_args: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("used_at", 0.0) <= idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"ping failed: {_short(exc)}") from exc
+        record.info["used_at"] = time.monotonic()
+
+    sa_event.listen(engine, "connect", used)
+    sa_event.listen(engine, "checkin", used)
+    sa_event.listen(engine, "checkout", checkout)
 
 
 def raw_unavailable(exc: BaseException) -> bool:

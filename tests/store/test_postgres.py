@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-from bot.store import StoreUnavailable
+from bot.store import StoreUnavailable, sql_engine
 from bot.store.sql import SQLStore
 from bot.store.sql_engine import unavailable
 
@@ -54,6 +54,52 @@ async def test_a_session_the_server_ends_is_store_unavailable(
         await other.close()
     # The pool drops the dead connection: the next operation works.
     assert await postgres_store.run_sql(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+
+
+async def test_an_idle_connection_the_server_ended_is_replaced_before_use(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection that sat idle past PING_IDLE_SECONDS is pinged when it is taken
+    out: one the server (or a proxy) ended meanwhile is replaced, and the operation works."""
+    monkeypatch.setattr(sql_engine, "PING_IDLE_SECONDS", 0.05)
+    store, other = SQLStore(postgres_url), SQLStore(postgres_url)
+    await store.open()
+    await other.open()
+
+    def backend_pid(conn: sa.Connection) -> int:
+        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+    try:
+        pid = await store.run_sql(backend_pid)
+        ended = await other.run_sql(
+            lambda conn: conn.execute(
+                sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid}
+            ).scalar_one()
+        )
+        assert ended
+        await asyncio.sleep(0.2)  # idle past the window: the pool pings it first
+        assert await store.run_sql(backend_pid) != pid  # a new connection, and no error
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_a_read_runs_without_a_transaction_around_it(postgres_store: SQLStore) -> None:
+    """A read is one statement: on PostgreSQL it goes without BEGIN and COMMIT (two round
+    trips fewer), and sees what was committed when it began, as it would in a transaction
+    under READ COMMITTED. A write still runs in a transaction of its own."""
+
+    def savepoint(conn: sa.Connection) -> bool:
+        conn.execute(sa.text("SAVEPOINT probe"))  # PostgreSQL: only inside a transaction block
+        return True
+
+    await postgres_store.migrate()
+    with pytest.raises(sa.exc.DBAPIError, match="transaction blocks"):
+        await postgres_store._db.read(savepoint)
+    assert await postgres_store.run_sql(savepoint)
+    await postgres_store.update_pr_state("github", "o/r", 7, last_reviewed_head="abc")
+    state = await postgres_store.pr_state("github", "o/r", 7)
+    assert state.last_reviewed_head == "abc"  # a read sees the write committed before it
 
 
 @pytest.mark.parametrize(
