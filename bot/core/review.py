@@ -151,8 +151,6 @@ async def review_changes(
     raise: the affected files are listed as not reviewed and the error is in `errors`.
     """
     files = parse_diff(changes) if isinstance(changes, str) else from_file_changes(changes)
-    # Off the event loop: a repository's globs are linear-time, but can be many and long.
-    kept, skipped = await asyncio.to_thread(filter_files, files, options.path_filters)
     info = llm.model_info(options.model)
     cap = (
         llm.settings.max_cost_per_review_usd
@@ -161,20 +159,26 @@ async def review_changes(
     )
     llm.require_price(info, cap)
     max_tokens = options.max_tokens or llm.settings.max_tokens_per_review
-    run = _Run(
-        llm=llm,
-        info=info,
-        options=options,
-        files={f.path: f for f in kept},
-        budget=Budget(info, max_tokens=max_tokens, max_cost_usd=cap),
-        title=title,
-        description=description,
-        cap=cap,
-        count=llm.counter(options.model).count,
-    )
+
+    def prepare() -> tuple[_Run, list[Unit], list[NotReviewed]]:
+        kept, skipped = filter_files(files, options.path_filters)
+        run = _Run(
+            llm=llm,
+            info=info,
+            options=options,
+            files={f.path: f for f in kept},
+            budget=Budget(info, max_tokens=max_tokens, max_cost_usd=cap),
+            title=title,
+            description=description,
+            cap=cap,
+            count=llm.counter(options.model).count,
+        )
+        return run, run.plan(kept), skipped
+
+    # Off the event loop, in one hop: a repository's globs (linear-time, but can be many and
+    # long) and counting every line's tokens are CPU work.
+    run, queue, skipped = await asyncio.to_thread(prepare)
     run.on_progress = on_progress
-    # Counting every line is CPU work: off the event loop.
-    queue = await asyncio.to_thread(run.plan, kept)
     await run.execute(queue)
     return run.result(files, skipped)
 
