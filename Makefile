@@ -34,8 +34,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One test process per core (pytest-xdist): most of the suite's time is end-to-end tests waiting
+# on the servers they start. Each process has a PostgreSQL database of its own (tests/conftest.py)
+# and each test its own Redis keys, ports and folders.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 test: lint typecheck pytest
 
