@@ -23,12 +23,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Result
+from sqlalchemy.sql.expression import Executable
 
 from bot.logs import get_logger
 from bot.metrics import PoolUsage
@@ -82,7 +83,8 @@ class SQLDatabase:
         self._pool_size = pool_size
         self._max_overflow = max_overflow
         self._async_engine: AsyncEngine | None = None
-        self._autocommit: AsyncEngine | None = None  # PostgreSQL reads: the same pool
+        # PostgreSQL's reads and one-statement writes: the same pool, in autocommit.
+        self._autocommit_engine: AsyncEngine | None = None
         self._sqlite_engine: Engine | None = None
         self._sqlite_thread: ThreadPoolExecutor | None = None
         self._checkpointer: Checkpointer | None = None
@@ -137,7 +139,7 @@ class SQLDatabase:
         await self._close_kept()
         if self._async_engine is not None:
             await self._async_engine.dispose()
-            self._async_engine = self._autocommit = None
+            self._async_engine = self._autocommit_engine = None
         if self._sqlite_engine is not None and self._sqlite_thread is not None:
             engine, thread = self._sqlite_engine, self._sqlite_thread
             await asyncio.get_running_loop().run_in_executor(thread, self._release_sqlite)
@@ -187,7 +189,7 @@ class SQLDatabase:
         COMMITTED each statement sees what was committed when it began, in a transaction or
         not); elsewhere as `run`. Failures surface as `run`'s do."""
         if self._async_engine is not None:
-            return await self._read_autocommit(self._async_engine, operation)
+            return await self._autocommit(self._async_engine, operation)
         if self._sqlite_engine is None or self._sqlite_thread is None:
             return await self.run(operation)
         database = self._sqlite_engine.url.database
@@ -205,13 +207,42 @@ class SQLDatabase:
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
             raise
 
-    async def _read_autocommit(
-        self, engine: AsyncEngine, operation: Callable[[Connection], T]
-    ) -> T:
-        if self._autocommit is None:
-            self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    @overload
+    async def write_one(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> None: ...
+
+    @overload
+    async def write_one(
+        self,
+        statement: Executable,
+        parameters: dict[str, Any] | None,
+        shape: Callable[[Result[Any]], T],
+    ) -> T: ...
+
+    async def write_one(
+        self,
+        statement: Executable,
+        parameters: dict[str, Any] | None = None,
+        shape: Callable[[Result[Any]], T] | None = None,
+    ) -> T | None:
+        """One statement that writes (atomic by itself), and `shape` of its result: on
+        PostgreSQL in autocommit, without the two round trips of BEGIN and COMMIT; on SQLite as
+        `run` (sharing a transaction with the writes beside it). Failures surface as `run`'s do."""
+
+        def operation(conn: Connection) -> T | None:
+            result = conn.execute(statement, parameters)
+            return shape(result) if shape is not None else None
+
+        if self._async_engine is not None:
+            return await self._autocommit(self._async_engine, operation)
+        return await self.run(operation)
+
+    async def _autocommit(self, engine: AsyncEngine, operation: Callable[[Connection], T]) -> T:
+        if self._autocommit_engine is None:
+            self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            async with self._autocommit.connect() as conn:
+            async with self._autocommit_engine.connect() as conn:
                 return await conn.run_sync(operation)
         except Exception as exc:
             if unavailable(exc):

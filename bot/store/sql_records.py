@@ -75,7 +75,7 @@ async def cache_put(db: SQLDatabase, key: str, value: str, ttl_seconds: float, n
         .values(key=key, **row)
         .on_conflict_do_update(index_elements=["key"], set_=row)
     )
-    await db.run(lambda conn: conn.execute(statement))
+    await db.write_one(statement)
 
 
 # --- Reviews -------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ async def update_review(db: SQLDatabase, review_id: int, changes: dict[str, Any]
         if column in values and values[column] is not None:
             values[column] = json.dumps(values[column])
     statement = sa.update(reviews).where(reviews.c.id == review_id).values(**values)
-    await db.run(lambda conn: conn.execute(statement))
+    await db.write_one(statement)
 
 
 async def get_review(db: SQLDatabase, review_id: int) -> ReviewRecord | None:
@@ -242,8 +242,8 @@ async def update_pr_state(
     values = {"paused": False, "full_requested": False, **changes}
     values.update(platform=platform, repo=repo, number=number)
     statement = _pr_state_statement(db.backend, tuple(sorted(changes)))
-    return await db.run(
-        lambda conn: to_pr_state(*pull_request, conn.execute(statement, values).mappings().first())
+    return await db.write_one(
+        statement, values, lambda result: to_pr_state(*pull_request, result.mappings().first())
     )
 
 
@@ -266,7 +266,7 @@ def _pr_state_statement(backend: str, changed: tuple[str, ...]) -> Any:
 
 async def record_usage(db: SQLDatabase, record: UsageRecord, now: float) -> None:
     statement = sa.insert(usage).values(**usage_row(record, now))
-    await db.run(lambda conn: conn.execute(statement))
+    await db.write_one(statement)
 
 
 async def spent_since(db: SQLDatabase, since: float) -> float:

@@ -102,6 +102,25 @@ async def test_a_read_runs_without_a_transaction_around_it(postgres_store: SQLSt
     assert state.last_reviewed_head == "abc"  # a read sees the write committed before it
 
 
+async def test_a_one_statement_write_commits_without_a_transaction_block(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """The store's one-statement writes (an upsert, an update, an insert) are atomic by
+    themselves: on PostgreSQL they go without BEGIN and COMMIT, and are committed once they
+    return (another connection sees them)."""
+    with pytest.raises(sa.exc.DBAPIError, match="transaction blocks"):
+        await postgres_store._db.write_one(sa.text("SAVEPOINT probe"))
+    await postgres_store.migrate()
+    state = await postgres_store.update_pr_state("github", "o/r", 8, last_reviewed_head="def")
+    assert state.last_reviewed_head == "def" and not state.paused  # the upsert's row
+    other = SQLStore(postgres_url)
+    await other.open()
+    try:
+        assert (await other.pr_state("github", "o/r", 8)).last_reviewed_head == "def"
+    finally:
+        await other.close()
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
