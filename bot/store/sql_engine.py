@@ -218,6 +218,8 @@ class SQLDatabase:
         statement: Executable,
         parameters: dict[str, Any] | None,
         shape: Callable[[Result[Any]], T],
+        *,
+        alone: bool = False,
     ) -> T: ...
 
     async def write_one(
@@ -225,10 +227,13 @@ class SQLDatabase:
         statement: Executable,
         parameters: dict[str, Any] | None = None,
         shape: Callable[[Result[Any]], T] | None = None,
+        *,
+        alone: bool = False,
     ) -> T | None:
         """One statement that writes (atomic by itself), and `shape` of its result: on
         PostgreSQL in autocommit, without the two round trips of BEGIN and COMMIT; on SQLite as
-        `run` (sharing a transaction with the writes beside it). Failures surface as `run`'s do."""
+        `run` (sharing a transaction with the writes beside it unless `alone`). Failures
+        surface as `run`'s do."""
 
         def operation(conn: Connection) -> T | None:
             result = conn.execute(statement, parameters)
@@ -236,7 +241,7 @@ class SQLDatabase:
 
         if self._async_engine is not None:
             return await self._autocommit(self._async_engine, operation)
-        return await self.run(operation)
+        return await self.run(operation, alone=alone)
 
     async def _autocommit(self, engine: AsyncEngine, operation: Callable[[Connection], T]) -> T:
         if self._autocommit_engine is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
 
 from bot.store.base import JOB_STATES, Delivery, Enqueued, Job, JobState, NewJob
 from bot.store.leases import LEASE_EXPIRED
@@ -170,10 +170,14 @@ async def claim(
 ) -> list[Job]:
     """Up to `limit` due jobs (and `lanes[kind]` more of a kind with a lane of its own), after
     (with `sweep`) taking back those whose lease expired, but for the claimer's jobs in
-    `holding`."""
-    return await db.run(
-        lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep, holding, lanes)
-    )
+    `holding`. Without the sweep a claim is one statement (on PostgreSQL, no transaction
+    block around it: its row locks last as long as the statement)."""
+    if sweep:
+        return await db.run(
+            lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep, holding, lanes)
+        )
+    statement, params = _claim_bound(db.backend, worker_id, limit, lease_seconds, now, lanes)
+    return await db.write_one(statement, params, _claimed)
 
 
 async def renew_leases(
@@ -292,8 +296,22 @@ def _claim(
 ) -> list[Job]:
     if sweep:
         _sweep_expired_leases(conn, now, worker_id, holding)
+    backend = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+    statement, params = _claim_bound(backend, worker_id, limit, lease_seconds, now, lanes)
+    return _claimed(conn.execute(statement, params))
+
+
+def _claim_bound(
+    backend: str,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    lanes: dict[str, int],
+) -> tuple[sa.Update, dict[str, Any]]:
+    """The claim's statement (built once per backend and set of lanes) and its parameters."""
     kinds = tuple(sorted(lanes))
-    shape = (conn.dialect.name == "postgresql", kinds)
+    shape = (backend == "postgresql", kinds)
     if (statement := _CLAIM.get(shape)) is None:
         statement = _CLAIM.setdefault(shape, _claim_statement(skip_locked=shape[0], lanes=kinds))
     params: dict[str, Any] = {
@@ -303,7 +321,10 @@ def _claim(
         "lease": now + lease_seconds,
     }
     params.update({f"lane_{i}": max(lanes[kind], 0) for i, kind in enumerate(kinds)})
-    rows = conn.execute(statement, params)
+    return statement, params
+
+
+def _claimed(rows: Result[Any]) -> list[Job]:
     return sorted((to_job(row) for row in rows.mappings()), key=lambda j: (j.run_at, j.id))
 
 
@@ -311,7 +332,16 @@ def _claim(
 
 
 async def complete_batch(db: SQLDatabase, items: list[tuple[int, str]], now: float) -> list[bool]:
-    """Mark jobs done, each only while it is still its worker's; in a transaction of its own."""
+    """Mark jobs done, each only while it is still its worker's; in a transaction of its own
+    (one statement when they are one worker's: on PostgreSQL, no transaction block)."""
+    owners = {worker_id for _, worker_id in items}
+    if len(owners) == 1:
+        (owner,) = owners
+        params = {"ids": [job_id for job_id, _ in items], "owner": owner, "finished": now}
+        done: set[int] = await db.write_one(
+            _COMPLETE, params, lambda rows: set(rows.scalars()), alone=True
+        )
+        return [job_id in done for job_id, _ in items]
     return await db.run(lambda conn: _complete_many(conn, items, now), alone=True)
 
 
