@@ -67,10 +67,6 @@ class WorkerOptions:
     store_backoff_max: float = 5.0
 
 
-# Deliveries that pause for this many of a burst's intervals (busy_window / busy_arrivals: 5 ms at
-# the defaults, so 20 ms) have stopped: the burst is over.
-BURST_PAUSE_INTERVALS = 4
-
 # A store error other than unavailability (a bug, a refused value) is not worth waiting out:
 # the outcome is tried this many times, then left to the lease (taken back when it expires).
 OUTCOME_TRIES = 5
@@ -146,15 +142,10 @@ class Worker:
         self._wake.set()
 
     def _busy(self) -> bool:
-        """Are deliveries arriving faster than `busy_arrivals` per `busy_window`, and still
-        arriving? A pause of a few intervals at that rate ends the burst: what it queued
-        starts then, not a whole window after its last delivery."""
-        options = self.options
-        if len(self._arrivals) < options.busy_arrivals:
+        """Are deliveries arriving faster than `busy_arrivals` per `busy_window`?"""
+        if len(self._arrivals) < self.options.busy_arrivals:
             return False
-        now = time.monotonic()
-        pause = BURST_PAUSE_INTERVALS * options.busy_window / max(options.busy_arrivals, 1)
-        return now - self._arrivals[0] < options.busy_window and now - self._arrivals[-1] < pause
+        return time.monotonic() - self._arrivals[0] < self.options.busy_window
 
     @property
     def active(self) -> int:

@@ -404,27 +404,6 @@ async def test_a_flood_of_deliveries_makes_the_worker_claim_less_often(
     assert worker._busy()  # 20 arrivals well within 0.1 s: intake comes first
 
 
-async def test_a_flood_that_stops_is_over_before_its_window_ends(sqlite_store: SQLStore) -> None:
-    """A burst is over once deliveries pause for a few of its intervals, not a whole window
-    after the last one: the jobs it queued start then."""
-
-    async def run(job: Job) -> None:
-        pass
-
-    # 20 arrivals within 1 s is a burst (intervals of 50 ms); a pause of 4 of them ends it.
-    options = dataclasses.replace(FAST, busy_window=1.0)
-    worker = Worker(sqlite_store, run, options)
-    for _ in range(options.busy_arrivals):
-        worker.notify(delivery=True)
-    assert worker._busy()
-    await asyncio.sleep(0.1)  # two intervals: a lull, the burst goes on
-    assert worker._busy()
-    await asyncio.sleep(0.15)  # five in all: over, though the window is not
-    assert not worker._busy()
-    worker.notify(delivery=True)  # deliveries again, 20 of them within the window: a burst
-    assert worker._busy()
-
-
 async def test_during_a_flood_a_claim_takes_a_job_at_a_time(sqlite_store: SQLStore) -> None:
     """Work queued during a burst of deliveries waits for it: a claim takes one job, however
     many slots are free, and the jobs left are claimed once the burst is over."""
