@@ -95,7 +95,7 @@ async def start_review(db: SQLDatabase, start: ReviewStart, now: float) -> Revie
                 .first()
             )
             if row is not None:
-                conn.execute(
+                updated = conn.execute(
                     sa.update(reviews)
                     .where(reviews.c.id == row["id"])
                     .values(
@@ -104,14 +104,15 @@ async def start_review(db: SQLDatabase, start: ReviewStart, now: float) -> Revie
                         mode=start.mode,
                         state="running",
                     )
+                    .returning(*reviews.c)
                 )
-                return to_review(_read_review(conn, int(row["id"])))
-        review_id = conn.execute(
+                return to_review(updated.mappings().one())
+        inserted = conn.execute(
             sa.insert(reviews)
             .values(**new_review_row(start, now), job_id=start.job_id)
-            .returning(reviews.c.id)
-        ).scalar_one()
-        return to_review(_read_review(conn, int(review_id)))
+            .returning(*reviews.c)
+        )
+        return to_review(inserted.mappings().one())
 
     return await db.run(begin)
 
