@@ -5,6 +5,7 @@ treating it as a bug."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -97,8 +98,9 @@ async def test_a_read_runs_without_a_transaction_around_it(postgres_store: SQLSt
     with pytest.raises(sa.exc.DBAPIError, match="transaction blocks"):
         await postgres_store._db.read(savepoint)
     assert await postgres_store.run_sql(savepoint)
-    await postgres_store.update_pr_state("github", "o/r", 7, last_reviewed_head="abc")
-    state = await postgres_store.pr_state("github", "o/r", 7)
+    repo = f"reads/{uuid.uuid4().hex[:8]}"  # the session's database is shared: a repo of its own
+    await postgres_store.update_pr_state("github", repo, 7, last_reviewed_head="abc")
+    state = await postgres_store.pr_state("github", repo, 7)
     assert state.last_reviewed_head == "abc"  # a read sees the write committed before it
 
 
@@ -111,12 +113,13 @@ async def test_a_one_statement_write_commits_without_a_transaction_block(
     with pytest.raises(sa.exc.DBAPIError, match="transaction blocks"):
         await postgres_store._db.write_one(sa.text("SAVEPOINT probe"))
     await postgres_store.migrate()
-    state = await postgres_store.update_pr_state("github", "o/r", 8, last_reviewed_head="def")
+    repo = f"writes/{uuid.uuid4().hex[:8]}"  # the session's database is shared: a repo of its own
+    state = await postgres_store.update_pr_state("github", repo, 8, last_reviewed_head="def")
     assert state.last_reviewed_head == "def" and not state.paused  # the upsert's row
     other = SQLStore(postgres_url)
     await other.open()
     try:
-        assert (await other.pr_state("github", "o/r", 8)).last_reviewed_head == "def"
+        assert (await other.pr_state("github", repo, 8)).last_reviewed_head == "def"
     finally:
         await other.close()
 
