@@ -17,9 +17,10 @@ StoreUnavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ class SQLDatabase:
         transaction (one that fails fails alone: see `_in_one_transaction`); `alone`
         runs it in a transaction of its own (migrations, and work that is already a batch).
         """
-        try:
+        with self._failures_as_unavailable():
             if self._sqlite_engine is not None and self._sqlite_thread is not None:
                 if self._checkpointer is not None:
                     self._checkpointer.written()
@@ -178,10 +179,6 @@ class SQLDatabase:
                 raise RuntimeError("the store is not open: call `await store.open()` first")
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(operation)
-        except Exception as exc:
-            if unavailable(exc):
-                raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
-            raise
 
     async def read(self, operation: Callable[[Connection], T]) -> T:
         """`operation` that only reads: on SQLite (a file) in a transaction on the reading
@@ -199,14 +196,10 @@ class SQLDatabase:
         if self._reader is None or self._reader_thread is None:
             self._reader = _sqlite_engine(self.url, begin="BEGIN")
             self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite-read")
-        try:
+        with self._failures_as_unavailable():
             return await asyncio.get_running_loop().run_in_executor(
                 self._reader_thread, _in_transaction, self._reader, operation
             )
-        except Exception as exc:
-            if unavailable(exc):
-                raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
-            raise
 
     @overload
     async def write_one(
@@ -247,9 +240,16 @@ class SQLDatabase:
     async def _autocommit(self, engine: AsyncEngine, operation: Callable[[Connection], T]) -> T:
         if self._autocommit_engine is None:
             self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        try:
+        with self._failures_as_unavailable():
             async with self._autocommit_engine.connect() as conn:
                 return await conn.run_sync(operation)
+
+    @contextlib.contextmanager
+    def _failures_as_unavailable(self) -> Iterator[None]:
+        """A database failure that says the server cannot serve now raised as StoreUnavailable
+        (callers wait it out); anything else as it is."""
+        try:
+            yield
         except Exception as exc:
             if unavailable(exc):
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
