@@ -143,7 +143,9 @@ async def test_the_heartbeat_keeps_a_long_job_from_being_taken_over(
         runs.append("other")
 
     await _enqueue(sqlite_store, 1)
-    options = WorkerOptions(**{**FAST.__dict__, "lease_seconds": 0.3})
+    # A lease long enough that a loaded machine (the suite runs one process per core) does not
+    # stall the heartbeat past it: renewed every 0.5 s, it is lost only after a 1.5 s stall.
+    options = WorkerOptions(**{**FAST.__dict__, "lease_seconds": 1.5})
     first = Worker(sqlite_store, slow, options, worker_id="first")
     second_store = SQLStore(sqlite_store.url)
     await second_store.open()
@@ -153,7 +155,7 @@ async def test_the_heartbeat_keeps_a_long_job_from_being_taken_over(
         async with asyncio.timeout(10):
             await started.wait()
         second.start()
-        await asyncio.sleep(1.2)  # four lease periods: renewed by the heartbeat each time
+        await asyncio.sleep(3.5)  # over two lease periods: renewed by the heartbeat each time
         assert runs == ["slow"]
         release.set()
         async with asyncio.timeout(10):
