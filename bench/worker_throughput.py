@@ -252,6 +252,7 @@ def _timeline(
     return {
         "start": sorted(fetched[n] - t0 for n in done),
         "final": sorted(final[n] - t0 for n in done),
+        "asked": sorted(asked[n] - t0 for n in done),
         "before": [asked[n] - fetched[n] for n in done],
         "after": [final[n] - asked[n] - model_seconds for n in done],
     }
@@ -276,6 +277,7 @@ def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:
         return []
     # The k-th review to start after the first `jobs` took the slot the (k - jobs)-th freed.
     refill = [s - f for s, f in zip(starts[jobs:], finals, strict=False)]
+    last = min(jobs, len(starts)) - 1  # the first round's last review
 
     def spread(values: list[float]) -> str:
         if not values:
@@ -286,6 +288,9 @@ def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:
 
     return [
         f"first review     started {starts[0]:.2f} s after the first delivery",
+        # The first round's last model call: how late the slowest slot began its ten reviews.
+        f"first round      its {last + 1}th review started at {starts[last]:.2f} s, "
+        f"asked the model at {timeline['asked'][last]:.2f} s",
         f"before model     {spread(timeline['before'])} (pull request fetched → model asked)",
         f"after model      {spread(timeline['after'])} (model answered → final status)",
         f"slot refill      {spread(refill)} (final status → next review fetched its pull request)",

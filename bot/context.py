@@ -46,6 +46,7 @@ class Context:
     log: Logger = field(init=False)
     _platform: Platform | None = field(default=None, init=False, repr=False)
     _repo_config: EffectiveConfig | None = field(default=None, init=False, repr=False)
+    _guessed: EffectiveConfig | None = field(default=None, init=False, repr=False)  # read ahead
 
     def __post_init__(self) -> None:
         e = self.event
@@ -89,7 +90,28 @@ class Context:
         Raises PlatformError when the platform cannot be asked.
         """
         if self._repo_config is None:
+            guessed, self._guessed = self._guessed, None
+            if guessed is not None and pr is not None and guessed.branch == pr.default_branch:
+                self._repo_config = guessed  # read beside the pull request, from its branch
+                return guessed
             assert self.repo_configs is not None  # set in __post_init__
             branch = pr.default_branch if pr is not None else None
             self._repo_config = await self.repo_configs.load(self.platform, default_branch=branch)
         return self._repo_config
+
+    async def prefetch_repo_config(self) -> None:
+        """Read the configuration from the default branch this repository had at its last
+        load, while the pull request is being fetched: a review then waits for one round trip
+        instead of two. `repo_config(pr)` uses it only if the pull request names that same
+        default branch (one renamed since is read again). Never raises: the read that counts
+        reports its own failure."""
+        assert self.repo_configs is not None  # set in __post_init__
+        if self._repo_config is not None or self._guessed is not None:
+            return
+        branch = self.repo_configs.branch_seen(self.platform)
+        if branch is None:
+            return
+        try:
+            self._guessed = await self.repo_configs.load(self.platform, default_branch=branch)
+        except Exception as exc:  # e.g. the branch is gone: the guess is simply not used
+            self.log.debug("configuration not read ahead", branch=branch, error=str(exc))

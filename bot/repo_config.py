@@ -43,7 +43,17 @@ class RepoConfigs:
         self._cache: cachetools.LRUCache[tuple[str, str, str], EffectiveConfig] = (
             cachetools.LRUCache(maxsize=cache_size)
         )
+        # The default branch each repository's last load read (a guess for the next load: see
+        # `branch_seen`); bounded like the configurations.
+        self._branches: cachetools.LRUCache[tuple[str, str], str] = cachetools.LRUCache(
+            maxsize=cache_size
+        )
         self._operator_logged = False
+
+    def branch_seen(self, platform: Platform) -> str | None:
+        """The default branch this repository's last load read, if any: a guess that lets a
+        review read the configuration beside the call that says what the branch is now."""
+        return self._branches.get((platform.name, platform.repo.lower()))
 
     @property
     def operator_problems(self) -> tuple[Problem, ...]:
@@ -74,6 +84,7 @@ class RepoConfigs:
         """
         branch = default_branch or await platform.default_branch()
         commit = await platform.branch_head(branch)
+        self._branches[(platform.name, platform.repo.lower())] = branch
         key = (platform.name, platform.repo.lower(), commit)
         cached = self._cache.get(key)
         if cached is not None:

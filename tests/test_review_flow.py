@@ -186,6 +186,47 @@ async def test_the_repo_config_decides_what_is_reviewed(
     assert job.state == "done"  # skipped is a decision, not a failure
 
 
+async def test_the_config_is_read_beside_the_pull_request_once_its_branch_is_known(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    """A review waits for one round trip, not two, before it knows its configuration: the
+    default branch's head is asked for while the pull request is (a second review of the
+    repository, the branch's name known from the first)."""
+    github, _ = fakes
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    github.update_pull(REPO, 2, head_sha=H2)
+    github.clear_requests()
+    github.delay("GET", f"/repos/{REPO}/pulls/2", 0.5)  # answered after the branch's head
+    await _handle(runtime, "synchronize")
+    await _work(runtime)
+    paths = [r.path for r in github.requests if r.method == "GET"]
+    assert paths.index(f"/repos/{REPO}/git/ref/heads/main") < paths.index(f"/repos/{REPO}/pulls/2")
+    assert [r.head_sha for r in await runtime.store.list_reviews()] == [H2, H1]
+
+
+async def test_a_renamed_default_branch_is_read_for_the_config_not_the_old_one(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    """The configuration read ahead from the branch the last review read is used only if the
+    pull request names that branch: after a rename, the new branch's file decides."""
+    github, openai = fakes
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    assert len(openai.requests) == 1
+    github.add_file(REPO, ".arbiter.yml", "enabled: false\n", ref="trunk")
+    github.set_default_branch(REPO, "trunk")  # main is still there, with no file
+    github.update_pull(REPO, 2, head_sha=H2, base_ref="trunk")
+    await _handle(runtime, "synchronize")
+    await _work(runtime)
+    assert len(openai.requests) == 1  # trunk's file turned reviews off
+    reviews = await runtime.store.list_reviews()
+    assert [r.head_sha for r in reviews] == [H1]
+    assert github.requests_to("GET", f"/repos/{REPO}/git/ref/heads/trunk")
+
+
 async def test_a_paused_pull_request_is_not_reviewed_automatically(
     make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
 ) -> None:

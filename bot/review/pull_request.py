@@ -123,9 +123,10 @@ async def _review(
     store, platform = ctx.store, ctx.platform
     # Independent steps run at once: a review's time before and after the model call is time
     # its worker slot waits (issue 20).
-    pr_or, state_or = await asyncio.gather(
+    pr_or, state_or, _ = await asyncio.gather(
         platform.pull_request(request.number),
         store.pr_state(request.platform, request.repo, request.number),
+        ctx.prefetch_repo_config(),  # used below if the pull request names the same branch
         return_exceptions=True,
     )
     pr = progress.pr = _settled(pr_or)

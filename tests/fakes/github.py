@@ -540,6 +540,15 @@ class FakeGitHub:
         if not _is_sha(ref):
             self._commit(stored, ref)
 
+    def set_default_branch(self, repo: str, branch: str) -> None:
+        """The repository's default branch is now `branch` (a rename, or another branch chosen);
+        a branch that does not exist yet starts with a commit of its own."""
+        stored = self._repo(repo)
+        stored.default_branch = branch
+        stored.refs.add(branch)
+        if branch not in stored.heads:
+            self._commit(stored, branch)
+
     def branch_head(self, repo: str, branch: str) -> str:
         """The sha of `branch`'s head commit (the default branch has one from the start)."""
         return self._repo(repo).heads[branch]
