@@ -8,10 +8,10 @@ StoreUnavailable.
   SQL.) WAL mode, and every transaction `BEGIN IMMEDIATE`, so one writer at a time across
   processes too. Operations that arrive while a commit is in flight share the next
   transaction (`batching.GroupCommit`; should one fail, the others are run again, each in a
-  savepoint of its own, so it fails alone). Reads that need no write lock (`SQLDatabase.read`)
-  run on a second connection and thread of their own, so a review's lookups never queue behind
-  other jobs' commits (WAL lets a reader go on beside the writer, seeing what was committed
-  when it began).
+  savepoint of its own, so it fails alone). Reads that need no write lock (`SQLDatabase.read`,
+  one statement each) run on a second connection and thread of their own, without BEGIN and
+  COMMIT, so a review's lookups never queue behind other jobs' commits (WAL lets a reader go
+  on beside the writer, seeing what was committed when its statement began).
 """
 
 from __future__ import annotations
@@ -181,11 +181,11 @@ class SQLDatabase:
                 return await conn.run_sync(operation)
 
     async def read(self, operation: Callable[[Connection], T]) -> T:
-        """`operation` that only reads: on SQLite (a file) in a transaction on the reading
-        connection, beside the writer, seeing every commit made before it began; on PostgreSQL
-        without BEGIN and COMMIT around it (autocommit: two round trips fewer; under READ
-        COMMITTED each statement sees what was committed when it began, in a transaction or
-        not); elsewhere as `run`. Failures surface as `run`'s do."""
+        """`operation` that only reads, with one statement: on SQLite (a file) on the reading
+        connection, beside the writer, and on PostgreSQL, without BEGIN and COMMIT around it
+        (autocommit: the statement is a transaction by itself and sees every commit made
+        before it began; on PostgreSQL two round trips fewer); elsewhere as `run`. Failures
+        surface as `run`'s do."""
         if self._async_engine is not None:
             return await self._autocommit(self._async_engine, operation)
         if self._sqlite_engine is None or self._sqlite_thread is None:
@@ -194,7 +194,7 @@ class SQLDatabase:
         if not database or ":memory:" in database or "mode=memory" in database:
             return await self.run(operation)  # another connection: another (or a locked) one
         if self._reader is None or self._reader_thread is None:
-            self._reader = _sqlite_engine(self.url, begin="BEGIN")
+            self._reader = _sqlite_engine(self.url, begin=None)
             self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite-read")
         with self._failures_as_unavailable():
             return await asyncio.get_running_loop().run_in_executor(
@@ -450,9 +450,10 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _sqlite_engine(url: str, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
+def _sqlite_engine(url: str, *, begin: str | None = "BEGIN IMMEDIATE") -> Engine:
     """A synchronous engine on the stdlib driver, used from the store's one SQLite thread (or,
-    with `begin="BEGIN"`, the reading one's: its transactions take no write lock)."""
+    with `begin=None`, the reading one's: no BEGIN and COMMIT around its one-statement reads,
+    each of which SQLite runs as a transaction of its own, taking no write lock)."""
     parsed = sa.engine.make_url(url).set(drivername="sqlite")
     database = parsed.database
     memory = database in (None, "", ":memory:")
@@ -469,10 +470,12 @@ def _sqlite_engine(url: str, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
         # Let SQLAlchemy, not the driver, emit BEGIN, so it can be BEGIN IMMEDIATE.
         configure(dbapi_connection, memory=memory)
 
-    @sa_event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # Take the write lock up front: a deferred transaction that later writes can fail with
-        # "database is locked" at once instead of waiting for the other writer.
-        conn.exec_driver_sql(begin)
+    if begin is not None:
+
+        @sa_event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            # Take the write lock up front: a deferred transaction that later writes can fail
+            # with "database is locked" at once instead of waiting for the other writer.
+            conn.exec_driver_sql(begin)
 
     return engine

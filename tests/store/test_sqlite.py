@@ -178,6 +178,23 @@ async def test_a_review_s_lookups_do_not_wait_for_another_writer(
     assert (await sqlite_store.pr_state("github", "o/r", 7)).last_reviewed_head == "b"
 
 
+async def test_a_read_runs_without_a_transaction_around_it(sqlite_store: SQLStore) -> None:
+    """A read is one statement: SQLite runs it as a transaction of its own, so the reading
+    connection sends no BEGIN and COMMIT around it. A write still runs in one."""
+
+    def in_transaction(conn: sa.Connection) -> bool:
+        conn.execute(sa.text("SELECT 1"))
+        dbapi = conn.connection.dbapi_connection
+        assert isinstance(dbapi, sqlite3.Connection)
+        return dbapi.in_transaction
+
+    assert await sqlite_store._db.read(in_transaction) is False
+    assert await sqlite_store.run_sql(in_transaction) is True
+    await sqlite_store.update_pr_state("github", "o/r", 9, last_reviewed_head="c" * 40)
+    # A read sees the write committed before it.
+    assert (await sqlite_store.pr_state("github", "o/r", 9)).last_reviewed_head == "c" * 40
+
+
 async def test_a_batch_with_a_failing_operation_keeps_the_others_once(
     sqlite_store: SQLStore,
 ) -> None:
