@@ -10,10 +10,12 @@ request, and prints the seconds until every pull request carries its final commi
 The ideal is N × model-seconds / jobs; the goal (issue 20) is at least 95 % of ideal (ideal /
 measured), 10.5 s for the defaults.
 
-Where the rest went is printed from what the fakes saw: per review, the time from fetching the
-pull request to asking the model (before), from the model's answer to the final status (after),
-and how long a slot stood empty between a review's final status and the start of the review
-that took its place (refill: the review's last store writes, the job's completion, the claim).
+Where the rest went is printed from what the fakes saw: when the first round's last review
+started and asked the model (the slowest slot begins that late), and per review, the time from
+fetching the pull request to asking the model (before), from the model's answer to the final
+status (after), and how long a slot stood empty between a review's final status and the start
+of the review that took its place (refill: the review's last store writes, the job's
+completion, the claim).
 """
 
 from __future__ import annotations
