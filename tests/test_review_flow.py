@@ -206,18 +206,20 @@ async def test_the_config_is_read_beside_the_pull_request_once_its_branch_is_kno
     assert [r.head_sha for r in await runtime.store.list_reviews()] == [H2, H1]
 
 
-async def test_a_renamed_default_branch_is_read_for_the_config_not_the_old_one(
-    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+@pytest.mark.parametrize("old_branch", ["kept", "gone"])
+async def test_a_new_default_branch_is_read_for_the_config_not_the_old_one(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI], old_branch: str
 ) -> None:
     """The configuration read ahead from the branch the last review read is used only if the
-    pull request names that branch: after a rename, the new branch's file decides."""
+    pull request names that branch: once another is the default, its file decides, whether
+    the old branch is still there (read ahead, not used) or gone (the read ahead fails)."""
     github, openai = fakes
     runtime = await make_runtime()
     await _handle(runtime, "opened")
     await _work(runtime)
     assert len(openai.requests) == 1
     github.add_file(REPO, ".arbiter.yml", "enabled: false\n", ref="trunk")
-    github.set_default_branch(REPO, "trunk")  # main is still there, with no file
+    github.set_default_branch(REPO, "trunk", drop_old=old_branch == "gone")
     github.update_pull(REPO, 2, head_sha=H2, base_ref="trunk")
     await _handle(runtime, "synchronize")
     await _work(runtime)
@@ -225,6 +227,11 @@ async def test_a_renamed_default_branch_is_read_for_the_config_not_the_old_one(
     reviews = await runtime.store.list_reviews()
     assert [r.head_sha for r in reviews] == [H1]
     assert github.requests_to("GET", f"/repos/{REPO}/git/ref/heads/trunk")
+    jobs = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert [(j.state, j.attempts, j.last_error) for j in jobs] == [("done", 1, None)] * 2
+    read_ahead = github.requests_to("GET", f"/repos/{REPO}/git/ref/heads/main")[-1]
+    expected = {404} if old_branch == "gone" else {200, 304}  # 304: answered from its ETag
+    assert read_ahead.status in expected  # read ahead, and failed only when the branch is gone
 
 
 async def test_a_paused_pull_request_is_not_reviewed_automatically(

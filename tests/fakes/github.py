@@ -540,14 +540,17 @@ class FakeGitHub:
         if not _is_sha(ref):
             self._commit(stored, ref)
 
-    def set_default_branch(self, repo: str, branch: str) -> None:
-        """The repository's default branch is now `branch` (a rename, or another branch chosen);
-        a branch that does not exist yet starts with a commit of its own."""
+    def set_default_branch(self, repo: str, branch: str, *, drop_old: bool = False) -> None:
+        """The repository's default branch is now `branch` (another branch chosen; with
+        `drop_old`, a rename: the old branch is gone); a branch that does not exist yet starts
+        with a commit of its own."""
         stored = self._repo(repo)
-        stored.default_branch = branch
+        old, stored.default_branch = stored.default_branch, branch
         stored.refs.add(branch)
         if branch not in stored.heads:
             self._commit(stored, branch)
+        if drop_old and old != branch:
+            stored.heads.pop(old, None)
 
     def branch_head(self, repo: str, branch: str) -> str:
         """The sha of `branch`'s head commit (the default branch has one from the start)."""
