@@ -291,7 +291,7 @@ def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:
     return [
         f"first review     started {starts[0]:.2f} s after the first delivery",
         # The first round's last model call: how late the slowest slot began its ten reviews.
-        f"first round      its {last + 1}th review started at {starts[last]:.2f} s, "
+        f"first round      the last of its {last + 1} reviews started at {starts[last]:.2f} s, "
         f"asked the model at {timeline['asked'][last]:.2f} s",
         f"before model     {spread(timeline['before'])} (pull request fetched → model asked)",
         f"after model      {spread(timeline['after'])} (model answered → final status)",

@@ -229,7 +229,9 @@ async def test_a_new_default_branch_is_read_for_the_config_not_the_old_one(
     assert github.requests_to("GET", f"/repos/{REPO}/git/ref/heads/trunk")
     jobs = await runtime.store.list_jobs(kind=REVIEW_JOB)
     assert [(j.state, j.attempts, j.last_error) for j in jobs] == [("done", 1, None)] * 2
-    read_ahead = github.requests_to("GET", f"/repos/{REPO}/git/ref/heads/main")[-1]
+    # The first review's read of `main`, then the second's read ahead.
+    first, read_ahead = github.requests_to("GET", f"/repos/{REPO}/git/ref/heads/main")
+    assert first.status == 200
     expected = {404} if old_branch == "gone" else {200, 304}  # 304: answered from its ETag
     assert read_ahead.status in expected  # read ahead, and failed only when the branch is gone
 
