@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from bot.events import from_github
+from bot.review.policy import REVIEWING
 from bot.review.request import REVIEW_JOB
 from bot.runtime import Runtime
 from config.settings import load_settings
 from tests.conftest import fixture_json
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
-from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt
+from tests.fakes.openai import FakeOpenAI, LLMRequest, Reply, finding, findings_in_prompt
 
 PAT = "ghp_" + "f" * 36
 REPO = "Codertocat/Hello-World"
@@ -234,6 +235,91 @@ async def test_a_new_default_branch_is_read_for_the_config_not_the_old_one(
     assert first.status == 200
     expected = {404} if old_branch == "gone" else {200, 304}  # 304: answered from its ETag
     assert read_ahead.status in expected  # read ahead, and failed only when the branch is gone
+
+
+def _pending(body: Any) -> bool:
+    """The review's own pending status (a queued review may have set one before)."""
+    return isinstance(body, dict) and body.get("description") == REVIEWING
+
+
+async def test_the_model_is_asked_while_the_pending_status_is_being_set(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    """Only the changes and the earlier findings go into the prompt: the review's record and
+    its pending status are written while the model is asked, and the final status still
+    comes after the pending one."""
+    github, openai = fakes
+    statuses = f"/repos/{REPO}/statuses/*"
+    held: list[bool] = []
+    answer = findings_in_prompt([finding("a.py", 2, severity="critical")])
+
+    def respond(request: LLMRequest) -> Reply:
+        # The review's pending status not answered yet.
+        held.append(not any(_pending(r.json()) for r in github.requests_to("POST", statuses)))
+        return answer(request)
+
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")  # the first review loads what reviews use (the tokenizer)
+    await _work(runtime)
+    openai.respond(respond)
+    pushed = PullFile.added("b.py", CODE)
+    github.update_pull(REPO, 2, head_sha=H2, files=[PullFile.added("a.py", CODE), pushed])
+    github.add_compare(REPO, H1, H2, files=[pushed])
+    github.delay("POST", statuses, 0.5, if_body=_pending)
+    github.clear_requests()
+    await _handle(runtime, "synchronize")
+    await _work(runtime)
+    assert held == [True]
+    posted = [r.json() for r in github.requests_to("POST", statuses)]
+    assert _pending(posted[-2]) and posted[-1]["state"] in ("success", "failure")
+    latest, _ = await runtime.store.list_reviews()
+    assert (latest.head_sha, latest.state) == (H2, "done")
+
+
+async def test_a_pending_status_refused_before_the_model_is_asked_stops_the_review(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    """A step written beside the model call that fails before the call is made fails the
+    attempt as before: the model is not asked (nothing is spent), and the job is retried."""
+    github, openai = fakes
+    github.delay("GET", f"/repos/{REPO}/pulls/2/files", 0.5)  # the prompt waits for these
+    github.fail("POST", f"/repos/{REPO}/statuses/*", 403, if_body=_pending)
+    runtime = await make_runtime()
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    assert openai.requests == []
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert job.state == "queued" and job.attempts == 1
+    assert job.last_error is not None and "status" in job.last_error
+    assert await runtime.store.spent_since(0) == 0
+
+
+async def test_a_model_answer_paid_for_is_booked_when_the_attempt_fails_after_it(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    """The model answered while the pending status was still being set, and then that status
+    failed: the attempt fails, but what the answer cost counts toward the daily budget, and
+    the retry reads the answer from the cache instead of paying again."""
+    github, openai = fakes
+    github.fail("POST", f"/repos/{REPO}/statuses/*", 403, if_body=_pending, after=0.5)
+    runtime = await make_runtime(worker_retry_backoff_seconds=0)
+    await _handle(runtime, "opened")
+    worker = runtime.make_worker()
+    async with asyncio.timeout(30):
+        await worker._claim_once()  # the first attempt only
+        await asyncio.wait(list(worker._tasks.values()))
+    assert len(openai.requests) == 1
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert (job.state, job.attempts) == ("queued", 1)
+    spent = await runtime.store.spent_since(0)
+    assert spent > 0
+    await _work(runtime)  # the retry
+    assert len(openai.requests) == 1  # answered from the cache
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert (job.state, job.attempts) == ("done", 2)
+    assert await runtime.store.spent_since(0) == spent
+    (review,) = await runtime.store.list_reviews()
+    assert review.state == "done"
 
 
 async def test_a_paused_pull_request_is_not_reviewed_automatically(

@@ -147,60 +147,81 @@ async def _review(
 
     full = request.fresh or state.full_requested or not config.auto_review.incremental
     since = None if full else state.last_reviewed_head
-    # The review's record is written beside the first platform calls: a slot waits for each.
     started = progress.started = time.monotonic()
-    record_or, pending, changes_or, history_or, reported = await asyncio.gather(
-        store.start_review(
-            ReviewStart(
-                platform=request.platform,
-                repo=request.repo,
-                number=request.number,
-                head_sha=pr.head_sha,
-                base_sha=pr.base_sha,
-                mode="incremental" if since else "full",
-                job_id=attempt.job_id,
-                delivery_id=request.delivery_id,
-            )
-        ),
-        _status(ctx, pr, "pending", REVIEWING),
-        _changes(platform, pr, since, ctx),
-        _history(ctx, request, loaded.model),
-        report_config(ctx, pr, loaded),  # the file's problems, if any: never fails the review
-        return_exceptions=True,
-    )
+
+    async def ask() -> tuple[Changes, list[FindingRecord], ReviewResult]:
+        """The changes and what was found before (the prompt needs both), then the model."""
+        changes_or, history_or = await asyncio.gather(
+            _changes(platform, pr, since, ctx),
+            _history(ctx, request, loaded.model),
+            return_exceptions=True,
+        )
+        changes = _settled(changes_or)
+        findings, recorded = _settled(history_or)
+        known = (
+            frozenset() if request.fresh else frozenset(f.fingerprint for f in findings if f.posted)
+        )
+        options = review_options(loaded, known_fingerprints=known)
+        result = await review_changes(
+            ctx.model,
+            changes.files,
+            replace(options, recorded_output=recorded),
+            title=pr.title,
+            description=pr.body or "",
+        )
+        return changes, findings, result
+
+    # A slot waits for every step before the model call and for none during it: the review's
+    # record, its pending status and the file's problems are written while the model is asked.
+    # If one of them fails, the model is not asked (or no longer waited for): the attempt fails
+    # as it did before the call. The final status is set only after the pending one.
+    asking = asyncio.ensure_future(ask())
+    try:
+        record_or, pending, reported = await asyncio.gather(
+            store.start_review(
+                ReviewStart(
+                    platform=request.platform,
+                    repo=request.repo,
+                    number=request.number,
+                    head_sha=pr.head_sha,
+                    base_sha=pr.base_sha,
+                    mode="incremental" if since else "full",
+                    job_id=attempt.job_id,
+                    delivery_id=request.delivery_id,
+                )
+            ),
+            _status(ctx, pr, "pending", REVIEWING),
+            report_config(ctx, pr, loaded),  # the file's problems, if any: never fails the review
+            return_exceptions=True,
+        )
+        failed = any(isinstance(o, BaseException) for o in (record_or, pending, reported))
+        if failed:
+            asking.cancel()
+        (asked_or,) = await asyncio.gather(asking, return_exceptions=True)
+    except BaseException:  # the attempt itself was stopped (its time ran out, or shutdown)
+        asking.cancel()
+        raise
+    if isinstance(asked_or, tuple):
+        progress.result = asked_or[2]
+        if failed:
+            # The model answered, and was paid for, yet the attempt fails here: what it cost
+            # counts toward the daily budget all the same (the retry reads the cached answer).
+            review_id = None if isinstance(record_or, BaseException) else record_or.id
+            await _book_usage(ctx, request, asked_or[2], review_id)
     record = progress.record = _settled(record_or)
     _settled(pending)
-    changes = _settled(changes_or)
     _settled(reported)  # a platform error there was logged; anything else fails the attempt
-    if since and not changes.incremental:
-        await store.update_review(record.id, mode="full")
-
-    findings, recorded = _settled(history_or)
-    earlier = [f for f in findings if f.posted]
-    known = frozenset() if request.fresh else frozenset(f.fingerprint for f in earlier)
-    options = replace(review_options(loaded, known_fingerprints=known), recorded_output=recorded)
     try:
-        result = await review_changes(
-            ctx.model, changes.files, options, title=pr.title, description=pr.body or ""
-        )
+        changes, findings, result = _settled(asked_or)
     except (ModelPriceUnknown, LLMNotConfigured) as exc:
         # Configuration, not weather: retrying cannot help, so say it and stop.
         await _fail(ctx, pr, record, str(exc), started)
         return record.id
+    if since and not changes.incremental:
+        await store.update_review(record.id, mode="full")
+    earlier = [f for f in findings if f.posted]
     progress.result = result
-    usage = store.record_usage(
-        UsageRecord(
-            "review",
-            result.usage.input_tokens,
-            result.usage.output_tokens,
-            result.usage.cost_usd,
-            platform=request.platform,
-            repo=request.repo,
-            number=request.number,
-            model=result.model,
-            review_id=record.id,
-        )
-    )
+    usage = store.record_usage(_usage(request, result, record.id))
     if result.errors and (result.chunks_reviewed == 0 or not attempt.last):
         # The model failed (down, rate-limited, too slow): post nothing half-done; the
         # job is retried, and parked as dead with this reason after its last attempt.
@@ -253,6 +274,33 @@ async def _wait_for_budget(ctx: Context, pr: PullRequest) -> None:
     delay = seconds_to_next_utc_day(ctx.clock()) + random.uniform(1, 60)  # noqa: S311
     ctx.log.warning("daily budget spent; review deferred", budget_usd=budget)
     raise JobDeferred(delay, message)
+
+
+def _usage(request: ReviewRequest, result: ReviewResult, review_id: int | None) -> UsageRecord:
+    return UsageRecord(
+        "review",
+        result.usage.input_tokens,
+        result.usage.output_tokens,
+        result.usage.cost_usd,
+        platform=request.platform,
+        repo=request.repo,
+        number=request.number,
+        model=result.model,
+        review_id=review_id,
+    )
+
+
+async def _book_usage(
+    ctx: Context, request: ReviewRequest, result: ReviewResult, review_id: int | None
+) -> None:
+    """What a review's model calls cost, recorded though the attempt fails before its usual
+    place (its record, or its pending status, could not be written)."""
+    if not result.usage.cost_usd and not result.usage.input_tokens:
+        return  # nothing was spent (every answer came from the cache)
+    try:
+        await ctx.store.record_usage(_usage(request, result, None))
+    except Exception as exc:  # the review's own failure is the one reported
+        ctx.log.warning("could not record what the model cost", error=_plain(exc))
 
 
 async def _budget_left(ctx: Context) -> float | None:

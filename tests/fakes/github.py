@@ -669,11 +669,13 @@ class FakeGitHub:
         headers: Mapping[str, str] | None = None,
         if_body: Callable[[Any], bool] | None = None,
         landed: bool = False,
+        after: float | None = None,
     ) -> None:
         """The next `times` requests matching `method` ("*": any), the glob `path` and, when
         given, `if_body` (called with the request's JSON body) get `status`, before any auth,
         with GitHub's JSON error body unless `body` is given. With `landed`, each is carried
-        out first (a review is created, say) and only its answer is replaced."""
+        out first (a review is created, say) and only its answer is replaced. With `after`,
+        the failure is answered that many seconds (real time) late."""
         self._rules.append(
             _Rule(
                 method,
@@ -685,6 +687,7 @@ class FakeGitHub:
                 headers=headers or {},
                 if_body=if_body,
                 landed=landed,
+                seconds=after,
             )
         )
 
@@ -939,6 +942,7 @@ class FakeGitHub:
             self._blocked_until = self.clock() + wait
             self._blocked_status = rule.status
             return self._secondary_response(rule.status, rule.seconds)
+        await asyncio.sleep(rule.seconds or 0)
         return self._failure(rule)
 
     async def _lose_answer(
@@ -950,6 +954,7 @@ class FakeGitHub:
         if rule.kind == "delay":
             await asyncio.sleep(rule.seconds or 0)  # cancelled when the client gives up
             return answer
+        await asyncio.sleep(rule.seconds or 0)
         return self._failure(rule)
 
     def _drop(self, request: web.Request) -> web.Response:
