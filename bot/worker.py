@@ -50,6 +50,9 @@ class WorkerOptions:
     busy_arrivals: int = 20
     busy_window: float = 0.1
     busy_claim_delay: float = 0.05
+    # The burst is over once none has arrived for `busy_quiet` seconds (at the threshold's rate
+    # one arrives every 5 ms): the work it queued starts then, not a whole window later.
+    busy_quiet: float = 0.02
     # … and take at most `busy_claim_limit` jobs per claim then: a burst of deliveries is answered
     # at the speed of intake alone, and what it queued drains once the burst is over.
     busy_claim_limit: int = 1
@@ -142,10 +145,25 @@ class Worker:
         self._wake.set()
 
     def _busy(self) -> bool:
-        """Are deliveries arriving faster than `busy_arrivals` per `busy_window`?"""
+        """Are deliveries arriving faster than `busy_arrivals` per `busy_window`, and still?"""
+        return self._burst_ends() > time.monotonic()
+
+    def _burst_ends(self) -> float:
+        """When the burst is over if no other delivery arrives (0: there is none)."""
         if len(self._arrivals) < self.options.busy_arrivals:
-            return False
-        return time.monotonic() - self._arrivals[0] < self.options.busy_window
+            return 0.0
+        return min(
+            self._arrivals[0] + self.options.busy_window,
+            self._arrivals[-1] + self.options.busy_quiet,
+        )
+
+    async def _wait_out_burst(self, until: float) -> None:
+        """Sleep until `until` (time.monotonic), or less if the burst ends before."""
+        while True:
+            now = time.monotonic()
+            if now >= until or not self._busy():  # a delivery arriving meanwhile extends it
+                return
+            await asyncio.sleep(min(until, self._burst_ends()) - now)
 
     @property
     def active(self) -> int:
@@ -238,10 +256,10 @@ class Worker:
                 # Woken by an enqueue: let a few more gather, so one claim takes a batch
                 # instead of one transaction per job. A freed slot claims at once: claims
                 # made while one is in flight gather by themselves.
-                busy = self._busy()
-                await asyncio.sleep(
-                    self.options.busy_claim_delay if busy else self.options.claim_delay
-                )
+                if self._busy():  # … or until the burst is over, if that is sooner
+                    await self._wait_out_burst(time.monotonic() + self.options.busy_claim_delay)
+                else:
+                    await asyncio.sleep(self.options.claim_delay)
 
     async def _claim_once(self) -> int:
         self._full = False
@@ -251,15 +269,17 @@ class Worker:
         if self._busy():
             # Deliveries pour in: answering them comes first. Jobs go on, a few at a time, at
             # most every busy_claim_delay, whatever wakes the worker (a freed slot included).
-            wait = self._busy_claimed_at + self.options.busy_claim_delay - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # If the burst ends meanwhile, every free slot claims at once.
+            until = self._busy_claimed_at + self.options.busy_claim_delay
+            if until > time.monotonic():
+                await self._wait_out_burst(until)
                 free, lanes = self._room()
                 if (free <= 0 and max(lanes.values(), default=0) <= 0) or self._stopping.is_set():
                     return 0
-            few = max(self.options.busy_claim_limit, 1)
-            free, lanes = min(free, few), {kind: min(n, few) for kind, n in lanes.items()}
-            self._busy_claimed_at = time.monotonic()
+            if self._busy():
+                few = max(self.options.busy_claim_limit, 1)
+                free, lanes = min(free, few), {kind: min(n, few) for kind, n in lanes.items()}
+                self._busy_claimed_at = time.monotonic()
         free, lanes = max(free, 0), {kind: max(n, 0) for kind, n in lanes.items()}
         jobs = await self.store.claim(
             self.worker_id,

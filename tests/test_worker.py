@@ -416,17 +416,65 @@ async def test_during_a_flood_a_claim_takes_a_job_at_a_time(sqlite_store: SQLSto
 
     await _enqueue(sqlite_store, 4)
     worker = Worker(sqlite_store, run, FAST)
-    for _ in range(FAST.busy_arrivals):
-        worker.notify(delivery=True)
-    assert worker._busy()
-    assert await worker._claim_once() == 1  # three slots free, one job taken
-    assert await worker._claim_once() == 1  # the next, after busy_claim_delay
+    pouring = asyncio.create_task(_pour(worker))
+    try:
+        while not worker._busy():
+            await asyncio.sleep(0.001)
+        assert await worker._claim_once() == 1  # three slots free, one job taken
+        assert await worker._claim_once() == 1  # the next, after busy_claim_delay
+    finally:
+        pouring.cancel()
     worker._arrivals.clear()  # the burst is over
     assert not worker._busy()
     await asyncio.gather(*worker._tasks.values())
     assert await worker._claim_once() == 2  # the two left: every free slot may take one again
     await asyncio.gather(*worker._tasks.values())
     assert sorted(started) == ["0", "1", "2", "3"]
+
+
+async def _pour(worker: Worker) -> None:
+    """Deliveries arriving every 2 ms (a burst: above the threshold's rate), until cancelled."""
+    while True:
+        worker.notify(delivery=True)
+        await asyncio.sleep(0.002)
+
+
+async def test_a_burst_is_over_once_deliveries_stop(sqlite_store: SQLStore) -> None:
+    """A burst ends when deliveries stop coming (`busy_quiet` without one), not a whole
+    `busy_window` after its last ones: the work it queued starts then."""
+
+    async def run(job: Job) -> None:
+        pass
+
+    options = WorkerOptions(**{**FAST.__dict__, "busy_window": 60.0})
+    worker = Worker(sqlite_store, run, options)
+    for _ in range(options.busy_arrivals):
+        worker.notify(delivery=True)
+    assert worker._busy()
+    await asyncio.sleep(options.busy_quiet * 2)
+    assert not worker._busy()  # well within the window, but nothing came for busy_quiet
+    worker.notify(delivery=True)
+    assert worker._busy()  # they come again: the twenty are still within the window
+
+
+async def test_a_claim_waiting_out_a_burst_takes_every_free_slot_once_it_ends(
+    sqlite_store: SQLStore,
+) -> None:
+    """A claim held back by a burst (at most one job every `busy_claim_delay`) claims for
+    every free slot if the burst ends while it waits."""
+
+    async def run(job: Job) -> None:
+        pass
+
+    await _enqueue(sqlite_store, 4)
+    options = WorkerOptions(**{**FAST.__dict__, "busy_window": 60.0, "busy_claim_delay": 60.0})
+    worker = Worker(sqlite_store, run, options)
+    for _ in range(options.busy_arrivals):
+        worker.notify(delivery=True)
+    assert await worker._claim_once() == 1
+    await asyncio.gather(*worker._tasks.values())
+    async with asyncio.timeout(10):  # not the minute the burst's pace would have it wait
+        assert await worker._claim_once() == 3  # the burst ended meanwhile: every free slot
 
 
 # --- A store that goes away: leases, heartbeats and outcomes (issue 16) ------------------------
