@@ -27,7 +27,7 @@ from bot.review import REVIEW_JOB, ReviewRequest
 from bot.router import HandlerFailed, Router
 from bot.store import Job, SchemaOutOfDate, Store, make_store
 from bot.webhooks import EVENT_JOB
-from bot.worker import Worker, WorkerOptions
+from bot.worker import Worker, WorkerOptions, slot_no_longer_needed
 from config.settings import Settings, platform_status
 from handlers import build_router
 from platforms.base import USER_AGENT, Platform, PlatformNotConfigured
@@ -327,6 +327,7 @@ class Runtime:
             deadline=attempt_deadline(
                 asyncio.get_running_loop().time(), self.settings.worker_job_timeout
             ),
+            settled=slot_no_longer_needed,
         )
         await review_pull_request(self.context(event, job_id=job.id), request, attempt)
 

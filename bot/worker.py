@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,20 @@ class WorkerOptions:
 OUTCOME_TRIES = 5
 
 
+# The running job's way to give its slot back before its run ends (set in the job's own task).
+_GIVE_BACK: ContextVar[Callable[[], None] | None] = ContextVar("arbiter_give_back", default=None)
+
+
+def slot_no_longer_needed() -> None:
+    """Said by a running job whose work that needs a slot is done, with only bookkeeping
+    (store writes) left of its run: the worker may start another job in its place now. The
+    job is still held (its lease renewed) until its outcome is recorded. Outside a worker's
+    job it does nothing."""
+    give_back = _GIVE_BACK.get()
+    if give_back is not None:
+        give_back()
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Delay before retry number `attempt` (1-based): base·2^(attempt-1), capped, ±50 % jitter."""
     doublings = min(max(attempt - 1, 0), 64)  # a long outage's thousandth try must not overflow
@@ -117,6 +132,7 @@ class Worker:
         self._reclaimed: dict[int, tuple[Job, str | None]] = {}
         self._resuming: set[asyncio.Task[None]] = set()
         self._recording: set[int] = set()
+        self._winding: set[int] = set()  # runs left with bookkeeping only: they hold no slot
         self._lost: set[int] = set()
         self._wake = asyncio.Event()  # look for work now: a job was enqueued or a slot freed
         self._enqueued = False  # the wake came from an enqueue (notify), not only a freed slot
@@ -167,12 +183,24 @@ class Worker:
 
     @property
     def active(self) -> int:
-        """Slots in use: jobs running (one whose outcome is being recorded holds none)."""
-        return len(self._tasks) - len(self._recording)
+        """Slots in use: jobs running (one whose outcome is being recorded, or whose run said
+        it needs its slot no longer, holds none)."""
+        return len(self._running())
+
+    def _running(self) -> list[int]:
+        """The jobs that hold a slot."""
+        idle = self._recording | self._winding
+        return [job_id for job_id in self._tasks if job_id not in idle]
+
+    def _give_back(self, job_id: int) -> None:
+        """A running job needs its slot no longer (`slot_no_longer_needed`): claim for it."""
+        if job_id in self._tasks and job_id not in self._recording | self._winding:
+            self._winding.add(job_id)
+            self._slot_freed()
 
     def _room(self) -> tuple[int, dict[str, int]]:
         """Free slots: of `max_jobs` (any kind), and of each lane (its kind only)."""
-        running = [job_id for job_id in self._tasks if job_id not in self._recording]
+        running = self._running()
         in_lane = [self._lane[job_id] for job_id in running if job_id in self._lane]
         lanes = {kind: slots - in_lane.count(kind) for kind, slots in self.options.lanes.items()}
         return self.options.max_jobs - (len(running) - len(in_lane)), lanes
@@ -321,8 +349,9 @@ class Worker:
         if self._tasks.get(job_id) is task:
             del self._tasks[job_id]
             self._lane.pop(job_id, None)
-        was_recording = job_id in self._recording
+        was_recording = job_id in self._recording or job_id in self._winding
         self._recording.discard(job_id)
+        self._winding.discard(job_id)
         self._lost.discard(job_id)
         if (claimed := self._reclaimed.pop(job_id, None)) is not None:
             resume = asyncio.create_task(self._resume(*claimed), name=f"resume-{job_id}")
@@ -416,6 +445,7 @@ class Worker:
     async def _execute(self, job: Job) -> None:
         log = self.log.bind(job_id=job.id, kind=job.kind, attempt=job.attempts)
         started = time.monotonic()
+        _GIVE_BACK.set(functools.partial(self._give_back, job.id))  # this task's context only
         try:
             async with asyncio.timeout(self.options.job_timeout):
                 await self.run(job)
@@ -490,8 +520,9 @@ class Worker:
         OUTCOME_TRIES times, then the job is left to its lease. True once recorded; False if
         the store refused it (the job is another worker's now) or it could not be written.
         """
+        if job.id not in self._winding:  # else its slot was given back already
+            self._slot_freed()
         self._recording.add(job.id)
-        self._slot_freed()
         unavailable = errors = 0
         try:
             while True:

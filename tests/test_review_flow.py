@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+import bot.runtime
 from bot.events import from_github
 from bot.review.policy import REVIEWING
 from bot.review.request import REVIEW_JOB
 from bot.runtime import Runtime
+from bot.worker import slot_no_longer_needed
 from config.settings import load_settings
 from tests.conftest import fixture_json
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
@@ -320,6 +322,30 @@ async def test_a_model_answer_paid_for_is_booked_when_the_attempt_fails_after_it
     assert await runtime.store.spent_since(0) == spent
     (review,) = await runtime.store.list_reviews()
     assert review.state == "done"
+
+
+async def test_a_review_gives_its_slot_back_once_its_outcome_is_on_the_pull_request(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI], monkeypatch: Any
+) -> None:
+    """The worker's slot is given back once the final status is set, before the review's last
+    bookkeeping, which the job still finishes."""
+    github, _ = fakes
+    runtime = await make_runtime()
+    statuses = f"/repos/{REPO}/statuses/*"
+    seen: list[list[str]] = []  # the statuses set when the slot was given back
+
+    def given_back() -> None:
+        seen.append([r.json()["state"] for r in github.requests_to("POST", statuses)])
+        slot_no_longer_needed()
+
+    monkeypatch.setattr(bot.runtime, "slot_no_longer_needed", given_back)
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    assert seen == [["pending", "success"]]  # once, after the final status
+    (review,) = await runtime.store.list_reviews()
+    assert (review.state, review.findings) == ("done", 1)
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert job.state == "done"
 
 
 async def test_a_paused_pull_request_is_not_reviewed_automatically(

@@ -17,7 +17,7 @@ from bot.metrics import Metrics
 from bot.router import DispatchResult, HandlerFailed
 from bot.store import Job, JobDeferred, NewJob, Store
 from bot.store.sql import SQLStore
-from bot.worker import Worker, WorkerOptions, backoff_delay
+from bot.worker import Worker, WorkerOptions, backoff_delay, slot_no_longer_needed
 from tests.store.faults import OUTCOME_CALLS, Outage
 
 FAST = WorkerOptions(
@@ -430,6 +430,40 @@ async def test_during_a_flood_a_claim_takes_a_job_at_a_time(sqlite_store: SQLSto
     assert await worker._claim_once() == 2  # the two left: every free slot may take one again
     await asyncio.gather(*worker._tasks.values())
     assert sorted(started) == ["0", "1", "2", "3"]
+
+
+async def test_a_job_that_needs_its_slot_no_longer_lets_the_next_one_start(
+    sqlite_store: SQLStore,
+) -> None:
+    """A run left with bookkeeping only gives its slot back: with one slot, the next job
+    starts while the first still runs, and both end done."""
+    finish = asyncio.Event()
+    second = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        if job.payload == "0":
+            slot_no_longer_needed()
+            slot_no_longer_needed()  # said twice, the slot is given back once
+            await finish.wait()
+        else:
+            second.set()
+
+    slot_no_longer_needed()  # outside a job's run: nothing to give back
+    ids = await _enqueue(sqlite_store, 3)
+    worker = Worker(sqlite_store, run, WorkerOptions(**{**FAST.__dict__, "max_jobs": 1}))
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            await second.wait()  # the first job is still running
+            assert worker.active <= 1
+            finish.set()
+            while True:
+                jobs = [await sqlite_store.get_job(i) for i in ids]
+                if all(j is not None and j.state == "done" for j in jobs):
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await worker.stop()
 
 
 async def _pour(worker: Worker) -> None:

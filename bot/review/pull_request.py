@@ -18,6 +18,7 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -67,11 +68,18 @@ class ReviewFailed(Exception):
     """The model could not review this pull request now; the job is retried."""
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Attempt:
     job_id: int | None = None
     last: bool = True  # no retry will follow a failure
     deadline: float | None = None  # event-loop time to stop by, with time left to report
+    # Called once the outcome is on the pull request: what is left is bookkeeping, and the
+    # worker's slot may take the next job meanwhile.
+    settled: Callable[[], None] = _nothing
 
 
 def attempt_deadline(now: float, job_timeout: float) -> float:
@@ -242,7 +250,15 @@ async def _review(
     posted, summary_url = _settled(posted_or)
     progress.stage = "record"
     await _record(
-        ctx, pr, record, result, posted, progress, config.review.fail_on, summary_url=summary_url
+        ctx,
+        pr,
+        record,
+        result,
+        posted,
+        progress,
+        config.review.fail_on,
+        summary_url=summary_url,
+        settled=attempt.settled,
     )
     return record.id
 
@@ -347,6 +363,7 @@ async def _record(
     fail_on: str,
     *,
     summary_url: str | None = None,
+    settled: Callable[[], None] = _nothing,
 ) -> None:
     store = ctx.store
     platform = pr_platform(ctx)
@@ -366,9 +383,10 @@ async def _record(
     description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
     await _status(ctx, pr, state, description)
     progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours
+    settled()
     outcome = state if state in ("failure", "error") else "success"
     duration = time.monotonic() - progress.started
-    # Two rows of their own, written together (a slot waits for them).
+    # Two rows of their own, written together (the job's end waits for them, its slot not).
     head_or, done_or = await asyncio.gather(
         store.update_pr_state(
             platform, pr.repo, pr.number, last_reviewed_head=pr.head_sha, full_requested=False
