@@ -14,8 +14,9 @@ Where the rest went is printed from what the fakes saw: when the first round's l
 started and asked the model (the slowest slot begins that late), and per review, the time from
 fetching the pull request to asking the model (before), from the model's answer to the final
 status (after), and how long a slot stood empty between a review's final status and the start
-of the review that took its place (refill: the review's last store writes, the job's
-completion, the claim).
+of the review that took its place (refill: the job's claim, once the review gave its slot
+back). "In step" is how close together each round's model calls were: calls asked together
+are answered together, and the reviews' work after them shares one event loop.
 """
 
 from __future__ import annotations
@@ -296,7 +297,17 @@ def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:
         f"before model     {spread(timeline['before'])} (pull request fetched → model asked)",
         f"after model      {spread(timeline['after'])} (model answered → final status)",
         f"slot refill      {spread(refill)} (final status → next review fetched its pull request)",
+        # The slots in step: a round's model calls asked close together are answered together,
+        # and what each review does next shares the event loop with the others'.
+        f"in step          {spread(_round_spans(timeline['asked'], jobs))} (from the first to "
+        f"the last model call of each round of {jobs})",
     ]
+
+
+def _round_spans(asked: list[float], jobs: int) -> list[float]:
+    """How far apart each round's model calls were: the k-th round is the k-th `jobs` calls."""
+    rounds = [asked[i : i + jobs] for i in range(0, len(asked) - jobs + 1, jobs)]
+    return [r[-1] - r[0] for r in rounds]
 
 
 if __name__ == "__main__":
