@@ -253,11 +253,13 @@ async def test_the_model_is_asked_while_the_pending_status_is_being_set(
     github, openai = fakes
     statuses = f"/repos/{REPO}/statuses/*"
     held: list[bool] = []
+    asked = asyncio.Event()
     answer = findings_in_prompt([finding("a.py", 2, severity="critical")])
 
     def respond(request: LLMRequest) -> Reply:
         # The review's pending status not answered yet.
         held.append(not any(_pending(r.json()) for r in github.requests_to("POST", statuses)))
+        asked.set()
         return answer(request)
 
     runtime = await make_runtime()
@@ -267,7 +269,8 @@ async def test_the_model_is_asked_while_the_pending_status_is_being_set(
     pushed = PullFile.added("b.py", CODE)
     github.update_pull(REPO, 2, head_sha=H2, files=[PullFile.added("a.py", CODE), pushed])
     github.add_compare(REPO, H1, H2, files=[pushed])
-    github.delay("POST", statuses, 0.5, if_body=_pending)
+    # The pending status is answered once the model is asked (or after 10 s, if it never is).
+    github.delay("POST", statuses, 10, if_body=_pending, until=asked)
     github.clear_requests()
     await _handle(runtime, "synchronize")
     await _work(runtime)
@@ -299,11 +302,21 @@ async def test_a_pending_status_refused_before_the_model_is_asked_stops_the_revi
 async def test_a_model_answer_paid_for_is_booked_when_the_attempt_fails_after_it(
     make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
 ) -> None:
-    """The model answered while the pending status was still being set, and then that status
-    failed: the attempt fails, but what the answer cost counts toward the daily budget, and
-    the retry reads the answer from the cache instead of paying again."""
+    """The pending status fails once the model has been asked: the call is not cut off (a
+    request cut off may still be billed) but awaited, the attempt fails, what the answer cost
+    counts toward the daily budget under the review, and the retry reads the answer from the
+    cache instead of paying again."""
     github, openai = fakes
-    github.fail("POST", f"/repos/{REPO}/statuses/*", 403, if_body=_pending, after=0.5)
+    asked = asyncio.Event()
+    answer = findings_in_prompt([finding("a.py", 2, severity="critical")])
+
+    def respond(request: LLMRequest) -> Reply:
+        asked.set()
+        return answer(request)
+
+    openai.respond(respond)
+    # Refused once the model has been asked.
+    github.fail("POST", f"/repos/{REPO}/statuses/*", 403, if_body=_pending, until=asked)
     runtime = await make_runtime(worker_retry_backoff_seconds=0)
     await _handle(runtime, "opened")
     worker = runtime.make_worker()
@@ -315,6 +328,11 @@ async def test_a_model_answer_paid_for_is_booked_when_the_attempt_fails_after_it
     assert (job.state, job.attempts) == ("queued", 1)
     spent = await runtime.store.spent_since(0)
     assert spent > 0
+    (first,) = await runtime.store.list_reviews()
+    booked = await runtime.store.run_sql(
+        lambda conn: conn.exec_driver_sql("SELECT review_id FROM usage").scalars().all()
+    )
+    assert booked == [first.id]  # under the review it paid for
     await _work(runtime)  # the retry
     assert len(openai.requests) == 1  # answered from the cache
     (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)

@@ -156,6 +156,7 @@ async def _review(
     full = request.fresh or state.full_requested or not config.auto_review.incremental
     since = None if full else state.last_reviewed_head
     started = progress.started = time.monotonic()
+    model_asked = asyncio.Event()  # from here on, stopping the call would not stop its cost
 
     async def ask() -> tuple[Changes, list[FindingRecord], ReviewResult]:
         """The changes and what was found before (the prompt needs both), then the model."""
@@ -170,6 +171,7 @@ async def _review(
             frozenset() if request.fresh else frozenset(f.fingerprint for f in findings if f.posted)
         )
         options = review_options(loaded, known_fingerprints=known)
+        model_asked.set()
         result = await review_changes(
             ctx.model,
             changes.files,
@@ -181,8 +183,10 @@ async def _review(
 
     # A slot waits for every step before the model call and for none during it: the review's
     # record, its pending status and the file's problems are written while the model is asked.
-    # If one of them fails, the model is not asked (or no longer waited for): the attempt fails
-    # as it did before the call. The final status is set only after the pending one.
+    # If one of them fails before the model is asked, it is not asked, and the attempt fails as
+    # it did before the call. Once asked, the answer is awaited all the same (a request cut
+    # off may still be billed): it is cached for the retry and what it cost is booked. The
+    # final status is set only after the pending one.
     asking = asyncio.ensure_future(ask())
     try:
         record_or, pending, reported = await asyncio.gather(
@@ -203,7 +207,7 @@ async def _review(
             return_exceptions=True,
         )
         failed = any(isinstance(o, BaseException) for o in (record_or, pending, reported))
-        if failed:
+        if failed and not model_asked.is_set():
             asking.cancel()
         (asked_or,) = await asyncio.gather(asking, return_exceptions=True)
     except BaseException:  # the attempt itself was stopped (its time ran out, or shutdown)
@@ -314,7 +318,7 @@ async def _book_usage(
     if not result.usage.cost_usd and not result.usage.input_tokens:
         return  # nothing was spent (every answer came from the cache)
     try:
-        await ctx.store.record_usage(_usage(request, result, None))
+        await ctx.store.record_usage(_usage(request, result, review_id))
     except Exception as exc:  # the review's own failure is the one reported
         ctx.log.warning("could not record what the model cost", error=_plain(exc))
 

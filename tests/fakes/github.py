@@ -285,6 +285,18 @@ class _Rule:
     seconds: float | None = None
     if_body: Callable[[Any], bool] | None = None
     landed: bool = False  # carried out before its answer is lost
+    until: asyncio.Event | None = None  # the answer waits for it (at most `seconds`)
+
+    async def wait(self) -> None:
+        """Before the answer: `seconds` of real time, or until `until` is set (at most that)."""
+        if self.until is None:
+            await asyncio.sleep(self.seconds or 0)
+            return
+        try:
+            async with asyncio.timeout(self.seconds or 10):
+                await self.until.wait()
+        except TimeoutError:
+            pass
 
     def matches(self, request: web.Request, body: bytes) -> bool:
         method_ok = self.method == "*" or self.method.upper() == request.method
@@ -670,12 +682,14 @@ class FakeGitHub:
         if_body: Callable[[Any], bool] | None = None,
         landed: bool = False,
         after: float | None = None,
+        until: asyncio.Event | None = None,
     ) -> None:
         """The next `times` requests matching `method` ("*": any), the glob `path` and, when
         given, `if_body` (called with the request's JSON body) get `status`, before any auth,
         with GitHub's JSON error body unless `body` is given. With `landed`, each is carried
         out first (a review is created, say) and only its answer is replaced. With `after`,
-        the failure is answered that many seconds (real time) late."""
+        the failure is answered that many seconds (real time) late; with `until`, once that
+        event is set (at most `after`, 10 s by default)."""
         self._rules.append(
             _Rule(
                 method,
@@ -688,6 +702,7 @@ class FakeGitHub:
                 if_body=if_body,
                 landed=landed,
                 seconds=after,
+                until=until,
             )
         )
 
@@ -714,12 +729,23 @@ class FakeGitHub:
         times: int = 1,
         landed: bool = False,
         if_body: Callable[[Any], bool] | None = None,
+        until: asyncio.Event | None = None,
     ) -> None:
-        """Answer normally, but only after `seconds` of real time (for client timeouts). With
-        `landed` the request is carried out at once and only its answer waits: a client that
-        gives up first finds the write done all the same."""
+        """Answer normally, but only after `seconds` of real time (for client timeouts), or
+        with `until`, once that event is set (at most `seconds`). With `landed` the request is
+        carried out at once and only its answer waits: a client that gives up first finds the
+        write done all the same."""
         self._rules.append(
-            _Rule(method, path, times, "delay", seconds=seconds, landed=landed, if_body=if_body)
+            _Rule(
+                method,
+                path,
+                times,
+                "delay",
+                seconds=seconds,
+                landed=landed,
+                if_body=if_body,
+                until=until,
+            )
         )
 
     def secondary_rate_limit(
@@ -935,14 +961,14 @@ class FakeGitHub:
         if rule.kind == "disconnect":
             return self._drop(request)
         if rule.kind == "delay":
-            await asyncio.sleep(rule.seconds or 0)
+            await rule.wait()
             return None
         if rule.kind == "secondary":
             wait = rule.seconds if rule.seconds is not None else 60.0
             self._blocked_until = self.clock() + wait
             self._blocked_status = rule.status
             return self._secondary_response(rule.status, rule.seconds)
-        await asyncio.sleep(rule.seconds or 0)
+        await rule.wait()
         return self._failure(rule)
 
     async def _lose_answer(
@@ -952,9 +978,9 @@ class FakeGitHub:
         if rule.kind == "disconnect":
             return self._drop(request)
         if rule.kind == "delay":
-            await asyncio.sleep(rule.seconds or 0)  # cancelled when the client gives up
+            await rule.wait()  # cancelled when the client gives up
             return answer
-        await asyncio.sleep(rule.seconds or 0)
+        await rule.wait()
         return self._failure(rule)
 
     def _drop(self, request: web.Request) -> web.Response:
