@@ -16,7 +16,7 @@ from bot.store.base import ReviewRecord
 from bot.store.sql import SQLStore
 from tests.conftest import fixture_json
 from tests.e2e.serve import ServeProcess
-from tests.e2e.world import wait_for
+from tests.e2e.world import review_ended, wait_for
 from tests.fakes.gitlab import FakeGitLab
 from tests.fakes.openai import FakeOpenAI
 
@@ -223,15 +223,14 @@ class GitLabWorld:
         return [(s["status"], s["description"]) for s in self.gitlab.status_changes(PROJECT, sha)]
 
     async def settled(self, sha: str, timeout: float = 30) -> list[tuple[str, str]]:
-        """The statuses of `sha`, once the last one is final (not running or pending) and the
-        review of `sha` is recorded as finished."""
+        """The statuses of `sha`, once the last one is final (not running or pending), the
+        review of `sha` is recorded as finished and its job has ended."""
 
         async def done() -> bool:
             found = self.statuses(sha)
             if not (found and found[-1][0] not in ("running", "pending")):
                 return False
-            # The final status goes out just before the review's record is closed: wait for both.
-            return all(r.state != "running" for r in await self.reviews() if r.head_sha == sha)
+            return await review_ended(self.db_url, sha)
 
         await wait_for(done, timeout, f"a final status on {sha[:7]} and its review recorded")
         return self.statuses(sha)

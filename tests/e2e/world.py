@@ -129,18 +129,37 @@ class World:
         return [(s["state"], s["description"]) for s in self.github.statuses(REPO, sha)]
 
     async def settled(self, sha: str, timeout: float = 30) -> list[tuple[str, str]]:
-        """The commit statuses of `sha`, once the last one is no longer "pending" and the review
-        of `sha` is recorded as finished."""
+        """The commit statuses of `sha`, once the last one is no longer "pending", the review of
+        `sha` is recorded as finished and its job has ended."""
 
         async def done() -> bool:
             found = self.statuses(sha)
             if not (found and found[-1][0] != "pending"):
                 return False
-            # The final status goes out just before the review's record is closed: wait for both.
-            return all(r.state != "running" for r in await self.reviews() if r.head_sha == sha)
+            return await review_ended(self.db_url, sha)
 
         await wait_for(done, timeout, f"a final status on {sha[:7]} and its review recorded")
         return self.statuses(sha)
+
+
+async def review_ended(db_url: str, sha: str) -> bool:
+    """Is the review of `sha` recorded as finished and its job ended? The final status goes
+    out first: the review's record, its pull request's state and the job's end follow it (the
+    worker's slot is given back meanwhile)."""
+    store = SQLStore(db_url)
+    await store.open()
+    try:
+        for review in await store.list_reviews():
+            if review.head_sha != sha:
+                continue
+            if review.state == "running":
+                return False
+            job = None if review.job_id is None else await store.get_job(review.job_id)
+            if job is not None and job.state == "running":
+                return False
+        return True
+    finally:
+        await store.close()
 
 
 def issue_comment_payload(
