@@ -176,11 +176,46 @@ async def review_changes(
         return run, run.plan(kept), skipped
 
     # Off the event loop, in one hop: a repository's globs (linear-time, but can be many and
-    # long) and counting every line's tokens are CPU work.
-    run, queue, skipped = await asyncio.to_thread(prepare)
+    # long) and counting every line's tokens are CPU work. A diff so small that the hop would
+    # cost more than the work is prepared where it is (bounded: `prepared_in_place`).
+    if prepared_in_place(files, options, title=title, description=description):
+        run, queue, skipped = prepare()
+    else:
+        run, queue, skipped = await asyncio.to_thread(prepare)
     run.on_progress = on_progress
     await run.execute(queue)
     return run.result(files, skipped)
+
+
+# A review this small is prepared on the event loop: for a file of two lines the work took
+# 0.22 ms on this project's 2-core machine, at the bound (400 characters, 20 short lines) about
+# 0.5 ms; a thread hop costs ~0.1 ms of CPU and, while the loop is busy, milliseconds of waiting
+# for the GIL. The bounds keep the work small whatever the pull request and the configuration
+# hold: the text whose tokens are counted, in characters, and the glob matches (files × globs).
+IN_PLACE_CHARS = 400
+IN_PLACE_MATCHES = 64
+
+
+def prepared_in_place(
+    files: Sequence[DiffFile], options: ReviewOptions, *, title: str = "", description: str = ""
+) -> bool:
+    """Is the review small enough to prepare on the event loop? Its text counted in tokens
+    (the diff, the title and description, the repository's instructions) within
+    `IN_PLACE_CHARS`, and its paths matched against globs within `IN_PLACE_MATCHES`."""
+    patterns = len(options.path_filters) + len(options.path_instructions) + 1
+    if len(files) * patterns > IN_PLACE_MATCHES:
+        return False
+    chars = len(title) + len(description) + len(options.instructions)
+    chars += sum(len(p.instructions) for p in options.path_instructions)
+    if chars > IN_PLACE_CHARS:
+        return False
+    for file in files:
+        for hunk in file.hunks:
+            for line in hunk.lines:
+                chars += len(line.text) + 1
+                if chars > IN_PLACE_CHARS:
+                    return False
+    return True
 
 
 @dataclass
@@ -216,6 +251,7 @@ class _Run:
     unit_room: int = 0
     many_calls: bool = False
     unplanned: int = 0  # chunks the budget did not reach
+    fixed: int | None = None  # a call's input tokens besides its diff, once planned
     expected: int = 0  # chunks the whole queue would take
     queued: bool = True  # units are still waiting for a chunk
 
@@ -235,19 +271,21 @@ class _Run:
         )
         return self.llm.estimate_input_tokens(prompt, ReviewAnswer, model=o.model)
 
-    def chunk_room(self) -> int:
-        """Diff tokens one chunk may hold: the option, within the context window."""
+    def chunk_room(self, fixed: int) -> int:
+        """Diff tokens one chunk may hold besides `fixed` (`fixed_tokens()`): the option,
+        within the context window."""
         o = self.options
-        window = self.info.context_tokens - o.max_output_tokens - self.fixed_tokens()
+        window = self.info.context_tokens - o.max_output_tokens - fixed
         return max(min(o.chunk_tokens, window), MIN_CALL_TOKENS)
 
     def plan(self, files: Sequence[DiffFile]) -> list[Unit]:
         """Every unit of the reviewable files, in the order to review them."""
-        room = self.chunk_room()
+        self.fixed = fixed = self.fixed_tokens()  # counted once: the whole instructions' text
+        room = self.chunk_room(fixed)
         units = {f.path: units_of(f, self.count, room) for f in files}
         sizes = {path: sum(u.tokens for u in mine) for path, mine in units.items()}
         ordered = order_files(files, sizes, self.options.path_instructions)
-        diff_budget = self.budget.max_tokens - self.fixed_tokens() - self.output_limit(1)
+        diff_budget = self.budget.max_tokens - fixed - self.output_limit(1)
         file_cap = max(int(diff_budget * FILE_SHARE), MIN_FILE_CAP)
         queue = queue_units(ordered, units, self.count, file_cap=file_cap)
         self.whole = {path: len(mine) for path, mine in units.items()}
@@ -272,7 +310,7 @@ class _Run:
     async def execute(self, queue_list: list[Unit]) -> None:
         queue = deque(queue_list)
         running: set[asyncio.Task[None]] = set()
-        fixed = self.fixed_tokens()
+        fixed = self.fixed if self.fixed is not None else self.fixed_tokens()
         self.expected = max(math.ceil(sum(u.tokens for u in queue) / max(self.unit_room, 1)), 1)
         if queue:
             self.progress()

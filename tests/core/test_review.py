@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from bot.core import ReviewOptions, review_changes
+from bot.core.diff import parse_diff
 from bot.core.prompting import PathInstruction
+from bot.core.review import IN_PLACE_CHARS, IN_PLACE_MATCHES, prepared_in_place
 from bot.llm import ModelPriceUnknown
 from bot.store.sql import SQLStore
 from config.prices import load_prices
@@ -282,3 +284,26 @@ def test_the_core_imports_no_platform_or_provider_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert done.stdout.strip() == "[]"  # the SDKs load on the first model call only
+
+
+# --- Where a review is prepared (issue 20) -------------------------------------------------------
+
+
+def test_only_a_small_review_is_prepared_on_the_event_loop() -> None:
+    """A review whose counted text and glob matches are within the bounds is prepared where it
+    is (the hop to a thread would cost more); anything larger goes to a thread."""
+    small = parse_diff(patch_of({"a.py": (None, "x = 1\ny = 2\n")}))
+    assert prepared_in_place(small, ReviewOptions(), title="Fix", description="A typo.")
+    large = parse_diff(patch_of({"a.py": (None, numbered(60))}))
+    assert not prepared_in_place(large, ReviewOptions())
+    many = parse_diff(
+        patch_of({f"f{i}.py": (None, "x = 1\n") for i in range(IN_PLACE_MATCHES + 1)})
+    )
+    assert not prepared_in_place(many, ReviewOptions())  # one glob match per file at least
+    globs = ReviewOptions(path_filters=tuple(f"src/{i}/**" for i in range(IN_PLACE_MATCHES)))
+    assert not prepared_in_place(small, globs)  # a few files, but every one against 64 globs
+    words = "word " * (IN_PLACE_CHARS // 5 + 1)
+    assert not prepared_in_place(small, ReviewOptions(), description=words)  # counted too
+    assert not prepared_in_place(small, ReviewOptions(instructions=words))
+    told = ReviewOptions(path_instructions=(PathInstruction("a.py", words),))
+    assert not prepared_in_place(small, told)
