@@ -77,8 +77,9 @@ _CHANGELOG = re.compile(r"^(change(s|log)|history|news|release[-_]?notes)(\.\w+)
 _CHANGELOG_DIRS = frozenset({"changelog.d", ".changeset", "changes", "newsfragments"})
 
 
-def tier(file: DiffFile) -> int:
-    """The file's tier (see the module's docstring); lower is read first."""
+def tier(file: DiffFile, risky: int | None = None) -> int:
+    """The file's tier (see the module's docstring); lower is read first. `risky`: the file's
+    `risky_lines`, when the caller has counted them already."""
     path = file.path
     name = posixpath.basename(path)
     directories = {d.lower() for d in path.split("/")[:-1]}
@@ -93,7 +94,9 @@ def tier(file: DiffFile) -> int:
     extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if extension not in _SOURCE_EXT:
         return OTHER
-    if _SENSITIVE_PATH.search(path) or risky_lines(file.hunks) > 0:
+    if _SENSITIVE_PATH.search(path):
+        return SENSITIVE
+    if (risky_lines(file.hunks) if risky is None else risky) > 0:
         return SENSITIVE
     return SOURCE
 
@@ -117,19 +120,16 @@ def order_files(
 
     def key(file: DiffFile) -> tuple[int, int, int, int, str]:
         named = any(matches(p.path, file.path) for p in path_instructions if p.instructions)
-        return (
-            tier(file),
-            0 if named else 1,
-            -risky_lines(file.hunks),
-            sizes[file.path],
-            file.path,
-        )
+        risky = risky_lines(file.hunks)  # once a file: a regular expression over every line
+        return (tier(file, risky), 0 if named else 1, -risky, sizes[file.path], file.path)
 
     return sorted(files, key=key)
 
 
 def hunk_order(hunks: Sequence[Hunk]) -> list[int]:
     """Indexes of `hunks`, riskiest first: risky code, then more added lines, then position."""
+    if len(hunks) < 2:
+        return list(range(len(hunks)))  # nothing to order: no line is read for it
 
     def key(index: int) -> tuple[int, int, int]:
         hunk = hunks[index]
