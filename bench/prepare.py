@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.prepare [--rounds 50]
 
 Builds diffs of added Python files (a few sizes, from two lines to 10 files of 400 lines), runs
-the preparation a review runs before its first model call (`review_changes`' `prepare`: the
-filters, the plan with its token counts and risk order) `--rounds` times each, and prints the
+the preparation a review runs before its first model call (`prepare_review`: the filters, the
+plan with its token counts and risk order) `--rounds` times each, and prints the
 median and the largest time per size, with whether the review is small enough to be prepared
 on the event loop (`prepared_in_place`, issue 20) or goes to a thread.
 """
@@ -16,10 +16,8 @@ import random
 import statistics
 import time
 
-from bot.core.budget import Budget
 from bot.core.diff import DiffFile, from_file_changes
-from bot.core.filters import filter_files
-from bot.core.review import ReviewOptions, _Run, prepared_in_place
+from bot.core.review import ReviewOptions, prepare_review, prepared_in_place
 from bot.llm import make_llm
 from bot.metrics import Metrics
 from config.settings import load_settings
@@ -52,26 +50,13 @@ def main() -> None:
     settings = load_settings(openai_api_key="sk-bench", default_model="gpt-4o")
     llm = make_llm(settings, None, Metrics())
     options = ReviewOptions()
-    info = llm.model_info(None)
     rng = random.Random(20)
     print(f"{'diff':<22} {'chars':>7} {'median µs':>10} {'max µs':>8}  where")
     for count, lines in SIZES:
         files = _files(count, lines, rng)
 
         def prepare(files: list[DiffFile] = files) -> None:
-            kept, _ = filter_files(files, options.path_filters)
-            run = _Run(
-                llm=llm,
-                info=info,
-                options=options,
-                files={f.path: f for f in kept},
-                budget=Budget(info, max_tokens=settings.max_tokens_per_review, max_cost_usd=1.0),
-                title=TITLE,
-                description=DESCRIPTION,
-                cap=1.0,
-                count=llm.counter(None).count,
-            )
-            run.plan(kept)
+            prepare_review(llm, files, options, title=TITLE, description=DESCRIPTION)
 
         prepare()  # first use: the tokenizer's encoding
         times = []

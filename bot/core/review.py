@@ -14,6 +14,7 @@ caller posts the result.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -151,30 +152,10 @@ async def review_changes(
     raise: the affected files are listed as not reviewed and the error is in `errors`.
     """
     files = parse_diff(changes) if isinstance(changes, str) else from_file_changes(changes)
-    info = llm.model_info(options.model)
-    cap = (
-        llm.settings.max_cost_per_review_usd
-        if options.max_cost_usd is None
-        else options.max_cost_usd
+    llm.require_price(llm.model_info(options.model), _cost_cap(llm, options))
+    prepare = functools.partial(
+        prepare_review, llm, files, options, title=title, description=description
     )
-    llm.require_price(info, cap)
-    max_tokens = options.max_tokens or llm.settings.max_tokens_per_review
-
-    def prepare() -> tuple[_Run, list[Unit], list[NotReviewed]]:
-        kept, skipped = filter_files(files, options.path_filters)
-        run = _Run(
-            llm=llm,
-            info=info,
-            options=options,
-            files={f.path: f for f in kept},
-            budget=Budget(info, max_tokens=max_tokens, max_cost_usd=cap),
-            title=title,
-            description=description,
-            cap=cap,
-            count=llm.counter(options.model).count,
-        )
-        return run, run.plan(kept), skipped
-
     # Off the event loop, in one hop: a repository's globs (linear-time, but can be many and
     # long) and counting every line's tokens are CPU work. A diff so small that the hop would
     # cost more than the work is prepared where it is (bounded: `prepared_in_place`).
@@ -185,6 +166,41 @@ async def review_changes(
     run.on_progress = on_progress
     await run.execute(queue)
     return run.result(files, skipped)
+
+
+def _cost_cap(llm: LLM, options: ReviewOptions) -> float:
+    """The review's cost cap: the option, else ARBITER_MAX_COST_PER_REVIEW_USD."""
+    if options.max_cost_usd is None:
+        return llm.settings.max_cost_per_review_usd
+    return options.max_cost_usd
+
+
+def prepare_review(
+    llm: LLM,
+    files: Sequence[DiffFile],
+    options: ReviewOptions,
+    *,
+    title: str = "",
+    description: str = "",
+) -> tuple[_Run, list[Unit], list[NotReviewed]]:
+    """What a review does before its first model call: the path filters, then the plan (every
+    unit's tokens, in risk order). CPU work: see `prepared_in_place` for where it runs."""
+    info = llm.model_info(options.model)
+    cap = _cost_cap(llm, options)
+    max_tokens = options.max_tokens or llm.settings.max_tokens_per_review
+    kept, skipped = filter_files(files, options.path_filters)
+    run = _Run(
+        llm=llm,
+        info=info,
+        options=options,
+        files={f.path: f for f in kept},
+        budget=Budget(info, max_tokens=max_tokens, max_cost_usd=cap),
+        title=title,
+        description=description,
+        cap=cap,
+        count=llm.counter(options.model).count,
+    )
+    return run, run.plan(kept), skipped
 
 
 # A review this small is prepared on the event loop: for a file of two lines the work takes
