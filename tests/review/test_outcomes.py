@@ -23,12 +23,12 @@ from bot.events import from_github
 from bot.review.request import REVIEW_JOB
 from bot.runtime import Runtime
 from bot.store import Job, Store, StoreUnavailable
-from bot.store.base import FindingRecord, PullRequestState, UsageRecord
+from bot.store.base import FindingRecord, PullRequestState, ReviewRecord, ReviewStart, UsageRecord
 from bot.store.sql import SQLStore
 from config.settings import load_settings
 from tests.conftest import fixture_json
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
-from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt
+from tests.fakes.openai import FakeOpenAI, LLMRequest, Reply, finding, findings_in_prompt
 
 PAT = "ghp_" + "o" * 36
 REPO = "Codertocat/Hello-World"  # the repository of the shared fixtures
@@ -242,9 +242,19 @@ async def test_a_review_that_runs_out_of_time_on_its_last_attempt_says_so(
 class BrokenStore(SQLStore):
     """The database goes away after the review is posted: at `broken`, a write fails."""
 
-    def __init__(self, url: str, broken: str, *, clock: Clock) -> None:
+    def __init__(
+        self, url: str, broken: str, *, clock: Clock, after: asyncio.Event | None = None
+    ) -> None:
         super().__init__(url, clock=clock)
         self.broken = broken
+        self.after = after  # the write fails once this is set (at once without it)
+
+    async def start_review(self, start: ReviewStart) -> ReviewRecord:
+        if self.broken == "start":
+            if self.after is not None:
+                await self.after.wait()
+            raise StoreUnavailable("the database went away")
+        return await super().start_review(start)
 
     async def record_findings(
         self,
@@ -280,6 +290,56 @@ async def test_a_review_posted_but_not_recorded_says_so_on_its_last_attempt(
     assert state == "error"
     assert description.startswith("Arbiter posted its review but could not record it:")
     assert "StoreUnavailable" in description
+
+
+async def test_a_review_whose_record_cannot_be_written_asks_no_model(
+    make_runtime: MakeRuntime, github: FakeGitHub, openai: FakeOpenAI, clock: Clock, tmp_path: Path
+) -> None:
+    """The review's record is written beside the first steps toward the model: when the store
+    refuses it before the model is asked, nothing is asked, nothing spent, and the pull request
+    says the review failed."""
+    github.delay("GET", f"/repos/{REPO}/pulls/2/files", 0.5)  # the prompt waits for these
+    store = BrokenStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db", "start", clock=clock)
+    runtime = await make_runtime(store=store, worker_retry_attempts=0)
+    await opened(runtime)
+
+    await work(runtime)
+
+    assert openai.requests == []
+    assert (await review_job(runtime)).state == "dead"
+    state, description = statuses(github)[-1]
+    assert state == "error" and "StoreUnavailable" in description
+    assert await runtime.store.spent_since(0) == 0
+
+
+async def test_a_model_answer_paid_for_is_booked_when_the_record_fails_after_it(
+    make_runtime: MakeRuntime, github: FakeGitHub, openai: FakeOpenAI, clock: Clock, tmp_path: Path
+) -> None:
+    """The store fails once the model has been asked: the answer is awaited, and what it cost
+    counts toward the daily budget though the review has no record to book it under."""
+    asked = asyncio.Event()
+    answer = findings_in_prompt([finding("a.py", 2, severity="critical")])
+
+    def respond(request: LLMRequest) -> Reply:
+        asked.set()
+        return answer(request)
+
+    openai.respond(respond)
+    url = f"sqlite+aiosqlite:///{tmp_path}/broken.db"
+    store = BrokenStore(url, "start", clock=clock, after=asked)
+    runtime = await make_runtime(store=store, worker_retry_attempts=0)
+    await opened(runtime)
+
+    await work(runtime)
+
+    assert len(openai.requests) == 1
+    assert (await review_job(runtime)).state == "dead"
+    assert statuses(github)[-1][0] == "error"
+    assert await runtime.store.spent_since(0) > 0
+    booked = await store.run_sql(
+        lambda conn: conn.exec_driver_sql("SELECT review_id FROM usage").scalars().all()
+    )
+    assert booked == [None]  # no record to book it under
 
 
 async def test_a_store_failure_after_the_final_status_leaves_the_outcome_shown(
