@@ -131,14 +131,18 @@ async def _review(
     store, platform = ctx.store, ctx.platform
     # Independent steps run at once: a review's time before and after the model call is time
     # its worker slot waits (issue 20).
-    pr_or, state_or, _ = await asyncio.gather(
+    # The earlier findings too: the prompt needs them, and they depend on nothing fetched here
+    # (read even if the review is then skipped: one indexed read).
+    pr_or, state_or, findings_or, _ = await asyncio.gather(
         platform.pull_request(request.number),
         store.pr_state(request.platform, request.repo, request.number),
+        store.findings_for(request.platform, request.repo, request.number),
         ctx.prefetch_repo_config(),  # used below if the pull request names the same branch
         return_exceptions=True,
     )
     pr = progress.pr = _settled(pr_or)
     state = _settled(state_or)
+    findings = _settled(findings_or)
     loaded = await ctx.repo_config(pr)
     config = loaded.config
     requested = request.requested_by is not None
@@ -158,15 +162,16 @@ async def _review(
     started = progress.started = time.monotonic()
     model_asked = asyncio.Event()  # from here on, stopping the call would not stop its cost
 
-    async def ask() -> tuple[Changes, list[FindingRecord], ReviewResult]:
-        """The changes and what was found before (the prompt needs both), then the model."""
-        changes_or, history_or = await asyncio.gather(
+    async def ask() -> tuple[Changes, ReviewResult]:
+        """The changes and the model's recorded output (the prompt needs both), then the
+        model."""
+        changes_or, recorded_or = await asyncio.gather(
             _changes(platform, pr, since, ctx),
-            _history(ctx, request, loaded.model),
+            _recorded_output(ctx, loaded.model),
             return_exceptions=True,
         )
         changes = _settled(changes_or)
-        findings, recorded = _settled(history_or)
+        recorded = _settled(recorded_or)
         known = (
             frozenset() if request.fresh else frozenset(f.fingerprint for f in findings if f.posted)
         )
@@ -179,7 +184,7 @@ async def _review(
             title=pr.title,
             description=pr.body or "",
         )
-        return changes, findings, result
+        return changes, result
 
     # A slot waits for every step before the model call and for none during it: the review's
     # record, its pending status and the file's problems are written while the model is asked.
@@ -214,17 +219,17 @@ async def _review(
         asking.cancel()
         raise
     if isinstance(asked_or, tuple):
-        progress.result = asked_or[2]
+        progress.result = asked_or[1]
         if failed:
             # The model answered, and was paid for, yet the attempt fails here: what it cost
             # counts toward the daily budget all the same (the retry reads the cached answer).
             review_id = None if isinstance(record_or, BaseException) else record_or.id
-            await _book_usage(ctx, request, asked_or[2], review_id)
+            await _book_usage(ctx, request, asked_or[1], review_id)
     record = progress.record = _settled(record_or)
     _settled(pending)
     _settled(reported)  # a platform error there was logged; anything else fails the attempt
     try:
-        changes, findings, result = _settled(asked_or)
+        changes, result = _settled(asked_or)
     except (ModelPriceUnknown, LLMNotConfigured) as exc:
         # Configuration, not weather: retrying cannot help, so say it and stop.
         await _fail(ctx, pr, record, str(exc), started)
@@ -551,19 +556,12 @@ def pr_platform(ctx: Context) -> str:
     return ctx.event.platform
 
 
-async def _history(
-    ctx: Context, request: ReviewRequest, model: str | None
-) -> tuple[list[FindingRecord], tuple[int, ...]]:
-    """The pull request's earlier findings and the model's recorded output, one store call after
-    the other: with the review's record written beside them, a review holds at most two store
-    connections at a time (PostgreSQL's pool, DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, is
-    shared by every slot; a call that finds none free waits for one)."""
-    findings = await ctx.store.findings_for(request.platform, request.repo, request.number)
-    return findings, await _recorded_output(ctx, model)
-
-
 async def _recorded_output(ctx: Context, model: str | None) -> tuple[int, ...]:
-    """Output tokens per call of this model's recent reviews: what an answer is reserved."""
+    """Output tokens per call of this model's recent reviews: what an answer is reserved.
+    Read beside the review's record, so a review holds at most two store connections at a time
+    (PostgreSQL's pool, DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, is shared by every slot; a
+    call that finds none free waits for one), as it does when the earlier findings are read
+    beside the pull request's state."""
     ref = str(ctx.model.model_info(model).ref)
     return tuple(await ctx.store.output_per_call(ref, limit=100))
 
