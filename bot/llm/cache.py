@@ -7,6 +7,7 @@ restarts); when it fails, the cache degrades to memory only and the call goes on
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ class ResponseCache:
         self._ttl = ttl_seconds
         self._store = store
         self._memory: TTLCache[str, str] = TTLCache(max_entries, ttl_seconds or 1)
+        self._writing: set[asyncio.Task[None]] = set()  # store writes not yet done
         self._log = get_logger(component="llm.cache")
 
     async def get(self, key: str) -> str | None:
@@ -53,16 +55,30 @@ class ResponseCache:
             self._memory[key] = value
         return value
 
-    async def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str) -> None:
+        """Keep the answer: in this process at once (the same question asked here from now on
+        is a hit), and in the store behind it. The store's write is not waited for: the answer
+        goes on to its caller meanwhile (a review's slot waits for each step after the model),
+        and `flush` waits for the writes still under way."""
         if not self.enabled:
             return
         self._memory[key] = value
         if self._store is None:
             return
+        task = asyncio.ensure_future(self._store_put(self._store, key, value))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def _store_put(self, store: Store, key: str, value: str) -> None:
         try:
-            await self._store.cache_put(key, value, ttl_seconds=self._ttl)
+            await store.cache_put(key, value, ttl_seconds=self._ttl)
         except Exception as exc:
             self._log.warning("store cache unavailable, answer kept in memory only", error=exc)
+
+    async def flush(self) -> None:
+        """Wait for the store writes under way (before the store closes)."""
+        while self._writing:
+            await asyncio.wait(list(self._writing))
 
     def forget(self, key: str) -> None:
         self._memory.pop(key, None)

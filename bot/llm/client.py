@@ -204,12 +204,13 @@ class LLM:
                         attempts=0,
                     )
                 completion = await self._ask(info, prompt, schema, limit, max(max_attempts, 1))
-                await self.cache.put(key, completion.value.model_dump_json())
+                self.cache.put(key, completion.value.model_dump_json())
                 return completion
         finally:
             self._release_lock(key)
 
     async def close(self) -> None:
+        await self.cache.flush()
         for adapter in self._adapters.values():
             await adapter.close()
         self._adapters.clear()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from bot.core.findings import ReviewAnswer
 from bot.llm import (
@@ -19,6 +21,7 @@ from bot.llm import (
     RateLimited,
 )
 from bot.metrics import Metrics
+from bot.store import StoreUnavailable
 from bot.store.sql import SQLStore
 from config.prices import load_prices
 from tests.fakes.openai import (
@@ -197,14 +200,55 @@ async def test_the_same_prompt_twice_costs_one_call(via: Via, sqlite_store: SQLS
     assert second.value == first.value
     assert (second.cost_usd, second.input_tokens, second.output_tokens) == (0.0, 0, 0)
     assert counter(metrics, "arbiter_llm_cache_hits_total") == 1
-    # A new process (an empty memory cache) still finds it in the store.
+    # A new process (an empty memory cache) still finds it in the store, once the write there,
+    # which the answer does not wait for, has landed (a process waits for it before it stops).
+    await llm.close()
     other = Metrics()
     third = await via.llm(sqlite_store, other).complete(PROMPT, ReviewAnswer)
     assert third.cached and len(via.fake.requests) == 1
     assert counter(other, "arbiter_llm_cache_hits_total") == 1
     # A different prompt, or another model, is another question.
-    await llm.complete(Prompt(PROMPT.system, PROMPT.user + "\n"), ReviewAnswer)
+    await via.llm(sqlite_store).complete(Prompt(PROMPT.system, PROMPT.user + "\n"), ReviewAnswer)
     assert len(via.fake.requests) == 2
+
+
+class HeldCacheStore(SQLStore):
+    """A store whose cache writes wait for `let_go`, then fail."""
+
+    let_go: asyncio.Event
+    started: asyncio.Event
+
+    async def cache_put(self, key: str, value: str, *, ttl_seconds: float) -> None:
+        self.started.set()
+        await self.let_go.wait()
+        raise StoreUnavailable("the store went away")
+
+
+async def test_an_answer_does_not_wait_for_the_store_cache_and_its_failure_is_only_logged(
+    via: Via, tmp_path: Path
+) -> None:
+    store = HeldCacheStore(f"sqlite+aiosqlite:///{tmp_path}/held.db")
+    store.let_go, store.started = asyncio.Event(), asyncio.Event()
+    await store.open()
+    await store.migrate()
+    try:
+        via.fake.always(review_answer(finding("a.py", 1)))
+        llm = via.llm(store)
+        first = await asyncio.wait_for(llm.complete(PROMPT, ReviewAnswer), 5)
+        assert not first.cached
+        await asyncio.wait_for(store.started.wait(), 5)  # the write, held, after the answer
+        second = await llm.complete(PROMPT, ReviewAnswer)  # this process remembers it already
+        assert second.cached and len(via.fake.requests) == 1
+        closing = asyncio.ensure_future(llm.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # closing waits for the write under way
+        with capture_logs() as logs:
+            store.let_go.set()
+            await closing  # the write failed: logged, not raised
+        assert any("memory only" in entry["event"] for entry in logs)
+    finally:
+        store.let_go.set()
+        await store.close()
 
 
 async def test_the_same_prompt_at_once_is_asked_once(via: Via) -> None:
