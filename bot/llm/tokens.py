@@ -110,27 +110,11 @@ class TokenCounter:
 
     def count(self, text: str) -> int:
         """Tokens in `text` (for a ratio, rounded up)."""
-        raw = self.raw(text)
-        return raw if self.ratio == 1.0 else math.ceil(raw * self.ratio)
+        return self._scaled(self.raw(text))
 
     def raw(self, text: str) -> int:
         """Tokens in `text` by the encoding alone, without the ratio."""
-        if not text:
-            return 0
-        enc = encoding(self.encoding)
-        if len(text) <= PIECE_CHARS:
-            return len(enc.encode_ordinary(text))
-        # The encoder refuses over 200,000 tokens at once: count in pieces cut after a
-        # newline, where a token never spans the cut (so the sum is the count, or just over).
-        total = start = 0
-        while start < len(text):
-            end = min(start + PIECE_CHARS, len(text))
-            if end < len(text):
-                cut = text.rfind("\n", start, end)
-                end = cut + 1 if cut > start else end
-            total += len(enc.encode_ordinary(text[start:end]))
-            start = end
-        return total
+        return _raw(self.encoding, text)
 
     @property
     def framing(self) -> int:
@@ -142,12 +126,21 @@ class TokenCounter:
     def request(self, system: str, user: str, schema: Mapping[str, Any]) -> int:
         """Input tokens of a request with these messages, answering in `schema` (the
         response_format or tool object exactly as sent), as the provider bills them."""
-        return self.framing + self.count(system) + self.count(user) + self.count(_json(schema))
+        return self.framing + sum(self._scaled(n) for n in self._texts(system, user, schema))
 
     def request_raw(self, system: str, user: str, schema: Mapping[str, Any]) -> int:
         """The encoding's own count of a request's text (no framing, no ratio): what a
         provider's reported usage is calibrated against."""
-        return self.raw(system) + self.raw(user) + self.raw(_json(schema))
+        return sum(self._texts(system, user, schema))
+
+    def _texts(self, system: str, user: str, schema: Mapping[str, Any]) -> tuple[int, int, int]:
+        """The encoding's count of each text of a request: the system prompt and the schema
+        remembered (`_repeated`), the user's message counted."""
+        name = self.encoding
+        return _repeated(name, system), _raw(name, user), _repeated(name, _json(schema))
+
+    def _scaled(self, raw: int) -> int:
+        return raw if self.ratio == 1.0 else math.ceil(raw * self.ratio)
 
     def calibrated(self, ratio_seen: float) -> TokenCounter:
         """This counter after a provider reported `ratio_seen` of its tokens per encoding
@@ -178,6 +171,32 @@ def estimate_request_tokens(*messages: str, schema_text: str = "") -> int:
     for message in messages:
         total += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message)
     return total
+
+
+def _raw(name: str, text: str) -> int:
+    """Tokens in `text` by the encoding `name`."""
+    if not text:
+        return 0
+    enc = encoding(name)
+    if len(text) <= PIECE_CHARS:
+        return len(enc.encode_ordinary(text))
+    # The encoder refuses over 200,000 tokens at once: count in pieces cut after a
+    # newline, where a token never spans the cut (so the sum is the count, or just over).
+    total = start = 0
+    while start < len(text):
+        end = min(start + PIECE_CHARS, len(text))
+        if end < len(text):
+            cut = text.rfind("\n", start, end)
+            end = cut + 1 if cut > start else end
+        total += len(enc.encode_ordinary(text[start:end]))
+        start = end
+    return total
+
+
+# A request's system prompt and answer schema are the same for every chunk of every review
+# under one configuration: counted once, then remembered (a few KB of text each, so the
+# bound is a few MB at most). The diff, which differs every time, is counted every time.
+_repeated = functools.lru_cache(maxsize=128)(_raw)
 
 
 def _json(value: Mapping[str, Any]) -> str:
