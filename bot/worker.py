@@ -139,6 +139,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self._arrivals: deque[float] = deque(maxlen=max(options.busy_arrivals, 1))
         self._busy_claimed_at = 0.0
@@ -150,6 +151,7 @@ class Worker:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._claim_loop(), name="worker-claim")
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="worker-heartbeat")
+            self._watch_task = asyncio.create_task(self._watch(), name="worker-watch")
             self.log.info("worker started", max_jobs=self.options.max_jobs)
 
     def notify(self, *, delivery: bool = False) -> None:
@@ -159,6 +161,16 @@ class Worker:
             self._arrivals.append(time.monotonic())
         self._enqueued = True
         self._wake.set()
+
+    async def _watch(self) -> None:
+        """Jobs queued by other processes wake the worker where the store can tell
+        (`Store.watch_jobs`); a failure there leaves the poll, and is logged."""
+        try:
+            await self.store.watch_jobs(self.notify)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.error("watching for jobs failed; polling", error=describe_error(exc))
 
     def _busy(self) -> bool:
         """Are deliveries arriving faster than `busy_arrivals` per `busy_window`, and still?"""
@@ -210,6 +222,10 @@ class Worker:
         grace = self.options.shutdown_grace if grace is None else grace
         self._stopping.set()
         self._wake.set()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
         if self._loop_task is not None:
             await self._loop_task
         if self._resuming:  # claims looked at again: each starts its run or gives it up

@@ -6,7 +6,7 @@ A store takes a `clock` so tests can move time (lease expiry, TTLs) without slee
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
@@ -410,6 +410,11 @@ class Store(Protocol):
 
     async def enqueue(self, job: NewJob) -> Enqueued:
         """Queue a job; with a key, it replaces queued jobs of that key that have not started."""
+
+    async def watch_jobs(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process queues a job, until cancelled (a worker then
+        claims at once instead of at its next poll). Returns at once where the backend has
+        no way to tell: its workers poll."""
 
     async def claim(
         self,

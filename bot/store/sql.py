@@ -49,6 +49,8 @@ from bot.store.leases import LeaseSweeps
 from bot.store.sql_engine import INTAKE_CONNECTIONS, SQLDatabase
 
 T = TypeVar("T")
+# PostgreSQL's channel of queued jobs: the store notifies it after each commit that queued some.
+JOBS_CHANNEL = "arbiter_jobs"
 
 
 class SQLStore:
@@ -113,10 +115,25 @@ class SQLStore:
         return await self._deliveries.submit((delivery, job))
 
     async def _accept_batch(self, items: list[tuple[Delivery, NewJob]]) -> list[Enqueued]:
-        return await sql_queue.accept_batch(self._db, items, self._clock())
+        accepted = await sql_queue.accept_batch(self._db, items, self._clock())
+        if any(a.job_id is not None for a in accepted):
+            self._announce()
+        return accepted
 
     async def enqueue(self, job: NewJob) -> Enqueued:
-        return await sql_queue.enqueue(self._db, job, self._clock())
+        enqueued = await sql_queue.enqueue(self._db, job, self._clock())
+        self._announce()
+        return enqueued
+
+    def _announce(self) -> None:
+        """Jobs were queued: PostgreSQL tells the workers of other processes (`watch_jobs`);
+        SQLite's share one process with whatever enqueues, which tells them (Worker.notify)."""
+        if self._db.backend == "postgresql":
+            self._db.announce(JOBS_CHANNEL)
+
+    async def watch_jobs(self, wake: Callable[[], None]) -> None:
+        if self._db.backend == "postgresql":  # what `_announce` sends
+            await self._db.listen(JOBS_CHANNEL, wake)
 
     async def claim(
         self,

@@ -5,8 +5,9 @@ treating it as a bug."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
@@ -161,17 +162,31 @@ async def test_intake_survives_its_connection_being_ended(
     await postgres_store.migrate()
     first = await postgres_store.accept_delivery(Delivery("github", "k-1", "x"), job())
     assert first.job_id is not None
-    (kept,) = postgres_store._db._kept  # the connection intake keeps (others share the server)
-    pid = (await kept.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[union-attr]
-    await postgres_store.run_sql(
-        lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
-    )
+    pids = await _kept_pids(postgres_store)  # intake's connections (others share the server)
+    assert pids
+
+    def terminate(conn: sa.Connection) -> None:
+        for pid in pids:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
+
+    await postgres_store.run_sql(terminate)
     again = await postgres_store.accept_delivery(Delivery("github", "k-2", "x"), job())
     assert again.job_id is not None and not again.duplicate
     assert await postgres_store.seen_delivery("github", "k-2")
-    (replacement,) = postgres_store._db._kept
-    new_pid = (await replacement.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[union-attr]
-    assert new_pid != pid
+    new_pids = await _kept_pids(postgres_store)
+    assert new_pids and not new_pids & pids
+
+
+async def _kept_pids(store: SQLStore) -> set[int]:
+    """The server pids of the connections intake keeps, once the store's NOTIFY of the jobs
+    queued (on one of them) is done."""
+    if store._db._announcing is not None:
+        await store._db._announcing
+    pids = set()
+    for kept in store._db._kept:
+        raw = await kept.get_raw_connection()
+        pids.add(int(raw.driver_connection.get_server_pid()))  # type: ignore[union-attr]
+    return pids
 
 
 async def test_a_job_s_payload_is_compressed_with_lz4_where_the_server_has_it(
@@ -196,3 +211,93 @@ async def test_a_job_s_payload_is_compressed_with_lz4_where_the_server_has_it(
         return str(conn.execute(sa.text(statement)).scalar_one())
 
     assert await postgres_store.run_sql(compression) == "l"
+
+
+# --- Jobs queued by another process wake a listening worker (issue 20) --------------------------
+
+
+async def test_a_job_another_process_queues_wakes_a_listening_worker_at_once(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """A worker in a process of its own (`arbiter worker`) claims what a web process queued
+    when it is queued, not at its next poll: here the poll never comes within the test."""
+    from bot.store import Delivery, Job, NewJob
+    from bot.worker import Worker, WorkerOptions
+
+    await postgres_store.migrate()
+    web = SQLStore(postgres_url)  # the other process: it tells this worker nothing itself
+    await web.open()
+    ran: list[str] = []
+    done = asyncio.Event()
+
+    async def run(job: Job) -> None:  # (jobs other tests left in this database run too)
+        ran.append(job.payload)
+        if {"queued", "delivered"} <= set(ran):
+            done.set()
+
+    options = WorkerOptions(max_jobs=2, job_timeout=5, lease_seconds=5, poll_interval=3600)
+    worker = Worker(postgres_store, run, options)
+    worker.start()
+    try:
+        await asyncio.sleep(0.3)  # listening, and waiting out an hour's poll
+        await web.enqueue(NewJob(kind="event", payload="queued", max_attempts=1))
+        # A delivery takes intake's own path (one statement, its own connection).
+        job = NewJob(kind="event", payload="delivered", max_attempts=1)
+        await web.accept_delivery(Delivery("github", f"d-{uuid.uuid4()}", "push"), job)
+        async with asyncio.timeout(5):
+            await done.wait()
+    finally:
+        await worker.stop()
+        await web.close()
+    assert ran.count("queued") == ran.count("delivered") == 1
+
+
+async def test_listening_for_jobs_resumes_after_its_connection_is_ended(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """The server (or a proxy) ends the listening connection: the store listens again on a
+    new one, says so once (what was queued meanwhile), and the next job wakes it again."""
+    from bot.store import NewJob
+
+    await postgres_store.migrate()
+    wakes = 0
+
+    def wake() -> None:
+        nonlocal wakes
+        wakes += 1
+
+    async def woken_after(seen: int) -> int:
+        """The wakes so far, once there are more than `seen`."""
+        async with asyncio.timeout(10):
+            while wakes <= seen:
+                await asyncio.sleep(0.01)
+        return wakes
+
+    def listening(conn: sa.Connection) -> list[int]:
+        statement = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'LISTEN%arbiter_jobs%'"
+        )
+        return [int(pid) for pid in conn.execute(sa.text(statement)).scalars()]
+
+    def terminate(pid: int) -> Callable[[sa.Connection], object]:
+        statement = sa.text("SELECT pg_terminate_backend(:p, 5000)")
+        return lambda conn: conn.execute(statement, {"p": pid})
+
+    watching = asyncio.create_task(postgres_store.watch_jobs(wake))
+    try:
+        seen = await woken_after(0)  # listening: what was queued before is looked at once
+        (pid,) = await postgres_store.run_sql(listening)
+        await postgres_store.enqueue(NewJob(kind="event", payload="1", max_attempts=1))
+        seen = await woken_after(seen)
+        await postgres_store.run_sql(terminate(pid))
+        seen = await woken_after(seen)  # listening on a new connection
+        (new_pid,) = await postgres_store.run_sql(listening)
+        assert new_pid != pid
+        await postgres_store.enqueue(NewJob(kind="event", payload="2", max_attempts=1))
+        await woken_after(seen)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert not await postgres_store.run_sql(listening)  # its connection closed with it
