@@ -328,10 +328,11 @@ class SQLDatabase:
         """PostgreSQL: NOTIFY `channel`, after the commit that called for it and outside its
         transaction: a transaction that notifies takes a lock of the whole server while it
         commits, which lines up intake's concurrent commits behind one another (a trigger
-        that notified inside them cost about 15 % of intake's deliveries/s here). The first after a quiet spell goes at once; those asked for
-        while one is in flight, or within ANNOUNCE_INTERVAL of it, make one more at the end of
-        that interval (a burst of deliveries costs at most 1 / ANNOUNCE_INTERVAL round trips a
-        second). Never raises: a listener missing one finds the job at its next poll."""
+        that notified inside them cost about 15 % of intake's deliveries/s here). The first
+        after a quiet spell goes at once; those asked for while one is in flight, or within
+        ANNOUNCE_INTERVAL of it, make one more at the end of that interval (a burst of
+        deliveries costs at most 1 / ANNOUNCE_INTERVAL round trips a second). Never raises:
+        a listener missing one finds the job at its next poll."""
         if self._announcing is not None and not self._announcing.done():
             self._announce_again = True
             return
