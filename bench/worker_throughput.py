@@ -1,12 +1,15 @@
 """Worker throughput: how long 100 pull requests take to be reviewed with a 1 s model.
 
     .venv/bin/python -m bench.worker_throughput [--prs 100] [--model-seconds 1] [--jobs 10]
-                                                [--store-url URL]
+                                                [--store-url URL] [--worker-processes K]
 
 Starts a fake GitHub holding N open pull requests and a fake OpenAI that answers every review
 after `--model-seconds`, runs `arbiter serve` as its own process against both with
 ARBITER_WORKER_MAX_JOBS=`--jobs`, sends one signed `pull_request` `opened` delivery per pull
 request, and prints the seconds until every pull request carries its final commit status.
+With `--worker-processes K` (PostgreSQL) it runs the deployment guide's layout instead:
+`arbiter serve --no-workers` takes the deliveries and K `arbiter worker` processes share the
+slots (`--jobs` / K each), woken by the store's notifications of queued jobs.
 The ideal is N × model-seconds / jobs; the goal (issue 20) is at least 95 % of ideal (ideal /
 measured), 10.5 s for the defaults.
 
@@ -36,7 +39,7 @@ import aiohttp
 
 from bench.webhooks import cpu_seconds
 from tests.conftest import fixture_json, github_headers
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ServeProcess, WorkerProcess
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
 from tests.fakes.openai import FakeOpenAI, LLMRequest, Slow, finding, review_answer
 
@@ -72,12 +75,28 @@ async def main() -> None:
         "here is the bench's own: it is emptied first (cached model answers would skip calls)",
     )
     parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K `arbiter worker` processes beside `arbiter serve --no-workers` (PostgreSQL), "
+        "--jobs / K slots each; 0 (default): the workers run inside `arbiter serve`",
+    )
+    parser.add_argument(
         "--trace",
         type=int,
         metavar="N",
         help="print what pull request N's review asked of the fakes, in order, with times",
     )
     args = parser.parse_args()
+    apart = args.worker_processes
+    if apart:
+        if not args.store_url or args.store_url.startswith("sqlite"):
+            raise SystemExit("--worker-processes needs a shared store: --store-url postgresql…")
+        if args.jobs % apart:
+            raise SystemExit(f"--jobs {args.jobs} does not split into {apart} processes")
+        # Each process loads its imports and tokenizer on its first review: warm them all.
+        args.warmup = max(args.warmup, 3 * apart)
 
     workdir = Path(tempfile.mkdtemp(prefix="arbiter-throughput-"))
     store_url = args.store_url or f"sqlite+aiosqlite:///{workdir}/bench.db"
@@ -117,12 +136,19 @@ async def main() -> None:
             "ARBITER_LOG_LEVEL": "WARNING",
             **openai.env(),
         }
-        server = ServeProcess(workdir, env)
+        server = ServeProcess(workdir, env, args=("--no-workers",) if apart else ())
+        workers = [
+            WorkerProcess(workdir, {**env, "ARBITER_WORKER_MAX_JOBS": str(args.jobs // apart)})
+            for _ in range(apart)
+        ]
         if not store_url.startswith("sqlite"):
             server.migrate()
             await _empty(store_url)
-        await server.start()
         try:
+            # Inside the try: a process that did start is stopped if a later one fails to.
+            await server.start()
+            for worker in workers:
+                await worker.start()
             async with aiohttp.ClientSession() as http:
                 warm_started = time.perf_counter()
                 await _deliver(http, server.url, {n: _payload(github, n) for n in warmup})
@@ -130,16 +156,18 @@ async def main() -> None:
                 warm = time.perf_counter() - warm_started
                 bodies = {n: _payload(github, n) for n in heads}
                 load = os.getloadavg()[0]
-                assert server.process is not None
-                cpu_before = _cpu_seconds(server.process.pid)
+                processes = [p.process for p in (server, *workers) if p.process is not None]
+                cpu_before = sum(_cpu_seconds(p.pid) for p in processes)
                 started = time.perf_counter()
                 started_at = time.time()
                 await _deliver(http, server.url, bodies)
                 sent = time.perf_counter() - started
                 await _reviewed(github, heads, started)
                 elapsed = time.perf_counter() - started
-                cpu = _cpu_seconds(server.process.pid) - cpu_before
+                cpu = sum(_cpu_seconds(p.pid) for p in processes) - cpu_before
         finally:
+            for worker in workers:
+                worker.stop()
             server.stop()
         last = _last_states(github)
         states = {last[head] for head in heads.values()}
@@ -148,7 +176,13 @@ async def main() -> None:
     ratio = ideal / elapsed
     print(f"store            {store_url.split('://')[0]}")
     print(f"pull requests    {args.prs}, one {args.model_seconds:g} s model call each")
-    print(f"workers          ARBITER_WORKER_MAX_JOBS={args.jobs}")
+    if apart:
+        print(
+            f"workers          {apart} `arbiter worker` processes, "
+            f"ARBITER_WORKER_MAX_JOBS={args.jobs // apart} each, beside `serve --no-workers`"
+        )
+    else:
+        print(f"workers          ARBITER_WORKER_MAX_JOBS={args.jobs}, inside `arbiter serve`")
     if warmup:
         print(f"warm-up          {len(warmup)} pull request(s) reviewed first, in {warm:.2f} s")
     print(f"load average     {load:.2f} when the clock started ({os.cpu_count()} cores)")
@@ -160,7 +194,7 @@ async def main() -> None:
         + ("met" if ratio >= GOAL else "NOT met")
     )
     if cpu >= 0:
-        print(f"server CPU       {cpu:.2f} s, {cpu / args.prs * 1000:.1f} ms per pull request")
+        print(f"Arbiter CPU      {cpu:.2f} s, {cpu / args.prs * 1000:.1f} ms per pull request")
     for line in _describe(timeline, args.jobs):
         print(line)
     if args.trace is not None:
@@ -176,6 +210,7 @@ async def main() -> None:
                 "warmup_seconds": round(warm, 2) if warmup else None,
                 "server_cpu_seconds": round(cpu, 2) if cpu >= 0 else None,
                 "load_average": round(load, 2),
+                "worker_processes": apart,
             }
         )
     )

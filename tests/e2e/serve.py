@@ -110,6 +110,43 @@ class ServeProcess:
         self.stop()
 
 
+class WorkerProcess(ServeProcess):
+    """`arbiter worker` in a subprocess, its probes on a port of its own; ready once it logs
+    "worker running" or its /health/ready answers 200."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        super().__init__(workdir, env)
+        self.env["ARBITER_WORKER_HTTP_PORT"] = str(self.port)
+
+    async def start(self, timeout: float = 30) -> None:
+        self.log_path = self.workdir / f"worker-{self.port}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [*self._command(), "worker"],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"arbiter worker exited early:\n{self.log()}")
+                if '"worker running"' in self.log() or await self._ready(session):
+                    return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"arbiter worker not ready after {timeout} s:\n{self.log()}")
+
+    async def _ready(self, session: aiohttp.ClientSession) -> bool:
+        """Its /health/ready says so (where the log, at WARNING, does not)."""
+        try:
+            async with session.get(f"{self.url}/health/ready") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+
 # `arbiter serve` as the console script runs it, with one addition: SIGUSR1 writes the names in
 # sys.modules to the file named by PROBE_MODULES_FILE (the serve code itself is unchanged).
 _PROBE = """\

@@ -29,7 +29,7 @@ from alembic.script import ScriptDirectory
 from bot.store import Job, migrations
 from bot.store.sql import SQLStore
 from tests.conftest import POSTGRES_ENV, _admin, fixture_json, github_headers
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ServeProcess, WorkerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -50,34 +50,6 @@ def database_url(postgres_url: str) -> Iterator[str]:
     head, _, _ = base.rpartition("/")
     yield f"{head}/{name}"
     _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-class WorkerProcess(ServeProcess):
-    """`arbiter worker` in a subprocess, its probes on a port of its own; ready once it logs
-    "worker running"."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        super().__init__(workdir, env)
-        self.env["ARBITER_WORKER_HTTP_PORT"] = str(self.port)
-
-    async def start(self, timeout: float = 30) -> None:
-        self.log_path = self.workdir / f"worker-{self.port}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [*self._command(), "worker"],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"arbiter worker exited early:\n{self.log()}")
-            if '"worker running"' in self.log():
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"arbiter worker not ready after {timeout} s:\n{self.log()}")
 
 
 def _env(tmp_path: Path, database_url: str) -> dict[str, str]:
