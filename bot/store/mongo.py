@@ -290,12 +290,12 @@ class MongoStore:
         )
         return result.matched_count == 1
 
-    @_guarded
     async def watch_jobs(self, wake: Callable[[], None]) -> None:
         # A change stream would tell, but it needs a replica set, which a single server is
         # not: MongoDB's workers poll (WORKER_POLL_INTERVAL).
         return None
 
+    @_guarded
     async def claim(
         self,
         worker_id: str,

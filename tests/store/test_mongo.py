@@ -130,3 +130,18 @@ async def test_an_unreachable_server_is_reported_as_unavailable() -> None:
             await store.open()
     finally:
         await client.close()
+
+
+def test_every_call_that_reaches_the_server_says_unavailable_when_it_cannot() -> None:
+    """Each of the Store's calls on MongoDB turns a lost connection into StoreUnavailable (as
+    the SQL store does), so callers wait an outage out: only those that reach no server, or
+    report it their own way, are left as they are."""
+    import inspect
+
+    from bot.store.base import Store
+
+    own_way = {"open", "close", "watch_jobs"}  # open says it itself; the others ask nothing
+    calls = [name for name, f in vars(Store).items() if inspect.iscoroutinefunction(f)]
+    assert len(calls) > 50
+    unguarded = [n for n in calls if not hasattr(getattr(MongoStore, n), "__wrapped__")]
+    assert sorted(unguarded) == sorted(own_way)
