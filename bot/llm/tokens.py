@@ -135,9 +135,9 @@ class TokenCounter:
 
     def _texts(self, system: str, user: str, schema: Mapping[str, Any]) -> tuple[int, int, int]:
         """The encoding's count of each text of a request: the system prompt and the schema
-        remembered (`_repeated`), the user's message counted."""
+        remembered (`_remembered`), the user's message counted."""
         name = self.encoding
-        return _repeated(name, system), _raw(name, user), _repeated(name, _json(schema))
+        return _remembered(name, system), _raw(name, user), _remembered(name, _json(schema))
 
     def _scaled(self, raw: int) -> int:
         return raw if self.ratio == 1.0 else math.ceil(raw * self.ratio)
@@ -194,9 +194,16 @@ def _raw(name: str, text: str) -> int:
 
 
 # A request's system prompt and answer schema are the same for every chunk of every review
-# under one configuration: counted once, then remembered (a few KB of text each, so the
-# bound is a few MB at most). The diff, which differs every time, is counted every time.
+# under one configuration: counted once, then remembered. The default system prompt and the
+# schema are about 1,300 characters each; a repository's instructions add up to 10,000, and
+# its path instructions up to 50 × 4,000, so only texts up to REMEMBERED_CHARS are kept (the
+# cache holds at most 128 × 32,000 characters). The diff, different every time, is counted.
+REMEMBERED_CHARS = 32_000
 _repeated = functools.lru_cache(maxsize=128)(_raw)
+
+
+def _remembered(name: str, text: str) -> int:
+    return _repeated(name, text) if len(text) <= REMEMBERED_CHARS else _raw(name, text)
 
 
 def _json(value: Mapping[str, Any]) -> str:

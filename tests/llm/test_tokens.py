@@ -152,3 +152,22 @@ def test_an_encoding_asked_for_by_many_threads_at_once_is_loaded_once() -> None:
         tokens._load = real_load
     assert loads == ["o200k_base"]
     assert len({id(enc) for enc in found}) == 1
+
+
+def test_a_request_s_fixed_texts_are_remembered_only_up_to_a_size() -> None:
+    """The system prompt and schema are counted once and kept, but a repository's instructions
+    can make the system prompt large: such a text is counted every time, not kept, so the
+    remembered texts stay within 128 × REMEMBERED_CHARS characters."""
+    from bot.llm import tokens
+
+    counter = counter_for(ModelRef("openai", "gpt-4o"))
+    schema = {"type": "object"}
+    small, large = "be brief\n" * 10, "watch the locks\n" * (tokens.REMEMBERED_CHARS // 16 + 1)
+    tokens._repeated.cache_clear()
+    first = counter.request(small, "diff", schema)
+    assert counter.request(small, "diff", schema) == first
+    assert tokens._repeated.cache_info().hits >= 2  # the system prompt and the schema
+    kept = tokens._repeated.cache_info().currsize
+    exact = counter.framing + sum(counter.raw(t) for t in (large, "diff", '{"type":"object"}'))
+    assert counter.request(large, "diff", schema) == exact
+    assert tokens._repeated.cache_info().currsize == kept  # the large one was not kept
