@@ -21,7 +21,7 @@ from bot.worker import slot_no_longer_needed
 from config.settings import load_settings
 from tests.conftest import fixture_json
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
-from tests.fakes.openai import FakeOpenAI, LLMRequest, Reply, finding, findings_in_prompt
+from tests.fakes.openai import FakeOpenAI, LLMRequest, Reply, finding, findings_in_prompt, noting
 
 PAT = "ghp_" + "f" * 36
 REPO = "Codertocat/Hello-World"
@@ -308,13 +308,7 @@ async def test_a_model_answer_paid_for_is_booked_when_the_attempt_fails_after_it
     cache instead of paying again."""
     github, openai = fakes
     asked = asyncio.Event()
-    answer = findings_in_prompt([finding("a.py", 2, severity="critical")])
-
-    def respond(request: LLMRequest) -> Reply:
-        asked.set()
-        return answer(request)
-
-    openai.respond(respond)
+    openai.respond(noting(asked, findings_in_prompt([finding("a.py", 2, severity="critical")])))
     # Refused once the model has been asked.
     github.fail("POST", f"/repos/{REPO}/statuses/*", 403, if_body=_pending, until=asked)
     runtime = await make_runtime(worker_retry_backoff_seconds=0)

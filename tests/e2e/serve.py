@@ -52,9 +52,13 @@ class ServeProcess:
         return [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
 
     async def start(self, timeout: float = 30) -> None:
+        await self._run("serve", *self.args, timeout=timeout)
+
+    async def _run(self, *command: str, timeout: float) -> None:
+        """Start `arbiter COMMAND`, its output to the log, and wait until it is ready."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [*self._command(), "serve", *self.args],
+            [*self._command(), *command],
             cwd=self.workdir,
             env=self.env,
             stdout=self._log,
@@ -64,15 +68,19 @@ class ServeProcess:
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"arbiter serve exited early:\n{self.log()}")
-                try:
-                    async with session.get(f"{self.url}/health/ready") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
+                    raise RuntimeError(f"arbiter {command[0]} exited early:\n{self.log()}")
+                if await self._ready(session):
+                    return
                 await asyncio.sleep(0.1)
-        raise TimeoutError(f"arbiter serve not ready after {timeout} s:\n{self.log()}")
+        raise TimeoutError(f"arbiter {command[0]} not ready after {timeout} s:\n{self.log()}")
+
+    async def _ready(self, session: aiohttp.ClientSession) -> bool:
+        """Its /health/ready answers 200."""
+        try:
+            async with session.get(f"{self.url}/health/ready") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
 
     def kill(self) -> None:
         """kill -9: no shutdown, no lease release."""
@@ -120,31 +128,11 @@ class WorkerProcess(ServeProcess):
 
     async def start(self, timeout: float = 30) -> None:
         self.log_path = self.workdir / f"worker-{self.port}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [*self._command(), "worker"],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"arbiter worker exited early:\n{self.log()}")
-                if '"worker running"' in self.log() or await self._ready(session):
-                    return
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"arbiter worker not ready after {timeout} s:\n{self.log()}")
+        await self._run("worker", timeout=timeout)
 
     async def _ready(self, session: aiohttp.ClientSession) -> bool:
-        """Its /health/ready says so (where the log, at WARNING, does not)."""
-        try:
-            async with session.get(f"{self.url}/health/ready") as response:
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
+        # Its log says so, or (where the log, at WARNING, does not) its /health/ready.
+        return '"worker running"' in self.log() or await super()._ready(session)
 
 
 # `arbiter serve` as the console script runs it, with one addition: SIGUSR1 writes the names in

@@ -131,6 +131,16 @@ def findings_in_prompt(findings: Iterable[Mapping[str, Any]]) -> Responder:
     return respond
 
 
+def noting(asked: asyncio.Event, respond: Responder) -> Responder:
+    """`respond`, setting `asked` when a request comes (a test's "the model was asked")."""
+
+    def noted(request: LLMRequest) -> Reply:
+        asked.set()
+        return respond(request)
+
+    return noted
+
+
 def shown_in(prompt: str, path: str) -> bool:
     """Whether a review prompt shows this file's diff."""
     return f"=== FILE {path} (" in prompt or f"=== FILE {path} ===" in prompt

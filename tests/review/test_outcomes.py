@@ -28,7 +28,7 @@ from bot.store.sql import SQLStore
 from config.settings import load_settings
 from tests.conftest import fixture_json
 from tests.fakes.github import AppKey, FakeGitHub, PullFile
-from tests.fakes.openai import FakeOpenAI, LLMRequest, Reply, finding, findings_in_prompt
+from tests.fakes.openai import FakeOpenAI, finding, findings_in_prompt, noting
 
 PAT = "ghp_" + "o" * 36
 REPO = "Codertocat/Hello-World"  # the repository of the shared fixtures
@@ -318,13 +318,7 @@ async def test_a_model_answer_paid_for_is_booked_when_the_record_fails_after_it(
     """The store fails once the model has been asked: the answer is awaited, and what it cost
     counts toward the daily budget though the review has no record to book it under."""
     asked = asyncio.Event()
-    answer = findings_in_prompt([finding("a.py", 2, severity="critical")])
-
-    def respond(request: LLMRequest) -> Reply:
-        asked.set()
-        return answer(request)
-
-    openai.respond(respond)
+    openai.respond(noting(asked, findings_in_prompt([finding("a.py", 2, severity="critical")])))
     url = f"sqlite+aiosqlite:///{tmp_path}/broken.db"
     store = BrokenStore(url, "start", clock=clock, after=asked)
     runtime = await make_runtime(store=store, worker_retry_attempts=0)
