@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
+
+from bot.store.sqlite_plain import pack_payload, unpack_payload
 
 metadata = sa.MetaData(
     naming_convention={
@@ -14,6 +18,26 @@ metadata = sa.MetaData(
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Payload(sa.TypeDecorator[str]):
+    """A job's payload: text, which SQLite keeps LZ4-compressed once it is long (`pack_payload`;
+    intake's plain-sqlite3 path packs it the same way). Other databases store the text as it is
+    (PostgreSQL compresses it itself, with LZ4 where it can: migration 0005)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return pack_payload(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
+        if value is None or dialect.name != "sqlite":
+            return value  # type: ignore[no-any-return]
+        return unpack_payload(value)
+
 
 deliveries = sa.Table(
     "deliveries",
@@ -31,7 +55,7 @@ jobs = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("key", sa.String(255), nullable=True),
-    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("payload", Payload, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("max_attempts", sa.Integer, nullable=False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import stat
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.store import NewJob, StoreUnavailable
+from bot.store import Delivery, Job, NewJob, StoreUnavailable, sqlite_plain
 from bot.store.sql import SQLStore
+from tests.conftest import fixture_bytes
 
 
 def _half_done(conn: sa.Connection) -> None:
@@ -221,3 +223,75 @@ async def test_a_batch_with_a_failing_operation_keeps_the_others_once(
     assert results[3] == 2  # the two enqueues before it, in the same transaction
     assert await sqlite_store.spent_since(0) == 0.0
     assert sorted(j.payload for j in await sqlite_store.list_jobs()) == ["a", "b"]
+
+
+# --- Job payloads --------------------------------------------------------------------------------
+
+
+def _id(job: Job) -> int:
+    return job.id
+
+
+def _stored_payloads(database: Path) -> list[tuple[str, int]]:
+    """Each job's payload as SQLite holds it: its type and its size in bytes."""
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("SELECT typeof(payload), length(CAST(payload AS BLOB)) FROM jobs")
+        return [(kind, int(size)) for kind, size in rows.fetchall()]
+
+
+async def test_a_webhook_s_body_is_kept_compressed_and_every_path_reads_it_back_whole(
+    tmp_path: Path,
+) -> None:
+    body = fixture_bytes("github/webhooks/pull_request/opened.payload.json").decode()
+    assert len(body) > 4 * sqlite_plain.PACKED_FROM_CHARS
+    store = SQLStore(f"sqlite+aiosqlite:///{tmp_path}/arbiter.db")
+    await store.open()
+    try:
+        await store.migrate()
+        # Intake's plain-sqlite3 batch, SQLAlchemy's keyed enqueue, and a short payload.
+        await store.accept_delivery(
+            Delivery("github", "d1", "pull_request.opened"),
+            NewJob(kind="event", payload=body, delivery_id="d1"),
+        )
+        await store.enqueue(NewJob(kind="review", payload=body + " ", key="github:r#1"))
+        await store.enqueue(NewJob(kind="event", payload="short"))
+        stored = _stored_payloads(tmp_path / "arbiter.db")
+        assert [kind for kind, _ in stored] == ["blob", "blob", "text"]
+        assert all(size < len(body) / 4 for _, size in stored[:2])  # ~8× smaller
+        claimed = await store.claim("worker", limit=10, lease_seconds=30)
+        assert [job.payload for job in sorted(claimed, key=_id)] == [body, body + " ", "short"]
+        listed = sorted(await store.list_jobs(), key=_id)
+        assert [job.payload for job in listed] == [body, body + " ", "short"]
+    finally:
+        await store.close()
+
+
+async def test_a_payload_an_older_release_wrote_as_text_is_read_as_it_is(
+    sqlite_store: SQLStore, tmp_path: Path
+) -> None:
+    long_text = json.dumps({"x": "y" * (2 * sqlite_plain.PACKED_FROM_CHARS)})
+    with sqlite3.connect(tmp_path / "arbiter.db") as conn:
+        conn.execute(
+            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at,"
+            " updated_at) VALUES ('event', ?, 'queued', 0, 3, 0, 0, 0)",
+            (long_text,),
+        )
+    (job,) = await sqlite_store.claim("worker", limit=10, lease_seconds=30)
+    assert job.payload == long_text
+
+
+async def test_an_unreadable_payload_fails_its_own_job_not_every_claim(
+    sqlite_store: SQLStore, tmp_path: Path
+) -> None:
+    await sqlite_store.enqueue(NewJob(kind="event", payload="before"))
+    with sqlite3.connect(tmp_path / "arbiter.db") as conn:
+        conn.execute(
+            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at,"
+            " updated_at) VALUES ('event', ?, 'queued', 0, 3, 0, 0, 0)",
+            (b"not an lz4 frame" * 200,),
+        )
+    await sqlite_store.enqueue(NewJob(kind="event", payload="after"))
+    claimed = sorted(await sqlite_store.claim("worker", limit=10, lease_seconds=30), key=_id)
+    assert [job.payload[:22] for job in claimed] == ["before", "unreadable job payload", "after"]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(claimed[1].payload)  # so the job fails on it, and is parked with the reason
