@@ -72,6 +72,8 @@ INDEXES: dict[str, list[IndexSpec]] = {
     LLM_CACHE: [IndexSpec("cache_ttl", [("expires_at", 1)], {"expireAfterSeconds": 0})],
     REVIEWS: [
         IndexSpec("review_pr", [("platform", 1), ("repo", 1), ("number", 1), ("_id", -1)]),
+        # A model's recent reviews (`output_per_call`), newest first.
+        IndexSpec("review_model", [("model", 1), ("_id", -1)]),
         # One review per job: a retried job (or one taken over) gets its review back.
         IndexSpec(
             "review_job",

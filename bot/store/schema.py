@@ -138,6 +138,7 @@ reviews = sa.Table(
     sa.Index(None, "platform", "repo", "number"),
     sa.Index(None, "created_at"),
     sa.Index(None, "job_id"),
+    sa.Index(None, "model", "id"),  # a model's recent reviews (`output_per_call`)
 )
 
 findings = sa.Table(

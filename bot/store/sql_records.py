@@ -144,13 +144,19 @@ async def list_reviews(db: SQLDatabase, filters: dict[str, Any], limit: int) -> 
     return await _reviews(db, statement)
 
 
-async def output_per_call(db: SQLDatabase, model: str, limit: int) -> list[int]:
-    statement = (
+def output_per_call_statement(model: str, limit: int) -> sa.Select[Any]:
+    """The output tokens and calls of `model`'s latest `limit` reviews (an index of its own
+    answers it, however rarely the model is used)."""
+    return (
         sa.select(reviews.c.output_tokens, reviews.c.calls)
         .where(reviews.c.model == model, reviews.c.calls > 0)
         .order_by(reviews.c.id.desc())
         .limit(limit)
     )
+
+
+async def output_per_call(db: SQLDatabase, model: str, limit: int) -> list[int]:
+    statement = output_per_call_statement(model, limit)
     return await db.read(
         lambda conn: [int(tokens or 0) // int(calls) for tokens, calls in conn.execute(statement)]
     )

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 from bot.store import Delivery, Job, NewJob, StoreUnavailable, sqlite_plain
 from bot.store.sql import SQLStore
+from bot.store.sql_records import output_per_call_statement
 from tests.conftest import fixture_bytes
 
 
@@ -295,3 +297,16 @@ async def test_an_unreadable_payload_fails_its_own_job_not_every_claim(
     assert [job.payload[:22] for job in claimed] == ["before", "unreadable job payload", "after"]
     with pytest.raises(json.JSONDecodeError):
         json.loads(claimed[1].payload)  # so the job fails on it, and is parked with the reason
+
+
+async def test_a_model_s_recent_reviews_are_read_through_an_index(
+    sqlite_store: SQLStore, tmp_path: Path
+) -> None:
+    """Every review reads its model's latest reviews; without an index of its own that read
+    scans the reviews back from the newest, all of them for a model used rarely or not yet."""
+    statement = output_per_call_statement("a-model-never-used", 100)
+    sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    with sqlite3.connect(tmp_path / "arbiter.db") as conn:
+        plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "USING INDEX ix_reviews_model_id" in plan, plan
+    assert await sqlite_store.output_per_call("a-model-never-used") == []
