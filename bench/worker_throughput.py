@@ -83,6 +83,14 @@ async def main() -> None:
         "--jobs / K slots each; 0 (default): the workers run inside `arbiter serve`",
     )
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an ARBITER_ setting for every Arbiter process, e.g. DATABASE_POOL_SIZE=10 "
+        "(repeatable; the bench's own settings cannot be changed this way)",
+    )
+    parser.add_argument(
         "--trace",
         type=int,
         metavar="N",
@@ -98,6 +106,12 @@ async def main() -> None:
         # Each process loads its imports and tokenizer on its first review: warm them all.
         args.warmup = max(args.warmup, 3 * apart)
 
+    settings = {}
+    for setting in args.setting:
+        name, equals, value = setting.partition("=")
+        if not equals or not name:
+            raise SystemExit(f"--setting {setting!r}: give NAME=VALUE")
+        settings["ARBITER_" + name.upper().removeprefix("ARBITER_")] = value
     workdir = Path(tempfile.mkdtemp(prefix="arbiter-throughput-"))
     store_url = args.store_url or f"sqlite+aiosqlite:///{workdir}/bench.db"
     key = AppKey.generate()
@@ -128,6 +142,7 @@ async def main() -> None:
         openai.respond(respond)
 
         env = {
+            **settings,
             "ARBITER_DATABASE_URL": store_url,
             "ARBITER_GITHUB_WEBHOOK_SECRET": SECRET,
             "ARBITER_GITHUB_TOKEN": PAT,

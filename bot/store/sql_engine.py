@@ -122,8 +122,12 @@ class SQLDatabase:
         else:
             from sqlalchemy.ext.asyncio import create_async_engine
 
+            from bot.store.sql_pool import LingeringPool
+
             self._async_engine = create_async_engine(
                 self.url,
+                # Overflow connections linger, idle, before they are closed (sql_pool).
+                poolclass=LingeringPool,
                 pool_size=self._pool_size,
                 max_overflow=self._max_overflow,
                 pool_recycle=1800,

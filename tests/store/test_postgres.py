@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-from bot.store import StoreUnavailable, sql_engine
+from bot.store import StoreUnavailable, sql_engine, sql_pool
 from bot.store.sql import SQLStore
 from bot.store.sql_engine import unavailable
 
@@ -301,3 +301,58 @@ async def test_listening_for_jobs_resumes_after_its_connection_is_ended(
         with contextlib.suppress(asyncio.CancelledError):
             await watching
     assert not await postgres_store.run_sql(listening)  # its connection closed with it
+
+
+async def test_overflow_connections_are_reused_while_busy_and_closed_once_idle(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More calls at once than DATABASE_POOL_SIZE: the overflow connections they open serve the
+    next burst too (SQLAlchemy's own pool closed each on its return, so every burst opened new
+    server sessions), and are closed once they have been idle LINGER_SECONDS."""
+    monkeypatch.setattr(sql_pool, "LINGER_SECONDS", 0.5)
+    store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
+    await store.open()
+
+    def backend_pid(conn: sa.Connection) -> int:
+        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+    async def burst() -> set[int]:
+        """Four calls holding a connection each at the same time; their servers' pids."""
+
+        def held(conn: sa.Connection) -> int:
+            pid = backend_pid(conn)
+            conn.execute(sa.text("SELECT pg_sleep(0.2)"))
+            return pid
+
+        return set(await asyncio.gather(*(store.run_sql(held) for _ in range(4))))
+
+    def live(pids: set[int]) -> Callable[[sa.Connection], set[int]]:
+        def query(conn: sa.Connection) -> set[int]:
+            rows = conn.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+                {"pids": list(pids)},
+            )
+            return {int(pid) for pid in rows.scalars()}
+
+        return query
+
+    try:
+        first = await burst()
+        assert len(first) == 4  # one pooled and three overflow connections
+        usage = store.pool_usage()
+        assert usage is not None and (usage.in_use, usage.idle, usage.limit) == (0, 4, 4)
+        assert await burst() == first  # the same sessions again: none closed, none opened
+        await asyncio.sleep(0.7)
+        # Idle past the linger: the next call closes the overflow, keeps the pooled one.
+        (kept,) = {await store.run_sql(backend_pid)}
+        assert kept in first
+        other = SQLStore(postgres_url)
+        await other.open()
+        try:
+            assert await other.run_sql(live(first)) == {kept}
+        finally:
+            await other.close()
+        usage = store.pool_usage()
+        assert usage is not None and (usage.in_use, usage.idle) == (0, 1)
+    finally:
+        await store.close()
