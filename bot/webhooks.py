@@ -409,8 +409,11 @@ class WebhookReceiver:
         )
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
         response = _json({"error": exc.message}, status=exc.status, headers=headers)
-        if not request.content.is_eof():
+        if exc.status == 413 or not request.content.is_eof():
             # The rest of the body is never read: close rather than keep a connection it fills.
+            # A body over the limit closes it even if it all arrived before the answer (a
+            # compressed bomb's few hundred KB may have): whether the next request on it is
+            # answered must not depend on how fast the sender was.
             response.force_close()
         return response
 

@@ -447,6 +447,30 @@ async def test_a_bomb_is_refused_at_the_limit_and_the_rest_is_never_inflated(
     await _nothing_stored(runtime)
 
 
+async def test_a_body_over_the_limit_closes_the_connection_even_if_it_all_arrived(
+    make_client: Any,
+) -> None:
+    """1 MiB of zeros deflated to ~1 KB: all of it is in before the answer. The connection is
+    closed all the same, so whether the request behind it is served never depends on how fast
+    its sender was (it did for bombs, which made their test fail under load)."""
+    client, runtime = await make_client(max_webhook_bytes=64 * 1024)
+    head = _github_head(signature="sha256=" + "0" * 64, extra={"Content-Encoding": "deflate"})
+    first = request_bytes("/webhooks/github", head, zlib_bomb(1), close=False)
+    then = request_bytes("/health", [], method="GET", length=None)
+    reader, writer = await asyncio.open_connection(*_address(client))
+    try:
+        writer.write(first + then)
+        async with asyncio.timeout(30):
+            refused = await read_answer(reader)
+            after = await read_answer(reader)
+    finally:
+        writer.close()
+    assert refused is not None and refused.status == 413
+    assert refused.headers.get("connection") == "close"
+    assert after is None
+    await _nothing_stored(runtime)
+
+
 async def test_the_inflater_stops_at_the_limit_without_reading_the_rest(make_client: Any) -> None:
     """Only the first 64 KiB of a 2 MB bomb (2 GiB inflated) are sent, and the connection stays
     open: the 413 comes without the server waiting for (or inflating) the rest."""
