@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Collection, Iterable
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult, Result
 
 from bot.store.base import (
     EXCHANGE_UPDATABLE,
@@ -207,7 +207,13 @@ async def record_findings(
         .values(rows)
         .on_conflict_do_nothing(index_elements=["platform", "repo", "number", "fingerprint"])
     )
-    return await db.run(lambda conn: int(conn.execute(statement).rowcount))
+    # One statement, atomic by itself: on PostgreSQL no BEGIN and COMMIT around it (two round
+    # trips fewer between the model's answer and the final status).
+    return await db.write_one(statement, None, _rowcount)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)  # an INSERT's result is a cursor's
 
 
 async def findings_for(
