@@ -162,6 +162,22 @@ async def _review(
     started = progress.started = time.monotonic()
     model_asked = asyncio.Event()  # from here on, stopping the call would not stop its cost
 
+    # The review's record, written beside the steps toward the model (see below).
+    starting = asyncio.ensure_future(
+        store.start_review(
+            ReviewStart(
+                platform=request.platform,
+                repo=request.repo,
+                number=request.number,
+                head_sha=pr.head_sha,
+                base_sha=pr.base_sha,
+                mode="incremental" if since else "full",
+                job_id=attempt.job_id,
+                delivery_id=request.delivery_id,
+            )
+        )
+    )
+
     async def ask() -> tuple[Changes, ReviewResult]:
         """The changes and the model's recorded output (the prompt needs both), then the
         model."""
@@ -172,8 +188,15 @@ async def _review(
         )
         changes = _settled(changes_or)
         recorded = _settled(recorded_or)
+        # Findings this review's record already holds were recorded by an earlier attempt of
+        # this job (it failed or was deferred after recording them): they are this review's
+        # own, not earlier ones, or the retry would report them as "earlier" and its status
+        # would pass what the first attempt failed. The record is usually written by now.
+        own = (await starting).id if findings else None
         known = (
-            frozenset() if request.fresh else frozenset(f.fingerprint for f in findings if f.posted)
+            frozenset()
+            if request.fresh
+            else frozenset(f.fingerprint for f in findings if f.posted and f.review_id != own)
         )
         options = review_options(loaded, known_fingerprints=known)
         model_asked.set()
@@ -187,7 +210,9 @@ async def _review(
         return changes, result
 
     # A slot waits for every step before the model call and for none during it: the review's
-    # record, its pending status and the file's problems are written while the model is asked.
+    # record, its pending status and the file's problems are written while the model is asked
+    # (the record is awaited first only where the pull request has findings already, beside
+    # the files it has to wait for anyway).
     # If one of them fails before the model is asked, it is not asked, and the attempt fails as
     # it did before the call. Once asked, the answer is awaited all the same (a request cut
     # off may still be billed): it is cached for the retry and what it cost is booked. The
@@ -195,18 +220,7 @@ async def _review(
     asking = asyncio.ensure_future(ask())
     try:
         record_or, pending, reported = await asyncio.gather(
-            store.start_review(
-                ReviewStart(
-                    platform=request.platform,
-                    repo=request.repo,
-                    number=request.number,
-                    head_sha=pr.head_sha,
-                    base_sha=pr.base_sha,
-                    mode="incremental" if since else "full",
-                    job_id=attempt.job_id,
-                    delivery_id=request.delivery_id,
-                )
-            ),
+            starting,
             _status(ctx, pr, "pending", REVIEWING),
             report_config(ctx, pr, loaded),  # the file's problems, if any: never fails the review
             return_exceptions=True,
@@ -217,6 +231,7 @@ async def _review(
         (asked_or,) = await asyncio.gather(asking, return_exceptions=True)
     except BaseException:  # the attempt itself was stopped (its time ran out, or shutdown)
         asking.cancel()
+        starting.cancel()
         raise
     if isinstance(asked_or, tuple):
         progress.result = asked_or[1]
@@ -236,7 +251,7 @@ async def _review(
         return record.id
     if since and not changes.incremental:
         await store.update_review(record.id, mode="full")
-    earlier = [f for f in findings if f.posted]
+    earlier = [f for f in findings if f.posted and f.review_id != record.id]
     progress.result = result
     usage = store.record_usage(_usage(request, result, record.id))
     if result.errors and (result.chunks_reviewed == 0 or not attempt.last):

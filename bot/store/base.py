@@ -181,6 +181,7 @@ class FindingRecord:
     confidence: float
     posted: bool
     start_line: int | None = None
+    review_id: int | None = None  # the review that recorded it (read back; not written from here)
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,7 @@ def to_finding(row: Row) -> FindingRecord:
         body=row["body"],
         confidence=float(row["confidence"]),
         posted=bool(row["posted"]),
+        review_id=int(row["review_id"]) if row.get("review_id") is not None else None,
     )
 
 

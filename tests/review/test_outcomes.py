@@ -353,6 +353,35 @@ async def test_a_store_failure_after_the_final_status_leaves_the_outcome_shown(
     assert record.reason is not None and "StoreUnavailable" in record.reason
 
 
+async def test_a_retry_after_the_findings_were_recorded_reports_them_as_its_own(
+    make_runtime: MakeRuntime, github: FakeGitHub, openai: FakeOpenAI
+) -> None:
+    """The first attempt posts, records its findings, then GitHub refuses the final status:
+    the retry (same job, same review record) finds those findings recorded. They are the
+    review's own, not an earlier review's: the status and the summary say what the first
+    attempt found (before, the retry said "No new findings", the critical one "from earlier
+    reviews", and a `fail_on` gate passed)."""
+    runtime = await make_runtime(worker_retry_attempts=2)
+    await opened(runtime)
+    github.fail(
+        "POST",
+        f"/repos/{REPO}/statuses/{H1}",
+        422,
+        body={"message": "Validation Failed"},
+        if_body=lambda body: body.get("state") != "pending",
+    )
+
+    await work(runtime)
+
+    assert len(openai.requests) == 1  # the retry's answer came from the cache
+    assert statuses(github)[-1] == ("success", "1 new finding(s): 1 critical")
+    (summary,) = github.issue_comments(REPO, 2)
+    assert "from earlier reviews" not in summary["body"]
+    assert len(github.reviews(REPO, 2)) == 1 and len(github.review_comments(REPO, 2)) == 1
+    (record,) = await runtime.store.list_reviews()
+    assert (record.state, record.findings) == ("done", 1)
+
+
 # --- The repository file's problems are said whatever the review comes to ----------------------
 
 

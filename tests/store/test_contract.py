@@ -353,10 +353,10 @@ async def test_findings_are_remembered_once_per_pull_request(store: Store) -> No
     )
     assert again == 1
     recorded = await store.findings_for("github", "o/r", 1)
-    assert [(f.fingerprint, f.posted) for f in recorded] == [
-        ("f1", True),
-        ("f2", False),
-        ("f3", True),
+    assert [(f.fingerprint, f.posted, f.review_id) for f in recorded] == [
+        ("f1", True, review.id),  # the review that recorded it first keeps it
+        ("f2", False, review.id),
+        ("f3", True, later.id),
     ]
     assert [
         f.fingerprint for f in await store.findings_for("github", "o/r", 1, review_id=later.id)
