@@ -69,7 +69,3 @@ class LingeringPool(AsyncAdaptedQueuePool):
 
     def checkedout(self) -> int:
         return super().checkedout() - len(self._lingering)
-
-    def lingering(self) -> int:
-        """Overflow connections open and idle now."""
-        return len(self._lingering)
