@@ -13,7 +13,9 @@ slots (`--jobs` / K each), woken by the store's notifications of queued jobs.
 The ideal is N × model-seconds / jobs; the goal (issue 20) is at least 95 % of ideal (ideal /
 measured), 10.5 s for the defaults.
 
-Where the rest went is printed from what the fakes saw: when the first round's last review
+On PostgreSQL it prints how many server sessions Arbiter's processes opened (a connection pool
+that closes and reopens connections under load shows here). Where the rest went is printed
+from what the fakes saw: when the first round's last review
 started and asked the model (the slowest slot begins that late), and per review, the time from
 fetching the pull request to asking the model (before), from the model's answer to the final
 status (after), and how long a slot stood empty between a review's final status and the start
@@ -159,6 +161,7 @@ async def main() -> None:
         if not store_url.startswith("sqlite"):
             server.migrate()
             await _empty(store_url)
+        sessions_before = None if store_url.startswith("sqlite") else await _sessions(store_url)
         try:
             # Inside the try: a process that did start is stopped if a later one fails to.
             await server.start()
@@ -184,6 +187,11 @@ async def main() -> None:
             for worker in workers:
                 worker.stop()
             server.stop()
+        sessions = None
+        if sessions_before is not None:
+            after = await _sessions(store_url)
+            # Each reading is a session of its own, counted once it ends: the first one's too.
+            sessions = None if after is None else after - sessions_before - 1
         last = _last_states(github)
         states = {last[head] for head in heads.values()}
         timeline = _timeline(github, heads, asked, args.model_seconds, started_at)
@@ -210,6 +218,9 @@ async def main() -> None:
     )
     if cpu >= 0:
         print(f"Arbiter CPU      {cpu:.2f} s, {cpu / args.prs * 1000:.1f} ms per pull request")
+    if sessions is not None:
+        # A pool that keeps its connections opens about as many as it holds at once.
+        print(f"server sessions  {sessions} opened by Arbiter's processes, warm-up to stop")
     for line in _describe(timeline, args.jobs):
         print(line)
     if args.trace is not None:
@@ -226,6 +237,7 @@ async def main() -> None:
                 "server_cpu_seconds": round(cpu, 2) if cpu >= 0 else None,
                 "load_average": round(load, 2),
                 "worker_processes": apart,
+                "server_sessions": sessions,
             }
         )
     )
@@ -238,6 +250,30 @@ async def _deliver(http: aiohttp.ClientSession, url: str, bodies: dict[int, byte
         async with http.post(f"{url}/webhooks/github", data=body, headers=headers) as response:
             if response.status != 202:
                 raise SystemExit(f"delivery {number}: {response.status}")
+
+
+async def _sessions(url: str) -> int | None:
+    """How many sessions PostgreSQL has counted for the database at `url` (`sessions` of
+    pg_stat_database, PostgreSQL 14 and later, counted as each one ends; this one's own once it
+    has ended); None where the server does not count them. Read until it stops moving: a
+    session's count lands as its server process exits."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("+asyncpg", "", 1))
+    query = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+    try:
+        last = await connection.fetchval(query)
+        for _ in range(20):
+            await asyncio.sleep(0.2)
+            now = await connection.fetchval(query)
+            if now == last:
+                break
+            last = now
+    except asyncpg.UndefinedColumnError:
+        return None
+    finally:
+        await connection.close()
+    return None if last is None else int(last)
 
 
 async def _empty(url: str) -> None:
