@@ -266,13 +266,21 @@ async def _review(
     progress.stage = "post"
     # What the model cost is recorded whatever posting comes to, beside it.
     usage_or, posted_or = await asyncio.gather(
-        usage,
-        _post(ctx, pr, result, earlier_tally if summary else None, key=f"review-{record.id}"),
-        return_exceptions=True,
+        usage, _post_review(ctx, pr, result, key=f"review-{record.id}"), return_exceptions=True
     )
     _settled(usage_or)
-    posted, summary_url = _settled(posted_or)
+    posted = _settled(posted_or)
+    # The summary, and the findings recorded beside it: they need only what the review posted.
+    # Whichever fails, a retry reads the findings recorded as this review's own (see `ask`), and
+    # findings already on the pull request are known to the next review even if this one fails.
+    summary_or, recorded_or = await asyncio.gather(
+        _post_summary(ctx, pr, result, earlier_tally if summary else None),
+        _record_findings(ctx, pr, record, result, posted),
+        return_exceptions=True,
+    )
+    summary_url = _settled(summary_or)
     progress.stage = "record"
+    _settled(recorded_or)
     await _record(
         ctx,
         pr,
@@ -352,29 +360,51 @@ async def _budget_left(ctx: Context) -> float | None:
     return max(budget - spent, 0.0)
 
 
-async def _post(
-    ctx: Context,
-    pr: PullRequest,
-    result: ReviewResult,
-    earlier: dict[str, int] | None,
-    *,
-    key: str,
-) -> tuple[PostedReview | None, str | None]:
-    """The review with its inline comments, then the summary (None: no summary); what was
-    posted, and the summary's address (recorded with the review's outcome)."""
+async def _post_review(
+    ctx: Context, pr: PullRequest, result: ReviewResult, *, key: str
+) -> PostedReview | None:
+    """The review with its inline comments; what was posted (None: nothing)."""
     if not ctx.settings.post_comments:
         ctx.log.info("dry run: nothing posted (ARBITER_POST_COMMENTS=false)")
-        return None, None
-    posted = None
-    if result.comments:
-        body = _review_body(result.findings, pr)
-        posted = await ctx.platform.post_review(pr, body, result.comments, key=key)
-    url = None
-    if earlier is not None:
-        facts = replace(result.facts, earlier=earlier) if result.facts else None
-        text = summary_markdown(facts) if facts else result.summary_markdown
-        url = (await ctx.platform.upsert_comment(pr, SUMMARY_KEY, text)).url or None
-    return posted, url
+        return None
+    if not result.comments:
+        return None
+    body = _review_body(result.findings, pr)
+    return await ctx.platform.post_review(pr, body, result.comments, key=key)
+
+
+async def _post_summary(
+    ctx: Context, pr: PullRequest, result: ReviewResult, earlier: dict[str, int] | None
+) -> str | None:
+    """The summary comment, posted or edited (`earlier` None: no summary); its address,
+    recorded with the review's outcome."""
+    if not ctx.settings.post_comments or earlier is None:
+        return None
+    facts = replace(result.facts, earlier=earlier) if result.facts else None
+    text = summary_markdown(facts) if facts else result.summary_markdown
+    return (await ctx.platform.upsert_comment(pr, SUMMARY_KEY, text)).url or None
+
+
+async def _record_findings(
+    ctx: Context,
+    pr: PullRequest,
+    record: ReviewRecord,
+    result: ReviewResult,
+    posted: PostedReview | None,
+) -> None:
+    """The review's findings, each marked posted if it is on the pull request now."""
+    dropped = {_where(c) for c, _ in posted.dropped} if posted else set()
+    on_pr = posted is not None
+    await ctx.store.record_findings(
+        record.id,
+        pr_platform(ctx),
+        pr.repo,
+        pr.number,
+        [
+            _finding_record(f, posted=on_pr and (f.path, f.line) not in dropped)
+            for f in result.findings
+        ],
+    )
 
 
 async def _record(
@@ -392,17 +422,6 @@ async def _record(
     store = ctx.store
     platform = pr_platform(ctx)
     dropped = {_where(c) for c, _ in posted.dropped} if posted else set()
-    on_pr = posted is not None
-    await store.record_findings(
-        record.id,
-        platform,
-        pr.repo,
-        pr.number,
-        [
-            _finding_record(f, posted=on_pr and (f.path, f.line) not in dropped)
-            for f in result.findings
-        ],
-    )
     state, description = final_status(result, fail_on)
     description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
     await _status(ctx, pr, state, description)

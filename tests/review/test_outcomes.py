@@ -382,6 +382,27 @@ async def test_a_retry_after_the_findings_were_recorded_reports_them_as_its_own(
     assert (record.state, record.findings) == ("done", 1)
 
 
+async def test_findings_already_on_the_pull_request_are_recorded_though_the_summary_fails(
+    make_runtime: MakeRuntime, github: FakeGitHub
+) -> None:
+    """The review and its inline comment are posted, then GitHub refuses the summary on the
+    last attempt: the review ends in error, and the finding on the pull request is recorded as
+    posted all the same, so the next review knows it instead of posting it again."""
+    runtime = await make_runtime(worker_retry_attempts=0)
+    await opened(runtime)
+    github.fail(
+        "POST", f"/repos/{REPO}/issues/2/comments", 422, body={"message": "Validation Failed"}
+    )
+
+    await work(runtime)
+
+    assert len(github.review_comments(REPO, 2)) == 1 and github.issue_comments(REPO, 2) == []
+    state, description = statuses(github)[-1]
+    assert state == "error" and description.startswith("Arbiter could not post its review:")
+    (recorded,) = await runtime.store.findings_for("github", REPO, 2)
+    assert (recorded.severity, recorded.posted) == ("critical", True)
+
+
 # --- The repository file's problems are said whatever the review comes to ----------------------
 
 
