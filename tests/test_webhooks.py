@@ -23,7 +23,7 @@ from bot.store.sql import SQLStore
 from config.settings import load_settings
 from tests.bad_input import WRONG_TYPES, gzip_bomb, raw_deflate, sign, zlib_bomb
 from tests.conftest import fixture_bytes, github_headers, gitlab_headers
-from tests.rawhttp import exchange, read_answer, request_bytes
+from tests.rawhttp import Answer, exchange, read_answer, request_bytes
 
 SECRET = "it's-a-secret-to-everybody"
 GL_TOKEN = "gitlab-hook-token"
@@ -421,6 +421,22 @@ async def test_what_the_headers_refuse_is_refused_before_the_body_is_read(
     await _nothing_stored(runtime)
 
 
+async def _refused_then_next(
+    client: Any, head: list[tuple[str, bytes | str]], body: bytes
+) -> tuple[Answer | None, Answer | None]:
+    """A GitHub delivery of `body`, then a GET /health on the same connection: the answers to
+    both (the second None if the connection closed first)."""
+    first = request_bytes("/webhooks/github", head, body, close=False)
+    then = request_bytes("/health", [], method="GET", length=None)
+    reader, writer = await asyncio.open_connection(*_address(client))
+    try:
+        writer.write(first + then)
+        async with asyncio.timeout(30):
+            return await read_answer(reader), await read_answer(reader)
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize(("coding", "bomb"), [("gzip", gzip_bomb), ("deflate", zlib_bomb)])
 async def test_a_bomb_is_refused_at_the_limit_and_the_rest_is_never_inflated(
     make_client: Any, coding: str, bomb: Any
@@ -430,16 +446,7 @@ async def test_a_bomb_is_refused_at_the_limit_and_the_rest_is_never_inflated(
     answered the next request on it)."""
     client, runtime = await make_client(max_webhook_bytes=64 * 1024)
     head = _github_head(signature="sha256=" + "0" * 64, extra={"Content-Encoding": coding})
-    first = request_bytes("/webhooks/github", head, bomb(256), close=False)
-    then = request_bytes("/health", [], method="GET", length=None)
-    reader, writer = await asyncio.open_connection(*_address(client))
-    try:
-        writer.write(first + then)
-        async with asyncio.timeout(30):
-            refused = await read_answer(reader)
-            after = await read_answer(reader)
-    finally:
-        writer.close()
+    refused, after = await _refused_then_next(client, head, bomb(256))
     assert refused is not None and refused.status == 413
     assert "65536 bytes" in refused.json()["error"]
     assert refused.headers.get("connection") == "close"
@@ -455,16 +462,7 @@ async def test_a_body_over_the_limit_closes_the_connection_even_if_it_all_arrive
     its sender was (it did for bombs, which made their test fail under load)."""
     client, runtime = await make_client(max_webhook_bytes=64 * 1024)
     head = _github_head(signature="sha256=" + "0" * 64, extra={"Content-Encoding": "deflate"})
-    first = request_bytes("/webhooks/github", head, zlib_bomb(1), close=False)
-    then = request_bytes("/health", [], method="GET", length=None)
-    reader, writer = await asyncio.open_connection(*_address(client))
-    try:
-        writer.write(first + then)
-        async with asyncio.timeout(30):
-            refused = await read_answer(reader)
-            after = await read_answer(reader)
-    finally:
-        writer.close()
+    refused, after = await _refused_then_next(client, head, zlib_bomb(1))
     assert refused is not None and refused.status == 413
     assert refused.headers.get("connection") == "close"
     assert after is None

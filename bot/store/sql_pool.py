@@ -46,9 +46,10 @@ class LingeringPool(AsyncAdaptedQueuePool):
             return self._lingering.pop()[1]  # the one used last: warm, and the others may expire
         return super()._do_get()
 
-    def _expire(self) -> None:
+    def _expire(self, *, everything: bool = False) -> None:
+        """Close the lingering connections idle past the linger (with `everything`, all)."""
         deadline = time.monotonic() - self._linger
-        while self._lingering and self._lingering[0][0] <= deadline:
+        while self._lingering and (everything or self._lingering[0][0] <= deadline):
             _, record = self._lingering.popleft()
             try:
                 record.close()
@@ -56,12 +57,7 @@ class LingeringPool(AsyncAdaptedQueuePool):
                 self._dec_overflow()
 
     def dispose(self) -> None:
-        while self._lingering:
-            _, record = self._lingering.popleft()
-            try:
-                record.close()
-            finally:
-                self._dec_overflow()
+        self._expire(everything=True)
         super().dispose()
 
     def checkedin(self) -> int:
