@@ -373,7 +373,10 @@ def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:
             return "-"
         ms = sorted(v * 1000 for v in values)
         p90 = ms[min(len(ms) - 1, int(len(ms) * 0.9))]
-        return f"median {statistics.median(ms):.0f} ms, p90 {p90:.0f} ms, max {ms[-1]:.0f} ms"
+        return (
+            f"median {statistics.median(ms):.0f} ms, mean {statistics.fmean(ms):.0f} ms, "
+            f"p90 {p90:.0f} ms, max {ms[-1]:.0f} ms"
+        )
 
     return [
         f"first review     started {starts[0]:.2f} s after the first delivery",

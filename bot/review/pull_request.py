@@ -270,28 +270,29 @@ async def _review(
     )
     _settled(usage_or)
     posted = _settled(posted_or)
-    # The summary, and the findings recorded beside it: they need only what the review posted.
+    # The summary, the findings recorded and the final status, together: each needs only what
+    # the review posted, and every platform call made one after another is time the slot waits
+    # (a round trip to GitHub is 50-300 ms; the status is what a merge waits for).
     # Whichever fails, a retry reads the findings recorded as this review's own (see `ask`), and
     # findings already on the pull request are known to the next review even if this one fails.
-    summary_or, recorded_or = await asyncio.gather(
+    # If the summary or the findings' record fails, the attempt fails as if the status had not
+    # been set: a retry sets it again, and the last attempt replaces it with the error.
+    verdict, description = final_status(result, config.review.fail_on)
+    description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
+    summary_or, recorded_or, status_or = await asyncio.gather(
         _post_summary(ctx, pr, result, earlier_tally if summary else None),
         _record_findings(ctx, pr, record, result, posted),
+        _status(ctx, pr, verdict, description),
         return_exceptions=True,
     )
     summary_url = _settled(summary_or)
     progress.stage = "record"
     _settled(recorded_or)
-    await _record(
-        ctx,
-        pr,
-        record,
-        result,
-        posted,
-        progress,
-        config.review.fail_on,
-        summary_url=summary_url,
-        settled=attempt.settled,
-    )
+    progress.stage = "post"  # the final status is a post of its own: "could not post" if refused
+    _settled(status_or)
+    progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours
+    attempt.settled()
+    await _record(ctx, pr, record, result, posted, progress, verdict, description, summary_url)
     return record.id
 
 
@@ -414,19 +415,14 @@ async def _record(
     result: ReviewResult,
     posted: PostedReview | None,
     progress: _Progress,
-    fail_on: str,
-    *,
-    summary_url: str | None = None,
-    settled: Callable[[], None] = _nothing,
+    state: StatusState,
+    description: str,
+    summary_url: str | None,
 ) -> None:
+    """The review's outcome in the store, once its final status is on the pull request."""
     store = ctx.store
     platform = pr_platform(ctx)
     dropped = {_where(c) for c, _ in posted.dropped} if posted else set()
-    state, description = final_status(result, fail_on)
-    description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
-    await _status(ctx, pr, state, description)
-    progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours
-    settled()
     outcome = state if state in ("failure", "error") else "success"
     duration = time.monotonic() - progress.started
     # Two rows of their own, written together (the job's end waits for them, its slot not).

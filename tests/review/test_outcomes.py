@@ -403,6 +403,30 @@ async def test_findings_already_on_the_pull_request_are_recorded_though_the_summ
     assert (recorded.severity, recorded.posted) == ("critical", True)
 
 
+async def test_the_final_status_does_not_wait_for_the_summary(
+    make_runtime: MakeRuntime, github: FakeGitHub
+) -> None:
+    """Every platform call after the model made one after another is time the slot waits: the
+    final status is set while GitHub is still taking the summary."""
+    runtime = await make_runtime()
+    await opened(runtime)
+    summary_taken = asyncio.Event()
+    github.delay("POST", f"/repos/{REPO}/issues/2/comments", 10, until=summary_taken)
+    working = asyncio.ensure_future(work(runtime))
+    try:
+        async with asyncio.timeout(5):
+            while not statuses(github) or statuses(github)[-1][0] == "pending":
+                await asyncio.sleep(0.01)
+        assert statuses(github)[-1][0] == "success"  # the final one (no `fail_on` here)
+        assert github.issue_comments(REPO, 2) == []  # the summary is still on its way
+    finally:
+        summary_taken.set()
+        await working
+    assert len(github.issue_comments(REPO, 2)) == 1
+    (record,) = await runtime.store.list_reviews()
+    assert record.state == "done" and record.url
+
+
 # --- The repository file's problems are said whatever the review comes to ----------------------
 
 
