@@ -264,12 +264,18 @@ async def _review(
     summary = config.review.summary
     earlier_tally = {} if request.fresh else earlier_counts(f.severity for f in earlier)
     progress.stage = "post"
-    # What the model cost is recorded whatever posting comes to, beside it.
-    usage_or, posted_or = await asyncio.gather(
-        usage, _post_review(ctx, pr, result, key=f"review-{record.id}"), return_exceptions=True
+    # What the model cost is recorded whatever posting comes to, beside it and beside the
+    # steps after it: the slot waits for no store write of its own.
+    booking = asyncio.ensure_future(usage)
+    (posted_or,) = await asyncio.gather(
+        _post_review(ctx, pr, result, key=f"review-{record.id}"), return_exceptions=True
     )
-    _settled(usage_or)
-    posted = _settled(posted_or)
+    if isinstance(posted_or, BaseException):
+        (booked_or,) = await asyncio.gather(booking, return_exceptions=True)
+        if isinstance(booked_or, Exception):  # the review's own failure is the one raised
+            ctx.log.warning("could not record what the model cost", error=_plain(booked_or))
+        raise posted_or
+    posted = posted_or
     # The summary, the findings recorded and the final status, together: each needs only what
     # the review posted, and every platform call made one after another is time the slot waits
     # (a round trip to GitHub is 50-300 ms; the status is what a merge waits for).
@@ -279,15 +285,17 @@ async def _review(
     # been set: a retry sets it again, and the last attempt replaces it with the error.
     verdict, description = final_status(result, config.review.fail_on)
     description = ctx.redactor.scrub(description)  # kept, shown by the API: no secret in it
-    summary_or, recorded_or, status_or = await asyncio.gather(
+    summary_or, recorded_or, status_or, booked_or = await asyncio.gather(
         _post_summary(ctx, pr, result, earlier_tally if summary else None),
         _record_findings(ctx, pr, record, result, posted),
         _status(ctx, pr, verdict, description),
+        booking,
         return_exceptions=True,
     )
     summary_url = _settled(summary_or)
     progress.stage = "record"
     _settled(recorded_or)
+    _settled(booked_or)
     progress.stage = "post"  # the final status is a post of its own: "could not post" if refused
     _settled(status_or)
     progress.stage = "settled"  # the pull request shows the outcome: a later failure is ours

@@ -427,6 +427,41 @@ async def test_the_final_status_does_not_wait_for_the_summary(
     assert record.state == "done" and record.url
 
 
+class HeldUsage(SQLStore):
+    """A store whose record of what the model cost waits until `allow` is set."""
+
+    def __init__(self, url: str, *, clock: Clock) -> None:
+        super().__init__(url, clock=clock)
+        self.allow = asyncio.Event()
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        await self.allow.wait()
+        await super().record_usage(record)
+
+
+async def test_the_final_status_does_not_wait_for_the_usage_record(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock, tmp_path: Path
+) -> None:
+    """What the model cost is booked beside the steps after the model, not before them: a
+    slow store write holds no slot's review back."""
+    store = HeldUsage(f"sqlite+aiosqlite:///{tmp_path}/held.db", clock=clock)
+    runtime = await make_runtime(store=store)
+    await opened(runtime)
+    working = asyncio.ensure_future(work(runtime))
+    try:
+        async with asyncio.timeout(5):
+            while not statuses(github) or statuses(github)[-1][0] == "pending":
+                await asyncio.sleep(0.01)
+        assert len(github.issue_comments(REPO, 2)) == 1  # the summary too
+        assert await store.spent_since(0) == 0  # not booked yet
+    finally:
+        store.allow.set()
+        await working
+    assert await store.spent_since(0) > 0
+    (record,) = await store.list_reviews()
+    assert record.state == "done" and record.cost_usd == await store.spent_since(0)
+
+
 # --- The repository file's problems are said whatever the review comes to ----------------------
 
 
