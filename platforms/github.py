@@ -334,6 +334,12 @@ class GitHubPlatform:
             scope = f"installation:{installation_id}" if known else f"repo:{repo}"
         self._http = github.transport(scope, delivery_id)
         self._log = get_logger(component="github", repo=repo, delivery_id=delivery_id)
+        # Our comments in each comment listing read to its end, by the listing's URL: a review
+        # looks for its marked comments twice (the repository file's problems before the model,
+        # the summary after it), and one listing answers both. Only this job writes our marked
+        # comments on the pull request (one job per pull request runs at a time), and every
+        # write here forgets the listing; a lost answer's check reads it again.
+        self._ours: dict[str, list[dict[str, Any]]] = {}
 
     # --- Reading ------------------------------------------------------------------------------
 
@@ -582,12 +588,14 @@ class GitHubPlatform:
         text = body if has_marker(body, marker) else f"{marker}\n{body}"
         me = await self._github.login(delivery_id=self.delivery_id)
         comments = f"{self._path}/issues/{pr.number}/comments"
+        listed_before = comments in self._ours
         existing = await self._find_marked(comments, marker, me, number=pr.number)
         if existing is None:
 
             async def find() -> dict[str, Any] | None:
-                return await self._find_marked(comments, marker, me, number=pr.number)
+                return await self._find_marked(comments, marker, me, number=pr.number, fresh=True)
 
+            self._ours.pop(comments, None)
             made = await self._write(
                 f"comment on #{pr.number}", post(comments, {"body": text}), find
             )
@@ -595,9 +603,17 @@ class GitHubPlatform:
         if existing.get("body") == text:
             return _conversation_ref(existing, pr.number)  # an unchanged body needs no edit
         url = f"{self._path}/issues/comments/{existing['id']}"
-        edited = await self._call(
-            f"edit comment {existing['id']} on #{pr.number}", patch(url, {"body": text})
-        )
+        self._ours.pop(comments, None)
+        try:
+            edited = await self._call(
+                f"edit comment {existing['id']} on #{pr.number}", patch(url, {"body": text})
+            )
+        except PlatformError as exc:
+            if exc.status != 404 or not listed_before:
+                raise
+            # Deleted since this job read the listing earlier: looked for again in a listing
+            # read now (the one above is forgotten), and made anew if it is gone.
+            return await self.upsert_comment(pr, key, body)
         return _conversation_ref(edited, pr.number)
 
     async def find_comment(self, pr: PullRequest, key: str) -> CommentRef | None:
@@ -607,17 +623,25 @@ class GitHubPlatform:
         return None if found is None else _conversation_ref(found, pr.number)
 
     async def _find_marked(
-        self, url: str, marker: str, author: str, *, number: int
+        self, url: str, marker: str, author: str, *, number: int, fresh: bool = False
     ) -> dict[str, Any] | None:
         """Our comment under `url` (a list of #`number`'s comments) carrying `marker`; a marker
-        copied into someone else's comment is not."""
+        copied into someone else's comment is not. Answered from the listing this job read
+        already, if it read it to the end and wrote nothing there since, unless `fresh`."""
+        known = None if fresh else self._ours.get(url)
+        if known is not None:
+            return next((c for c in known if has_marker(c.get("body") or "", marker)), None)
 
         async def find(http: Transport, token: str) -> dict[str, Any] | None:
+            ours: list[dict[str, Any]] = []
             async with aclosing(http.getiter(f"{url}?per_page=100", oauth_token=token)) as items:
                 async for comment in items:
-                    login = (comment.get("user") or {}).get("login")
-                    if login == author and has_marker(comment.get("body") or "", marker):
+                    if (comment.get("user") or {}).get("login") != author:
+                        continue
+                    if has_marker(comment.get("body") or "", marker):
                         return cast(dict[str, Any], comment)
+                    ours.append(comment)
+            self._ours[url] = ours
             return None
 
         return await self._call(f"list the comments of #{number}", find)
@@ -642,8 +666,9 @@ class GitHubPlatform:
 
         async def find() -> dict[str, Any] | None:
             me = await self._github.login(delivery_id=self.delivery_id)
-            return await self._find_marked(listing, marker, me, number=number)
+            return await self._find_marked(listing, marker, me, number=number, fresh=True)
 
+        self._ours.pop(listing, None)
         made = await self._write(action, post(url, {"body": text}), find)
         if comment.kind != "inline":
             return _conversation_ref(made, number)

@@ -811,6 +811,11 @@ class FakeGitHub:
         pull = self._repo(repo).pulls[number]
         return copy.deepcopy(self._visible_review_comments(pull))
 
+    def delete_issue_comment(self, comment_id: int) -> None:
+        """A conversation comment deleted by someone on GitHub (it 404s from then on)."""
+        _, pull, comment = self._issue_comments.pop(comment_id)
+        pull.issue_comments.remove(comment)
+
     def issue_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
         return copy.deepcopy(self._repo(repo).pulls[number].issue_comments)
 

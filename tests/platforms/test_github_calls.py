@@ -9,7 +9,7 @@ import pytest
 from platforms.base import CommentRef, InlineComment, PlatformError, SinceNotAncestor
 from platforms.github import GitHubPlatform, comment_marker
 from tests.fakes.github import FakeGitHub, PullFile
-from tests.platforms.conftest import REPO, MakeGitHub, visible
+from tests.platforms.conftest import INSTALLATION, REPO, MakeGitHub, visible
 
 PATCH = "@@ -1,3 +1,4 @@\n context one\n-old two\n+new two\n+new three\n context four"
 # Line numbers in PATCH. RIGHT (new file): 1, 2, 3, 4 (context, added, added, context).
@@ -288,6 +288,60 @@ async def test_upsert_comment_with_an_unchanged_body_does_not_edit(
 
     assert len(fake.issue_comments(REPO, 1)) == 1
     assert fake.requests_to("PATCH", "*") == []
+
+
+async def test_one_listing_of_the_comments_answers_every_marker_until_a_write(
+    fake: FakeGitHub, platform: GitHubPlatform
+) -> None:
+    """A review looks for the repository file's comment, then for its summary: GitHub is asked
+    for the listing once. A write of ours forgets it: the next look reads it again."""
+    seed_pull(fake)
+    fake.add_issue_comment(REPO, 1, "a human's comment")
+    pr = await platform.pull_request(1)
+    listing = f"/repos/{REPO}/issues/1/comments"
+
+    assert await platform.find_comment(pr, "repo-config") is None
+    made = await platform.upsert_comment(pr, "summary", "Reviewed 1 file")
+    assert len(fake.requests_to("GET", listing)) == 1
+
+    found = await platform.find_comment(pr, "summary")
+    assert found is not None and found.id == made.id
+    assert len(fake.requests_to("GET", listing)) == 2
+
+
+async def test_a_comment_deleted_after_the_listing_was_read_is_made_anew(
+    fake: FakeGitHub, platform: GitHubPlatform, make_github: MakeGitHub, mode: str
+) -> None:
+    seed_pull(fake)
+    pr = await platform.pull_request(1)
+    first = await platform.upsert_comment(pr, "summary", "Reviewed 1 file")
+    job = make_github(mode).for_repo(REPO, INSTALLATION)  # the next job: a platform of its own
+    assert await job.find_comment(pr, "repo-config") is None  # the listing, with the summary
+    fake.delete_issue_comment(int(first.id))  # by someone, meanwhile
+
+    again = await job.upsert_comment(pr, "summary", "Reviewed 2 files")
+
+    assert again.id != first.id
+    assert [c["body"] for c in fake.issue_comments(REPO, 1)] == [
+        f"{comment_marker('summary')}\nReviewed 2 files"
+    ]
+    [edit] = fake.requests_to("PATCH", f"/repos/{REPO}/issues/comments/{first.id}")
+    assert edit.status == 404
+
+
+async def test_a_lost_answer_is_looked_for_in_a_new_listing(
+    fake: FakeGitHub, platform: GitHubPlatform
+) -> None:
+    """The listing read before a comment is posted says nothing of whether the post landed."""
+    seed_pull(fake)
+    pr = await platform.pull_request(1)
+    assert await platform.find_comment(pr, "repo-config") is None  # the listing, kept
+    fake.fail("POST", f"/repos/{REPO}/issues/1/comments", 502, landed=True)
+
+    await platform.upsert_comment(pr, "summary", "Reviewed 1 file")
+
+    assert len(fake.issue_comments(REPO, 1)) == 1
+    assert len(fake.requests_to("POST", f"/repos/{REPO}/issues/1/comments")) == 1
 
 
 async def test_reply_in_an_inline_thread_goes_to_its_first_comment(
