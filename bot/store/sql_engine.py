@@ -249,6 +249,14 @@ class SQLDatabase:
             return await self._autocommit(self._async_engine, operation)
         return await self.run(operation, alone=alone)
 
+    async def run_each(self, operation: Callable[[Connection], T]) -> T:
+        """`operation` whose statements are each atomic by itself and need no transaction
+        around them: on PostgreSQL in autocommit (no BEGIN and COMMIT round trips), elsewhere as
+        `run`. Failures surface as `run`'s do."""
+        if self._async_engine is not None:
+            return await self._autocommit(self._async_engine, operation)
+        return await self.run(operation)
+
     async def _autocommit(self, engine: AsyncEngine, operation: Callable[[Connection], T]) -> T:
         if self._autocommit_engine is None:
             self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")

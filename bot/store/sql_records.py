@@ -82,39 +82,42 @@ async def cache_put(db: SQLDatabase, key: str, value: str, ttl_seconds: float, n
 
 
 async def start_review(db: SQLDatabase, start: ReviewStart, now: float) -> ReviewRecord:
+    """A job's first attempt inserts its review in one statement (on PostgreSQL without BEGIN
+    and COMMIT: four round trips were one); a retry, which finds it there, takes it back."""
+    row = {**new_review_row(start, now), "job_id": start.job_id}
+
     def begin(conn: Connection) -> ReviewRecord:
-        if start.job_id is not None:
-            row = (
-                conn.execute(
-                    sa.select(reviews)
-                    .where(reviews.c.job_id == start.job_id)
-                    .order_by(reviews.c.id.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
+        if start.job_id is None:
+            inserted = conn.execute(sa.insert(reviews).values(**row).returning(*reviews.c))
+            return to_review(inserted.mappings().one())
+        # One job, one review (a job runs in one place at a time: its lease).
+        values = (sa.literal(v, type_=reviews.c[name].type).label(name) for name, v in row.items())
+        unless_started = sa.select(*values).where(
+            ~sa.exists().where(reviews.c.job_id == start.job_id)
+        )
+        first = conn.execute(
+            sa.insert(reviews).from_select(list(row), unless_started).returning(*reviews.c)
+        )
+        if (made := first.mappings().first()) is not None:
+            return to_review(made)
+        latest = (
+            sa.select(reviews.c.id)
+            .where(reviews.c.job_id == start.job_id)
+            .order_by(reviews.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        again = conn.execute(
+            sa.update(reviews)
+            .where(reviews.c.id == latest)
+            .values(
+                head_sha=start.head_sha, base_sha=start.base_sha, mode=start.mode, state="running"
             )
-            if row is not None:
-                updated = conn.execute(
-                    sa.update(reviews)
-                    .where(reviews.c.id == row["id"])
-                    .values(
-                        head_sha=start.head_sha,
-                        base_sha=start.base_sha,
-                        mode=start.mode,
-                        state="running",
-                    )
-                    .returning(*reviews.c)
-                )
-                return to_review(updated.mappings().one())
-        inserted = conn.execute(
-            sa.insert(reviews)
-            .values(**new_review_row(start, now), job_id=start.job_id)
             .returning(*reviews.c)
         )
-        return to_review(inserted.mappings().one())
+        return to_review(again.mappings().one())
 
-    return await db.run(begin)
+    return await db.run_each(begin)
 
 
 async def update_review(db: SQLDatabase, review_id: int, changes: dict[str, Any]) -> None:

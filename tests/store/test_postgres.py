@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 from bot.store import StoreUnavailable, sql_engine, sql_pool
+from bot.store.base import ReviewStart
 from bot.store.sql import SQLStore
 from bot.store.sql_engine import unavailable
 
@@ -123,6 +125,43 @@ async def test_a_one_statement_write_commits_without_a_transaction_block(
         assert (await other.pr_state("github", repo, 8)).last_reviewed_head == "def"
     finally:
         await other.close()
+
+
+async def test_a_job_s_review_record_is_written_in_one_statement_without_a_transaction(
+    postgres_store: SQLStore,
+) -> None:
+    """A review's record is written beside the steps toward the model on every review: its
+    first attempt sends one INSERT (no BEGIN, SELECT, COMMIT); a retry finds it and takes it
+    back with one UPDATE more."""
+
+    def savepoint(conn: sa.Connection) -> bool:
+        conn.execute(sa.text("SAVEPOINT probe"))  # PostgreSQL: only inside a transaction block
+        return True
+
+    with pytest.raises(sa.exc.DBAPIError, match="transaction blocks"):
+        await postgres_store._db.run_each(savepoint)
+    await postgres_store.migrate()
+    sent: list[str] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    engine = postgres_store._db._async_engine
+    assert engine is not None
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", executed)
+    job = int(uuid.uuid4().int % 2**31)  # the session's database is shared: a job of its own
+    try:
+        first = await postgres_store.start_review(
+            ReviewStart("github", "o/r", 1, "a" * 40, "full", job_id=job)
+        )
+        assert sent == ["INSERT"]
+        again = await postgres_store.start_review(
+            ReviewStart("github", "o/r", 1, "b" * 40, "incremental", job_id=job)
+        )
+        assert sent == ["INSERT", "INSERT", "UPDATE"]
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", executed)
+    assert again.id == first.id and (again.head_sha, again.mode) == ("b" * 40, "incremental")
 
 
 @pytest.mark.parametrize(
