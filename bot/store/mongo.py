@@ -67,6 +67,7 @@ from bot.store.mongo_schema import (
     as_seconds,
     job_document,
 )
+from bot.store.noted import RecentlyNoted
 from bot.store.records import to_job
 
 P = ParamSpec("P")
@@ -117,6 +118,7 @@ class MongoStore:
         self._clock = clock
         self._db: AsyncDatabase[Doc] | None = None
         self._sweeps = LeaseSweeps()
+        self._noted = RecentlyNoted(self._clock)
 
     # --- Connection and indexes --------------------------------------------------------------
 
@@ -873,12 +875,16 @@ class MongoStore:
     async def note_repositories(
         self, platform: str, repos: Iterable[str], *, installation_id: int | None = None
     ) -> None:
-        await mongo_recovery.note_repositories(
-            self.database, platform, repos, installation_id, self._clock()
-        )
+        due = self._noted.due(platform, repos, installation_id)
+        if due:
+            await mongo_recovery.note_repositories(
+                self.database, platform, due, installation_id, self._clock()
+            )
+            self._noted.noted(platform, due, installation_id)
 
     @_guarded
     async def forget_repository(self, platform: str, repo: str) -> None:
+        self._noted.forget(platform, repo)
         await mongo_recovery.forget_repository(self.database, platform, repo)
 
     @_guarded

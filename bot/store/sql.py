@@ -46,6 +46,7 @@ from bot.store.base import (
 )
 from bot.store.batching import GroupCommit
 from bot.store.leases import LeaseSweeps
+from bot.store.noted import RecentlyNoted
 from bot.store.sql_engine import INTAKE_CONNECTIONS, SQLDatabase
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class SQLStore:
         self.backend = self._db.backend
         self._clock = clock
         self._sweeps = LeaseSweeps()
+        self._noted = RecentlyNoted(clock)
         # SQLite has one writer; PostgreSQL commits several batches at once, one per connection.
         in_flight = 1 if self._db.backend == "sqlite" else INTAKE_CONNECTIONS
         self._deliveries = GroupCommit(self._accept_batch, in_flight=in_flight)
@@ -485,11 +487,15 @@ class SQLStore:
     async def note_repositories(
         self, platform: str, repos: Iterable[str], *, installation_id: int | None = None
     ) -> None:
-        await sql_recovery.note_repositories(
-            self._db, platform, repos, installation_id, self._clock()
-        )
+        due = self._noted.due(platform, repos, installation_id)
+        if due:
+            await sql_recovery.note_repositories(
+                self._db, platform, due, installation_id, self._clock()
+            )
+            self._noted.noted(platform, due, installation_id)
 
     async def forget_repository(self, platform: str, repo: str) -> None:
+        self._noted.forget(platform, repo)
         await sql_recovery.forget_repository(self._db, platform, repo)
 
     async def known_repositories(self, platform: str | None = None) -> list[KnownRepository]:

@@ -260,7 +260,8 @@ async def note_repositories(
         for repo in names
     ]
     statement = _note_statement(db.backend, installation_id is not None)
-    await db.run(lambda conn: conn.execute(statement, rows))
+    # Each row's upsert is whole by itself: on PostgreSQL no BEGIN and COMMIT around them.
+    await db.run_each(lambda conn: conn.execute(statement, rows))
 
 
 @functools.cache

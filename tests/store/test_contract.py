@@ -15,6 +15,7 @@ from bot.store.base import (
     ReviewStart,
     UsageRecord,
 )
+from bot.store.noted import NOTE_AGAIN_SECONDS
 from bot.store.sql import SQLStore
 from tests.conftest import FakeClock
 from tests.store.conftest import Backend
@@ -1125,6 +1126,29 @@ async def test_repositories_seen_are_remembered(store: Store, clock: FakeClock) 
         ("github", "octo/c"),
         ("gitlab", "acme/shop"),
     ]
+
+
+async def test_a_repository_noted_lately_is_noted_again_only_after_a_while(
+    store: Store, clock: FakeClock
+) -> None:
+    """Every event's dispatch notes its repository: within NOTE_AGAIN_SECONDS of the last note
+    nothing is written (its `last_seen_at` lags by at most that), a new installation is noted
+    at once, and a repository forgotten (uninstalled) is noted again by its next event."""
+    first = clock.now
+    await store.note_repositories("github", ["octo/a"], installation_id=7)
+    clock.advance(NOTE_AGAIN_SECONDS / 2)
+    await store.note_repositories("github", ["octo/a"], installation_id=7)
+    (a,) = await store.known_repositories("github")
+    assert a.last_seen_at == first
+    clock.advance(NOTE_AGAIN_SECONDS)
+    await store.note_repositories("github", ["octo/a"], installation_id=7)
+    (a,) = await store.known_repositories("github")
+    assert a.last_seen_at == first + 1.5 * NOTE_AGAIN_SECONDS
+    await store.note_repositories("github", ["octo/a"], installation_id=9)
+    assert [r.installation_id for r in await store.known_repositories("github")] == [9]
+    await store.forget_repository("github", "octo/a")
+    await store.note_repositories("github", ["octo/a"], installation_id=9)
+    assert [r.repo for r in await store.known_repositories("github")] == ["octo/a"]
 
 
 async def test_open_job_keys(store: Store) -> None:
