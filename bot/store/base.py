@@ -709,7 +709,9 @@ class Store(Protocol):
     async def note_repositories(
         self, platform: str, repos: Iterable[str], *, installation_id: int | None = None
     ) -> None:
-        """Remember repositories seen (first seen kept, last seen now)."""
+        """Remember repositories seen (first seen kept, last seen now). A repository this
+        store noted under the same installation less than `noted.NOTE_AGAIN_SECONDS` ago is not
+        written again: its last seen lags by at most that."""
 
     async def forget_repository(self, platform: str, repo: str) -> None: ...
 
