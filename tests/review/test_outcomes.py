@@ -268,6 +268,11 @@ class BrokenStore(SQLStore):
             raise StoreUnavailable("the database went away")
         return await super().record_findings(review_id, platform, repo, number, records)
 
+    async def record_usage(self, record: UsageRecord) -> None:
+        if self.broken == "usage":
+            raise StoreUnavailable("the database went away")
+        await super().record_usage(record)
+
     async def update_pr_state(
         self, platform: str, repo: str, number: int, **changes: Any
     ) -> PullRequestState:
@@ -290,6 +295,26 @@ async def test_a_review_posted_but_not_recorded_says_so_on_its_last_attempt(
     assert state == "error"
     assert description.startswith("Arbiter posted its review but could not record it:")
     assert "StoreUnavailable" in description
+
+
+async def test_what_the_model_cost_unbooked_on_the_last_attempt_ends_in_error(
+    make_runtime: MakeRuntime, github: FakeGitHub, clock: Clock, tmp_path: Path
+) -> None:
+    """The cost is booked beside the summary and the final status: when the store refuses it,
+    the review is on the pull request, and the last attempt replaces the final status with the
+    error (the spend is not silently dropped) and records the review as failed."""
+    store = BrokenStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db", "usage", clock=clock)
+    runtime = await make_runtime(store=store, worker_retry_attempts=0)
+    await opened(runtime)
+
+    await work(runtime)
+
+    assert len(github.reviews(REPO, 2)) == 1 and len(github.issue_comments(REPO, 2)) == 1
+    state, description = statuses(github)[-1]
+    assert state == "error"
+    assert description.startswith("Arbiter posted its review but could not record it:")
+    (record,) = await store.list_reviews()
+    assert (record.state, record.outcome) == ("failed", "error")
 
 
 async def test_a_review_whose_record_cannot_be_written_asks_no_model(
