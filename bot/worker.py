@@ -349,9 +349,17 @@ class Worker:
                 self._reclaimed[job.id] = (job, lane)
                 continue
             self._start(job, lane)
-        # Some part took all it had room for: more may be waiting.
+        # Some part took all it asked for: more of its jobs may be waiting. Claim again at once
+        # only if they would find room now (the claim asked for less than the room, in a burst,
+        # or a slot freed meanwhile): a part that asked for its whole room and got it has none
+        # left, and one that got less than it asked for has nothing waiting. A claim for room
+        # nothing waits for is a store round trip the next freed slot would wait behind.
         shared = len(jobs) - sum(lanes[kind] - room[kind] for kind in lanes)
-        self._full = 0 < free <= shared or any(n > 0 and room[k] == 0 for k, n in lanes.items())
+        now_free, now_lanes = self._room()
+        filled = [k for k, n in lanes.items() if n > 0 and room[k] == 0]
+        self._full = (0 < free <= shared and now_free > 0) or any(
+            now_lanes[k] > 0 or now_free > 0 for k in filled
+        )
         return len(jobs)
 
     def _start(self, job: Job, lane: str | None) -> None:

@@ -818,6 +818,50 @@ async def test_a_kind_with_a_lane_runs_while_every_shared_slot_is_taken(
         await worker.stop(grace=1)
 
 
+async def test_a_claim_that_fills_every_slot_does_not_claim_again_for_empty_lanes(
+    sqlite_store: SQLStore,
+) -> None:
+    """Two reviews fill both shared slots in one claim, and no event waits for the lane: the
+    worker then waits for a slot or an enqueue instead of asking the store again at once (that
+    claim could only find events, and there were none a moment ago; the next freed slot would
+    wait behind it)."""
+    release = asyncio.Event()
+    started: list[str] = []
+    claims: list[tuple[int, dict[str, int]]] = []
+    claim = sqlite_store.claim
+
+    async def counted(worker_id: str, **kwargs: Any) -> list[Job]:
+        claims.append((kwargs["limit"], dict(kwargs.get("lanes") or {})))
+        return await claim(worker_id, **kwargs)
+
+    async def run(job: Job) -> None:
+        started.append(job.payload)
+        await release.wait()
+
+    for i in range(2):
+        await sqlite_store.enqueue(NewJob(kind="review", payload=str(i)))
+    sqlite_store.claim = counted  # type: ignore[method-assign]
+    options = dataclasses.replace(FAST, max_jobs=2, lanes={"event": 2}, poll_interval=30)
+    worker = Worker(sqlite_store, run, options)
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            while len(started) < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert claims == [(2, {"event": 2})]
+        # An event queued now still runs in its lane at once (the enqueue wakes the worker).
+        await sqlite_store.enqueue(NewJob(kind="event", payload="e"))
+        worker.notify()
+        async with asyncio.timeout(10):
+            while "e" not in started:
+                await asyncio.sleep(0.01)
+        assert claims[1] == (0, {"event": 2})
+    finally:
+        release.set()
+        await worker.stop(grace=1)
+
+
 async def test_a_retry_claimed_while_its_run_is_ending_runs_once_more(
     sqlite_store: SQLStore,
 ) -> None:
