@@ -53,8 +53,13 @@ async def main() -> None:
     async def cache_get() -> None:
         await store.cache_get(f"bench-{next(numbers) % 64}")
 
+    jobs = itertools.count(1)
+
     async def start_review() -> None:
-        await store.start_review(ReviewStart("github", "bench/ops", 2, "b" * 40, "full"))
+        # A review job's first attempt, as every review starts (its record inserted unless
+        # the job has one).
+        start = ReviewStart("github", "bench/ops", 2, "b" * 40, "full", job_id=next(jobs))
+        await store.start_review(start)
 
     async def claim_and_complete() -> None:
         await store.enqueue(NewJob(kind="bench", payload="{}", max_attempts=1))

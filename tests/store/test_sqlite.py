@@ -304,7 +304,7 @@ async def test_a_model_s_recent_reviews_are_read_through_an_index(
 ) -> None:
     """Every review reads its model's latest reviews; without an index of its own that read
     scans the reviews back from the newest, all of them for a model used rarely or not yet."""
-    statement = output_per_call_statement("a-model-never-used", 100)
+    statement = output_per_call_statement(100).params(model="a-model-never-used")
     sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     with sqlite3.connect(tmp_path / "arbiter.db") as conn:
         plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
