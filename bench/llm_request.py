@@ -1,4 +1,4 @@
-"""One model request's CPU on the event loop: Arbiter's OpenAI adapter against the SDK's `create`.
+"""One model request's CPU on the event loop: Arbiter's OpenAI adapter against the SDK as it comes.
 
     .venv/bin/python -m bench.llm_request [--calls 500] [--rounds 3]
 
@@ -8,8 +8,11 @@ fake OpenAI (tests/fakes/openai.py, answering at once, recording nothing) in a p
 own, pinned to the last core where there are two or more, and from this process, pinned to the
 first, sends `--calls` review requests each way, alternating, `--rounds` times:
 
-- `adapter`: `OpenAIChat.call`, as a review sends it (the SDK's client, its `post`);
-- `create`: the SDK's `client.chat.completions.create` with the same body.
+- `adapter`: `OpenAIChat.call`, as a review sends it (the SDK's client on its aiohttp
+  transport, its `post`);
+- `create`: the SDK's `client.chat.completions.create` with the same body, on the same client
+  (what `create`'s walk of the parameters costs);
+- `sdk`: `create` on a client with the SDK's defaults (its httpx2 transport).
 
 Each row prints this process's CPU per call (user + system: building the request, the HTTP
 exchange, parsing the answer) and the wall time per call, with the prompt of a one-file review.
@@ -63,8 +66,12 @@ async def _measure(calls: int, rounds: int, url: str) -> dict[str, list[tuple[fl
     async def adapter() -> None:
         await chat.call(MODEL, prompt, ReviewAnswer, max_output_tokens=MAX_OUTPUT)
 
-    async def create() -> None:
-        sdk = chat._sdk()
+    from openai import AsyncOpenAI
+
+    default = AsyncOpenAI(api_key="sk-bench", base_url=url, timeout=30, max_retries=0)
+
+    async def create(sdk: AsyncOpenAI | None = None) -> None:
+        sdk = sdk or chat._sdk()
         answer_format: Any = response_format(ReviewAnswer)
         await sdk.chat.completions.create(
             model=MODEL,
@@ -76,7 +83,10 @@ async def _measure(calls: int, rounds: int, url: str) -> dict[str, list[tuple[fl
             max_tokens=MAX_OUTPUT,  # a compatible server's name for it, as the adapter sends
         )
 
-    ways = {"adapter": adapter, "create": create}
+    async def sdk() -> None:
+        await create(default)
+
+    ways = {"adapter": adapter, "create": create, "sdk": sdk}
     for way in ways.values():  # first use: imports, the schema, the connection
         for _ in range(20):
             await way()
@@ -90,6 +100,7 @@ async def _measure(calls: int, rounds: int, url: str) -> dict[str, list[tuple[fl
                 ((time.process_time() - cpu) / calls, (time.perf_counter() - wall) / calls)
             )
     await chat.close()
+    await default.close()
     return results
 
 
@@ -125,8 +136,9 @@ def main() -> None:
             f"wall {' / '.join(f'{w:.2f}' for w in walls)} ms"
         )
     adapter = statistics.median(cpu for cpu, _ in results["adapter"])
-    create = statistics.median(cpu for cpu, _ in results["create"])
-    print(f"  the adapter saves {(create - adapter) * 1000:.2f} ms of CPU per call")
+    for name in ("create", "sdk"):
+        other = statistics.median(cpu for cpu, _ in results[name])
+        print(f"  the adapter saves {(other - adapter) * 1000:.2f} ms of CPU per call on {name}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,14 @@ from pydantic import BaseModel
 
 from bot.llm.errors import LLMNotConfigured
 from bot.llm.types import Prompt, Provider
-from bot.llm.wire import RawAnswer, TimedOut, describe_status, status_failure, unreachable
+from bot.llm.wire import (
+    RawAnswer,
+    describe_status,
+    http_client,
+    status_failure,
+    timed_out,
+    unreachable,
+)
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -43,6 +50,7 @@ class AnthropicMessages:
 
     def _sdk(self) -> AsyncAnthropic:
         if self._client is None:
+            import anthropic
             from anthropic import AsyncAnthropic
 
             client = AsyncAnthropic(
@@ -50,6 +58,7 @@ class AnthropicMessages:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 max_retries=0,  # the LLM client retries, the same way for every provider
+                http_client=http_client(anthropic),
             )
             if client.base_url.host == OFFICIAL_HOST and not self._api_key:
                 raise LLMNotConfigured(
@@ -87,8 +96,8 @@ class AnthropicMessages:
                 tools=[tool],
                 tool_choice={"type": "tool", "name": tool["name"]},
             )
-        except anthropic.APITimeoutError:
-            raise TimedOut() from None
+        except anthropic.APITimeoutError as exc:
+            raise timed_out(client.base_url, exc) from None
         except anthropic.APIStatusError as exc:
             text = describe_status(exc.status_code, exc.body, exc.message)
             raise status_failure(

@@ -15,7 +15,14 @@ from pydantic import BaseModel
 
 from bot.llm.errors import LLMNotConfigured
 from bot.llm.types import Prompt, Provider
-from bot.llm.wire import RawAnswer, TimedOut, describe_status, status_failure, unreachable
+from bot.llm.wire import (
+    RawAnswer,
+    describe_status,
+    http_client,
+    status_failure,
+    timed_out,
+    unreachable,
+)
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -51,6 +58,7 @@ class OpenAIChat:
 
     def _sdk(self) -> AsyncOpenAI:
         if self._client is None:
+            import openai
             from openai import AsyncOpenAI
 
             client = AsyncOpenAI(
@@ -58,6 +66,7 @@ class OpenAIChat:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 max_retries=0,  # the LLM client retries, the same way for every provider
+                http_client=http_client(openai),
             )
             self._official = client.base_url.host == OFFICIAL_HOST
             if self._official and not self._api_key:
@@ -102,16 +111,16 @@ class OpenAIChat:
             # The SDK's own request, as `chat.completions.create` makes it (same path, bearer
             # key, timeout, errors and typed answer), minus create's walk of the parameters
             # against their typed definitions: that walk renames nothing in this plain JSON
-            # body and cost ~1 ms of CPU per call on the event loop, twice what the rest of the
-            # request costs (`python -m bench.llm_request`, issue 20).
+            # body and cost 0.5-0.9 ms of the event loop's CPU per call, about what the rest of
+            # the request costs (`python -m bench.llm_request`, issue 20).
             response = await client.post(
                 "/chat/completions",
                 cast_to=ChatCompletion,
                 body=body,
                 options={"security": {"bearer_auth": True}},
             )
-        except openai.APITimeoutError:
-            raise TimedOut() from None
+        except openai.APITimeoutError as exc:
+            raise timed_out(client.base_url, exc) from None
         except openai.APIStatusError as exc:
             text = describe_status(exc.status_code, exc.body, exc.message)
             raise status_failure(

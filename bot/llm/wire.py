@@ -136,6 +136,30 @@ def status_failure(
     return LLMRefused(reason, provider=provider, model=model)
 
 
+def timed_out(base_url: object, exc: BaseException) -> Exception:
+    """What an SDK's timeout error means: TimedOut, unless the connection failed under it.
+    The SDKs' aiohttp transport (`http_client()`) reports some refused or dropped
+    connections as connect timeouts; the aiohttp error beneath says which it was."""
+    import aiohttp
+
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
+            return unreachable(base_url, cause)
+        cause = cause.__cause__ or cause.__context__
+    return TimedOut()
+
+
+def http_client(sdk: Any) -> Any:
+    """The HTTP client an SDK (`openai` or `anthropic`) is given: its own aiohttp transport
+    (`DefaultAioHttpClient`, the SDKs' documented choice for concurrency), which the rest of
+    Arbiter speaks already, in place of the default httpx2 stack; a model call then costs
+    the event loop less CPU (`python -m bench.llm_request`, issue 20)."""
+    return sdk.DefaultAioHttpClient()
+
+
 def unreachable(base_url: object, exc: BaseException) -> Transient:
     return Transient(
         f"cannot reach {mask_url(str(base_url))}: {exc}",  # it ends up on the pull request

@@ -134,6 +134,33 @@ async def test_an_unreachable_provider_is_reported_down(via: Via) -> None:
     assert url.startswith("http://127.0.0.1:")
 
 
+async def test_a_connection_dropped_under_the_request_is_reported_down_not_slow(
+    via: Via,
+) -> None:
+    """A server that takes the request and closes the connection without an answer: the
+    provider is down (retried, then reported), not "did not answer in time" (the SDKs'
+    aiohttp transport reports some such failures as connect timeouts)."""
+    dropped = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dropped
+        await reader.read(1024)
+        dropped += 1
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    (setting,) = [name for name in via.fake.settings() if name.endswith("_base_url")]
+    url = f"http://127.0.0.1:{port}{via.fake.api_prefix}"
+    try:
+        with pytest.raises(ProviderDown, match="the model provider is down: cannot reach"):
+            await via.llm(llm_max_retries=1, **{setting: url}).complete(PROMPT, ReviewAnswer)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert dropped == 2  # asked, and asked once more
+
+
 async def test_a_malformed_answer_is_retried_once_then_reported(via: Via) -> None:
     metrics = Metrics()
     via.fake.script(Malformed("not JSON at all"), Malformed('{"summary": 3}'))
