@@ -152,9 +152,10 @@ async def test_a_connection_dropped_under_the_request_is_reported_down_not_slow(
     port = server.sockets[0].getsockname()[1]
     (setting,) = [name for name in via.fake.settings() if name.endswith("_base_url")]
     url = f"http://127.0.0.1:{port}{via.fake.api_prefix}"
+    llm = via.llm(None, None, llm_max_retries=1, **{setting: url})
     try:
         with pytest.raises(ProviderDown, match="the model provider is down: cannot reach"):
-            await via.llm(llm_max_retries=1, **{setting: url}).complete(PROMPT, ReviewAnswer)
+            await llm.complete(PROMPT, ReviewAnswer)
     finally:
         server.close()
         await server.wait_closed()
