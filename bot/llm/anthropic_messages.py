@@ -58,7 +58,7 @@ class AnthropicMessages:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 max_retries=0,  # the LLM client retries, the same way for every provider
-                http_client=http_client(anthropic),
+                http_client=http_client(anthropic, self._base_url, "ANTHROPIC_BASE_URL"),
             )
             if client.base_url.host == OFFICIAL_HOST and not self._api_key:
                 raise LLMNotConfigured(

@@ -66,7 +66,7 @@ class OpenAIChat:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 max_retries=0,  # the LLM client retries, the same way for every provider
-                http_client=http_client(openai),
+                http_client=http_client(openai, self._base_url, "OPENAI_BASE_URL"),
             )
             self._official = client.base_url.host == OFFICIAL_HOST
             if self._official and not self._api_key:

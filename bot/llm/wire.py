@@ -8,10 +8,12 @@ owns retries, parsing, the cache, metrics and cost, identically for every provid
 from __future__ import annotations
 
 import email.utils
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -152,11 +154,20 @@ def timed_out(base_url: object, exc: BaseException) -> Exception:
     return TimedOut()
 
 
-def http_client(sdk: Any) -> Any:
+def http_client(sdk: Any, base_url: str | None, url_setting: str) -> Any:
     """The HTTP client an SDK (`openai` or `anthropic`) is given: its own aiohttp transport
     (`DefaultAioHttpClient`, the SDKs' documented choice for concurrency), which the rest of
     Arbiter speaks already, in place of the default httpx2 stack; a model call then costs
-    the event loop less CPU (`python -m bench.llm_request`, issue 20)."""
+    the event loop less CPU (`python -m bench.llm_request`, issue 20).
+
+    None (the SDK's default client) for a base URL with credentials in it (`base_url`, else
+    the SDK's own `url_setting` variable): aiohttp refuses the request (it will not send
+    them beside the key's Authorization header), where httpx2 sends them as Basic
+    authentication, for a gateway that wants it, as Arbiter always has."""
+    url = base_url or os.environ.get(url_setting) or ""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        return None
     return sdk.DefaultAioHttpClient()
 
 
