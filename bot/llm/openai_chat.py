@@ -11,6 +11,7 @@ import copy
 import functools
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel
 
 from bot.llm.errors import LLMNotConfigured
@@ -87,7 +88,6 @@ class OpenAIChat:
         max_output_tokens: int,
     ) -> RawAnswer:
         import openai
-        from openai.types.chat import ChatCompletion
 
         client = self._sdk()
         limit: dict[str, Any] = (
@@ -112,10 +112,12 @@ class OpenAIChat:
             # key, timeout, errors and typed answer), minus create's walk of the parameters
             # against their typed definitions: that walk renames nothing in this plain JSON
             # body and cost 0.5-0.9 ms of the event loop's CPU per call, about what the rest of
-            # the request costs (`python -m bench.llm_request`, issue 20).
-            response = await client.post(
+            # the request costs (`python -m bench.llm_request`, issue 20). The answer comes back
+            # as its bytes, read by `answer` (the SDK's typed ChatCompletion is built field by
+            # field from the JSON, for the six values read here).
+            content = await client.post(
                 "/chat/completions",
-                cast_to=ChatCompletion,
+                cast_to=bytes,
                 body=body,
                 options={"security": {"bearer_auth": True}},
             )
@@ -134,20 +136,7 @@ class OpenAIChat:
         except openai.APIConnectionError as exc:
             raise unreachable(client.base_url, exc) from None
 
-        usage = response.usage
-        details = usage.prompt_tokens_details if usage else None
-        choice = response.choices[0] if response.choices else None
-        message = choice.message if choice is not None else None
-        return RawAnswer(
-            payload=message.content if message is not None else None,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            cache_read_tokens=(details.cached_tokens or 0) if details else 0,
-            usage_reported=usage is not None,
-            truncated=choice is not None and choice.finish_reason == "length",
-            refusal=message.refusal if message is not None else None,
-            note="" if choice is not None else "no choices in the answer",
-        )
+        return answer(content)
 
     def schema_payload(self, schema: type[BaseModel]) -> dict[str, Any]:
         return response_format(schema)
@@ -156,3 +145,48 @@ class OpenAIChat:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def answer(content: bytes) -> RawAnswer:
+    """A Chat Completions answer's payload, usage and finish reason, from its JSON body. Read
+    as leniently as the SDK reads one (compatible servers leave fields out): a missing or
+    ill-typed value counts as absent; a body that is not a JSON object has no payload, and the
+    note says what came instead (the client then reports a malformed answer)."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        shown = content[:80].decode("utf-8", "replace")
+        return RawAnswer(
+            payload=None,
+            input_tokens=0,
+            output_tokens=0,
+            usage_reported=False,
+            note=f"the answer was not a JSON object: {shown!r}",
+        )
+    usage = _object(data.get("usage"))
+    details = _object(usage.get("prompt_tokens_details")) if usage else {}
+    choices = data.get("choices")
+    choice = _object(choices[0]) if isinstance(choices, list) and choices else None
+    message = _object(choice.get("message")) if choice is not None else {}
+    payload = message.get("content")
+    refusal = message.get("refusal")
+    return RawAnswer(
+        payload=payload if isinstance(payload, str | dict) else None,
+        input_tokens=_count(usage.get("prompt_tokens")),
+        output_tokens=_count(usage.get("completion_tokens")),
+        cache_read_tokens=_count(details.get("cached_tokens")),
+        usage_reported=bool(usage),
+        truncated=choice is not None and choice.get("finish_reason") == "length",
+        refusal=refusal if isinstance(refusal, str) else None,
+        note="" if choice is not None else "no choices in the answer",
+    )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

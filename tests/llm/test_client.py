@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,49 @@ async def test_missing_credentials_name_the_setting(via: Via) -> None:
     key = "OPENAI_API_KEY" if via.provider == "openai" else "ANTHROPIC_API_KEY"
     with pytest.raises(LLMNotConfigured, match=key):
         await llm.complete(PROMPT, ReviewAnswer)
+
+
+async def _compatible_server(body: bytes) -> tuple[Any, str]:
+    """An OpenAI-compatible server on 127.0.0.1 answering every request 200 with `body` (JSON
+    content type); its runner and base URL."""
+    from aiohttp import web
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.mark.parametrize("via", ["openai"], indirect=True)  # Chat Completions
+async def test_a_compatible_servers_bare_answer_is_read_and_its_tokens_counted(via: Via) -> None:
+    """A compatible server's answer with nothing but the message (no id, usage or finish
+    reason) is the review's answer; its tokens are counted, not taken as free."""
+    content = json.dumps(review_answer(finding("a.py", 1)).data)
+    runner, url = await _compatible_server(
+        json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+    )
+    try:
+        done = await via.llm(openai_base_url=url).complete(PROMPT, ReviewAnswer)
+    finally:
+        await runner.cleanup()
+    assert [f.path for f in done.value.findings] == ["a.py"]
+    assert done.input_tokens > 0 and done.output_tokens > 0
+
+
+@pytest.mark.parametrize("via", ["openai"], indirect=True)  # Chat Completions
+async def test_an_answer_that_is_not_json_is_malformed_not_a_crash(via: Via) -> None:
+    """A 200 whose body is not JSON (a proxy's page) is a malformed answer: asked once more,
+    then reported with what came instead."""
+    runner, url = await _compatible_server(b"<html>502 Bad Gateway</html>")
+    try:
+        with pytest.raises(MalformedAnswer, match="not a JSON object: '<html>502 Bad Gateway"):
+            await via.llm(openai_base_url=url).complete(PROMPT, ReviewAnswer)
+    finally:
+        await runner.cleanup()
