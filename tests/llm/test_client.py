@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
