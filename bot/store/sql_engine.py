@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import Connection, Engine, Result
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlalchemy.sql.expression import Executable
 
 from bot.logs import get_logger
@@ -107,6 +107,8 @@ class SQLDatabase:
         self._reader: Engine | None = None
         self._reader_thread: ThreadPoolExecutor | None = None
         self._operations = GroupCommit(self._run_together)
+        # PostgreSQL: statements `rows` sends to asyncpg as they are, compiled (None: not plain).
+        self._plain: dict[Executable, PlainSQL | None] = {}
 
     async def open(self) -> None:
         if self._async_engine is not None or self._sqlite_engine is not None:
@@ -256,6 +258,62 @@ class SQLDatabase:
         if self._async_engine is not None:
             return await self._autocommit(self._async_engine, operation)
         return await self.run(operation)
+
+    async def rows(
+        self, statement: Executable, parameters: dict[str, Any], *, write: bool = False
+    ) -> Sequence[Mapping[str, Any]]:
+        """The rows, as mappings, of one statement built once (`sql_records._once`) and run with
+        `parameters`: as `write_one` runs it if it `write`s, else as `read`.
+
+        On PostgreSQL, a statement whose parameters and columns are all plain values (text,
+        numbers, booleans: nothing SQLAlchemy converts) goes straight to asyncpg, compiled once,
+        on a connection of the same pool, in autocommit as `read` and `write_one` run it there:
+        SQLAlchemy's connection, execution context and result around one statement cost the
+        event loop 250-400 µs, several times asyncpg's own work (`python -m bench.store_ops`,
+        issue 20). Failures surface as `run`'s do."""
+        if self._async_engine is not None:
+            plain = self._plain_sql(statement)
+            if plain is not None and plain.takes(parameters):
+                return await self._plain_rows(self._async_engine, plain, parameters)
+
+        def shape(result: Result[Any]) -> Sequence[Mapping[str, Any]]:
+            if not cast(CursorResult[Any], result).returns_rows:  # a write without RETURNING
+                return []
+            return cast(Sequence[Mapping[str, Any]], result.mappings().all())
+
+        if write:
+            return await self.write_one(statement, parameters, shape)
+        return await self.read(lambda conn: shape(conn.execute(statement, parameters)))
+
+    def _plain_sql(self, statement: Executable) -> PlainSQL | None:
+        try:
+            return self._plain[statement]
+        except KeyError:
+            assert self._async_engine is not None
+            plain = self._plain[statement] = PlainSQL.compile(statement, self._async_engine)
+            return plain
+
+    async def _plain_rows(
+        self, engine: AsyncEngine, plain: PlainSQL, parameters: dict[str, Any]
+    ) -> list[Any]:
+        from sqlalchemy.util import greenlet_spawn
+
+        with self._failures_as_unavailable():  # the pool's checkout (a ping, a new connection)
+            connection = await greenlet_spawn(engine.sync_engine.raw_connection)
+        lost = True
+        try:
+            driver: Any = connection.driver_connection
+            rows = await driver.fetch(plain.sql, *plain.arguments(parameters))
+            lost = False
+            return cast(list[Any], rows)
+        except Exception as exc:
+            lost = raw_unavailable(exc)
+            if lost or unavailable(exc):
+                raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
+            raise  # the statement was refused: the connection is as good as before
+        finally:
+            # Lost, or stopped midway (cancelled): its state is unknown, so it is not reused.
+            await greenlet_spawn(connection.invalidate if lost else connection.close)
 
     async def _autocommit(self, engine: AsyncEngine, operation: Callable[[Connection], T]) -> T:
         if self._autocommit_engine is None:
@@ -434,6 +492,65 @@ class SQLDatabase:
         return await asyncio.get_running_loop().run_in_executor(
             self._sqlite_thread, _in_one_transaction, self._sqlite_engine, operations
         )
+
+
+# The column types whose values asyncpg takes and gives as SQLAlchemy does (no conversion).
+PLAIN_TYPES = frozenset(
+    {
+        *(sa.String, sa.Text, sa.Unicode, sa.VARCHAR, sa.CHAR),
+        *(sa.Integer, sa.BigInteger, sa.SmallInteger, sa.INTEGER),
+        *(sa.Float, sa.Double, sa.FLOAT, sa.REAL),  # as floats (`asdecimal` is checked)
+        *(sa.Boolean, sa.BOOLEAN),
+    }
+)
+
+
+@dataclass(frozen=True)
+class PlainSQL:
+    """A statement compiled for asyncpg: its SQL (`$1`, `$2`, … in `names`' order), the values
+    SQLAlchemy would bind that the caller does not give (literals in the statement), and the
+    conversions SQLAlchemy applies to a value before the driver gets it (a Boolean's check)."""
+
+    sql: str
+    names: tuple[str, ...]
+    fixed: dict[str, Any]
+    required: frozenset[str]
+    processors: dict[str, Callable[[Any], Any]]
+
+    @classmethod
+    def compile(cls, statement: Executable, engine: AsyncEngine) -> PlainSQL | None:
+        """`statement` compiled for `engine`'s dialect; None where it binds or returns a value
+        SQLAlchemy converts (a TypeDecorator, JSON, dates), or is not positional."""
+        compiled = cast(Any, statement).compile(dialect=engine.dialect)
+        if not compiled.positiontup:
+            return None
+        binds = {name: compiled.binds[name] for name in compiled.positiontup}
+        if any(bind.expanding or bind.literal_execute for bind in binds.values()):
+            return None  # rendered anew for each execution (`IN` a list of values)
+        columns = list(getattr(statement, "exported_columns", ()))
+        types = [bind.type for bind in binds.values()] + [column.type for column in columns]
+        if not all(type(t) in PLAIN_TYPES and not getattr(t, "asdecimal", False) for t in types):
+            return None
+        fixed = {name: bind.value for name, bind in binds.items() if bind.value is not None}
+        required = frozenset(name for name in binds if name not in fixed)
+        processors = dict(compiled._bind_processors)
+        return cls(compiled.string, tuple(compiled.positiontup), fixed, required, processors)
+
+    def takes(self, parameters: Mapping[str, Any]) -> bool:
+        """Whether `parameters` give every value the statement needs (an INSERT's column
+        defaults are SQLAlchemy's to fill in: such a statement goes through it)."""
+        return self.required <= parameters.keys()
+
+    def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
+        values = [
+            parameters[name] if name in parameters else self.fixed[name] for name in self.names
+        ]
+        if self.processors:
+            values = [
+                self.processors[name](value) if name in self.processors else value
+                for name, value in zip(self.names, values, strict=True)
+            ]
+        return values
 
 
 async def _close(connection: AsyncConnection, *, invalidate: bool) -> None:

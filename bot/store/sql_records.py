@@ -84,9 +84,8 @@ def _cache_get_statement() -> sa.Select[Any]:
 
 
 async def cache_get(db: SQLDatabase, key: str, now: float) -> str | None:
-    statement, params = _cache_get_statement(), {"key": key, "now": now}
-    value = await db.read(lambda conn: conn.execute(statement, params).scalar_one_or_none())
-    return None if value is None else str(value)
+    rows = await db.rows(_cache_get_statement(), {"key": key, "now": now})
+    return str(rows[0]["value"]) if rows else None
 
 
 @_once
@@ -102,7 +101,7 @@ def _cache_put_statement(backend: str) -> Any:
 
 async def cache_put(db: SQLDatabase, key: str, value: str, ttl_seconds: float, now: float) -> None:
     row = {"key": key, "value": value, "created_at": now, "expires_at": now + ttl_seconds}
-    await db.write_one(_cache_put_statement(db.backend), _params(row))
+    await db.rows(_cache_put_statement(db.backend), _params(row), write=True)
 
 
 # --- Reviews -------------------------------------------------------------------------------------
@@ -113,15 +112,17 @@ async def start_review(db: SQLDatabase, start: ReviewStart, now: float) -> Revie
     and COMMIT: four round trips were one); a retry, which finds it there, takes it back."""
     row = {**new_review_row(start, now), "job_id": start.job_id}
     params = _params(row)
+    if start.job_id is not None:
+        # One job, one review (a job runs in one place at a time: its lease).
+        made = await db.rows(_first_review_statement(tuple(row)), params, write=True)
+        if made:
+            return to_review(made[0])
 
     def begin(conn: Connection) -> ReviewRecord:
         if start.job_id is None:
             inserted = conn.execute(_insert_statement(reviews, tuple(row), returning=True), params)
             return to_review(inserted.mappings().one())
-        # One job, one review (a job runs in one place at a time: its lease).
-        first = conn.execute(_first_review_statement(tuple(row)), params)
-        if (made := first.mappings().first()) is not None:
-            return to_review(made)
+        # A retry of the job, which finds its review there, takes it back.
         latest = (
             sa.select(reviews.c.id)
             .where(reviews.c.job_id == start.job_id)
@@ -162,7 +163,7 @@ async def update_review(db: SQLDatabase, review_id: int, changes: dict[str, Any]
         if column in values and values[column] is not None:
             values[column] = json.dumps(values[column])
     statement = _update_review_statement(tuple(sorted(values)))
-    await db.write_one(statement, {**_params(values), "review_id": review_id})
+    await db.rows(statement, {**_params(values), "review_id": review_id}, write=True)
 
 
 @_once
@@ -204,12 +205,8 @@ def output_per_call_statement(limit: int) -> sa.Select[Any]:
 
 
 async def output_per_call(db: SQLDatabase, model: str, limit: int) -> list[int]:
-    statement, params = output_per_call_statement(limit), {"model": model}
-    return await db.read(
-        lambda conn: [
-            int(tokens or 0) // int(calls) for tokens, calls in conn.execute(statement, params)
-        ]
-    )
+    rows = await db.rows(output_per_call_statement(limit), {"model": model})
+    return [int(row["output_tokens"] or 0) // int(row["calls"]) for row in rows]
 
 
 async def find_reviews(db: SQLDatabase, query: ReviewQuery) -> list[ReviewRecord]:
@@ -271,9 +268,7 @@ async def findings_for(
 ) -> list[FindingRecord]:
     statement = _findings_for_statement(review_id is not None)
     params = {"platform": platform, "repo": repo, "number": number, "review_id": review_id}
-    return await db.read(
-        lambda conn: [to_finding(row) for row in conn.execute(statement, params).mappings()]
-    )
+    return [to_finding(row) for row in await db.rows(statement, params)]
 
 
 @_once
@@ -292,14 +287,9 @@ def _findings_for_statement(of_review: bool) -> sa.Select[Any]:
 
 
 async def pr_state(db: SQLDatabase, platform: str, repo: str, number: int) -> PullRequestState:
-    statement, params = _pr_state_read(), {"platform": platform, "repo": repo, "number": number}
-
-    def read(conn: Connection) -> PullRequestState:
-        return to_pr_state(
-            platform, repo, number, conn.execute(statement, params).mappings().first()
-        )
-
-    return await db.read(read)
+    params = {"platform": platform, "repo": repo, "number": number}
+    rows = await db.rows(_pr_state_read(), params)
+    return to_pr_state(platform, repo, number, rows[0] if rows else None)
 
 
 @_once
@@ -321,9 +311,8 @@ async def update_pr_state(
     values = {"paused": False, "full_requested": False, **changes}
     values.update(platform=platform, repo=repo, number=number)
     statement = _pr_state_statement(db.backend, tuple(sorted(changes)))
-    return await db.write_one(
-        statement, values, lambda result: to_pr_state(*pull_request, result.mappings().first())
-    )
+    rows = await db.rows(statement, values, write=True)
+    return to_pr_state(*pull_request, rows[0] if rows else None)
 
 
 @functools.lru_cache(maxsize=64)
@@ -345,7 +334,7 @@ def _pr_state_statement(backend: str, changed: tuple[str, ...]) -> Any:
 
 async def record_usage(db: SQLDatabase, record: UsageRecord, now: float) -> None:
     row = usage_row(record, now)
-    await db.write_one(_insert_statement(usage, tuple(row)), _params(row))
+    await db.rows(_insert_statement(usage, tuple(row)), _params(row), write=True)
 
 
 @_once

@@ -143,25 +143,87 @@ async def test_a_job_s_review_record_is_written_in_one_statement_without_a_trans
     await postgres_store.migrate()
     sent: list[str] = []
 
+    # Every statement sent: those through SQLAlchemy (its cursor events) and those straight to
+    # asyncpg (`SQLDatabase.rows`), which asyncpg's query logger sees with any BEGIN and COMMIT.
     def executed(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         sent.append(statement.split(None, 1)[0].upper())
+
+    def logged(query: Any) -> None:
+        sent.append(query.query.split(None, 1)[0].upper())
+
+    def checkout(dbapi_connection: Any, *_args: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(logged)  # a set: added once
 
     engine = postgres_store._db._async_engine
     assert engine is not None
     sa.event.listen(engine.sync_engine, "before_cursor_execute", executed)
+    sa.event.listen(engine.sync_engine, "checkout", checkout)
     job = int(uuid.uuid4().int % 2**31)  # the session's database is shared: a job of its own
     try:
         first = await postgres_store.start_review(
             ReviewStart("github", "o/r", 1, "a" * 40, "full", job_id=job)
         )
+        await asyncio.sleep(0)  # asyncpg calls its loggers soon after the statement
         assert sent == ["INSERT"]
         again = await postgres_store.start_review(
             ReviewStart("github", "o/r", 1, "b" * 40, "incremental", job_id=job)
         )
-        assert sent == ["INSERT", "INSERT", "UPDATE"]
+        await asyncio.sleep(0)
+        assert sorted(sent) == ["INSERT", "INSERT", "UPDATE"]
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", executed)
+        sa.event.remove(engine.sync_engine, "checkout", checkout)
+        await engine.dispose()  # no connection keeps the logger
     assert again.id == first.id and (again.head_sha, again.mode) == ("b" * 40, "incremental")
+
+
+async def test_a_plain_statement_goes_to_asyncpg_and_fails_as_the_pools_do(
+    postgres_store: SQLStore,
+) -> None:
+    """`rows` sends a statement of plain values straight to asyncpg on a pooled connection: a
+    session the server ends under it is StoreUnavailable and that connection is dropped; a
+    statement the server refuses raises as it is, and its connection goes back to the pool.
+    A statement whose values SQLAlchemy converts (the jobs' packed payload) is left to it."""
+    from bot.store.schema import jobs
+
+    db = postgres_store._db
+    engine = db._async_engine
+    assert engine is not None
+    pool: Any = engine.pool
+    marker = uuid.uuid4().hex
+    sleep = (
+        sa.text(f"SELECT 1 AS one FROM pg_sleep(:seconds) /* {marker} */")  # noqa: S608
+        .bindparams(sa.bindparam("seconds", type_=sa.Float))
+        .columns(one=sa.Integer)
+    )
+    backend = sa.select(sa.func.pg_backend_pid(type_=sa.Integer).label("pid"))
+    assert sql_engine.PlainSQL.compile(sleep, engine) is not None
+    assert sql_engine.PlainSQL.compile(sa.select(jobs.c.payload), engine) is None
+    ending = sa.text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE query LIKE :marker AND pid <> pg_backend_pid()"
+    ).bindparams(marker=f"%/* {marker} */%")
+    other = SQLStore(db.url)
+    await other.open()
+
+    async def end_it_soon() -> None:
+        await asyncio.sleep(0.3)
+        await other.run_sql(lambda conn: conn.execute(ending).all())
+
+    try:
+        ended = asyncio.create_task(end_it_soon())
+        with pytest.raises(StoreUnavailable, match="postgresql store"):
+            await db.rows(sleep, {"seconds": 10})
+        await ended
+    finally:
+        await other.close()
+    assert pool.checkedout() == 0
+    (first,) = await db.rows(backend, {})
+    refused = sa.text("SELECT 1 / :zero AS x").bindparams(sa.bindparam("zero", type_=sa.Integer))
+    with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+        await db.rows(refused.columns(x=sa.Integer), {"zero": 0})
+    (again,) = await db.rows(backend, {})
+    assert again["pid"] == first["pid"] and pool.checkedout() == 0  # the same connection
 
 
 @pytest.mark.parametrize(
