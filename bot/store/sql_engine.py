@@ -305,7 +305,7 @@ class SQLDatabase:
             driver: Any = connection.driver_connection
             rows = await driver.fetch(plain.sql, *plain.arguments(parameters))
             lost = False
-            return cast(list[Any], rows)
+            return [plain.row(record) for record in rows] if plain.converters else rows
         except Exception as exc:
             lost = raw_unavailable(exc)
             if lost or unavailable(exc):
@@ -509,36 +509,52 @@ PLAIN_TYPES = frozenset(
 class PlainSQL:
     """A statement compiled for asyncpg: its SQL (`$1`, `$2`, … in `names`' order), the values
     SQLAlchemy would bind that the caller does not give (literals in the statement), and the
-    conversions SQLAlchemy applies to a value before the driver gets it (a Boolean's check)."""
+    conversions SQLAlchemy applies to a value before the driver gets it (a Boolean's check, a
+    TypeDecorator's) and to a column's value the driver gives (`converters`, by column)."""
 
     sql: str
     names: tuple[str, ...]
     fixed: dict[str, Any]
     required: frozenset[str]
     processors: dict[str, Callable[[Any], Any]]
+    converters: dict[str, Callable[[Any], Any]]
 
     @classmethod
     def compile(cls, statement: Executable, engine: AsyncEngine) -> PlainSQL | None:
-        """`statement` compiled for `engine`'s dialect; None where it binds or returns a value
-        SQLAlchemy converts (a TypeDecorator, JSON, dates), or is not positional."""
+        """`statement` compiled for `engine`'s dialect; None where a value it binds or returns
+        is not plain (JSON, dates, decimals), a list is expanded into it, or it has no
+        parameters."""
         compiled = cast(Any, statement).compile(dialect=engine.dialect)
         if not compiled.positiontup:
             return None
         binds = {name: compiled.binds[name] for name in compiled.positiontup}
-        if any(bind.expanding or bind.literal_execute for bind in binds.values()):
-            return None  # rendered anew for each execution (`IN` a list of values)
+        if any(b.expanding or b.literal_execute or b.callable for b in binds.values()):
+            return None  # rendered or valued anew for each execution (`IN` a list of values)
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            return None  # column defaults SQLAlchemy computes for each execution
         columns = list(getattr(statement, "exported_columns", ()))
         types = [bind.type for bind in binds.values()] + [column.type for column in columns]
-        if not all(type(t) in PLAIN_TYPES and not getattr(t, "asdecimal", False) for t in types):
+        if not all(_plain_type(kind) for kind in types):
             return None
-        fixed = {name: bind.value for name, bind in binds.items() if bind.value is not None}
-        required = frozenset(name for name in binds if name not in fixed)
+        if len({column.name for column in columns}) != len(columns):
+            return None  # two columns of one name: a row would keep one
+        fixed = {name: bind.value for name, bind in binds.items() if not bind.required}
+        required = frozenset(name for name, bind in binds.items() if bind.required)
         processors = dict(compiled._bind_processors)
-        return cls(compiled.string, tuple(compiled.positiontup), fixed, required, processors)
+        # Plain columns come from asyncpg as SQLAlchemy gives them; a TypeDecorator's value
+        # goes through its own conversion (over a plain type's, which is none).
+        converters: dict[str, Callable[[Any], Any]] = {
+            column.name: convert
+            for column in columns
+            if isinstance(column.type, sa.TypeDecorator)
+            and (convert := column.type.result_processor(engine.dialect, None)) is not None
+        }
+        return cls(
+            compiled.string, tuple(compiled.positiontup), fixed, required, processors, converters
+        )
 
     def takes(self, parameters: Mapping[str, Any]) -> bool:
-        """Whether `parameters` give every value the statement needs (an INSERT's column
-        defaults are SQLAlchemy's to fill in: such a statement goes through it)."""
+        """Whether `parameters` give every value the statement needs."""
         return self.required <= parameters.keys()
 
     def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
@@ -551,6 +567,25 @@ class PlainSQL:
                 for name, value in zip(self.names, values, strict=True)
             ]
         return values
+
+    def row(self, record: Any) -> Mapping[str, Any]:
+        """A row as SQLAlchemy would give it: asyncpg's record, its columns converted."""
+        if not self.converters:
+            return cast(Mapping[str, Any], record)
+        row = dict(record.items())
+        for name, convert in self.converters.items():
+            row[name] = convert(row[name])
+        return row
+
+
+def _plain_type(kind: Any) -> bool:
+    """Whether asyncpg takes and gives a value of this type as SQLAlchemy does, bar the
+    conversions `PlainSQL` applies (a TypeDecorator's, over a plain type; an array's items)."""
+    if isinstance(kind, sa.TypeDecorator):
+        kind = kind.impl_instance
+    if isinstance(kind, sa.ARRAY):
+        kind = kind.item_type
+    return type(kind) in PLAIN_TYPES and not getattr(kind, "asdecimal", False)
 
 
 async def _close(connection: AsyncConnection, *, invalidate: bool) -> None:

@@ -8,7 +8,9 @@ transaction holds the write lock from its start (see `sql_engine`).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
@@ -177,7 +179,7 @@ async def claim(
             lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep, holding, lanes)
         )
     statement, params = _claim_bound(db.backend, worker_id, limit, lease_seconds, now, lanes)
-    return await db.write_one(statement, params, _claimed)
+    return _in_order(await db.rows(statement, params, write=True))
 
 
 async def renew_leases(
@@ -325,7 +327,11 @@ def _claim_bound(
 
 
 def _claimed(rows: Result[Any]) -> list[Job]:
-    return sorted((to_job(row) for row in rows.mappings()), key=lambda j: (j.run_at, j.id))
+    return _in_order(cast(Iterable[Mapping[str, Any]], rows.mappings()))
+
+
+def _in_order(rows: Iterable[Mapping[str, Any]]) -> list[Job]:
+    return sorted((to_job(row) for row in rows), key=lambda j: (j.run_at, j.id))
 
 
 # --- Finishing -----------------------------------------------------------------------------------
@@ -338,9 +344,13 @@ async def complete_batch(db: SQLDatabase, items: list[tuple[int, str]], now: flo
     if len(owners) == 1:
         (owner,) = owners
         params = {"ids": [job_id for job_id, _ in items], "owner": owner, "finished": now}
-        done: set[int] = await db.write_one(
-            _COMPLETE, params, lambda rows: set(rows.scalars()), alone=True
-        )
+        if db.backend == "postgresql":  # one statement for any number of jobs: `= ANY($1)`
+            rows = await db.rows(_complete_any(), params, write=True)
+            done = {int(row["id"]) for row in rows}
+        else:
+            done = await db.write_one(
+                _COMPLETE, params, lambda rows: set(rows.scalars()), alone=True
+            )
         return [job_id in done for job_id, _ in items]
     return await db.run(lambda conn: _complete_many(conn, items, now), alone=True)
 
@@ -374,23 +384,39 @@ async def requeue(db: SQLDatabase, job_id: int, now: float) -> bool:
     return await db.run(lambda conn: bool(conn.execute(statement).rowcount))
 
 
-_FINISHED_AT = sa.bindparam("finished", type_=sa.Float)
-_COMPLETE = (
-    sa.update(jobs)
-    .where(
-        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
-        jobs.c.worker_id == sa.bindparam("owner", type_=sa.String),
-        jobs.c.state == "running",
+def _complete_statement(chosen: sa.ColumnElement[bool]) -> sa.Update:
+    """Jobs `chosen` by their ids (the parameter `ids`) done, while still `owner`'s."""
+    finished_at = sa.bindparam("finished", type_=sa.Float)
+    return (
+        sa.update(jobs)
+        .where(
+            chosen,
+            jobs.c.worker_id == sa.bindparam("owner", type_=sa.String),
+            jobs.c.state == "running",
+        )
+        .values(
+            state="done",
+            worker_id=None,
+            lease_until=None,
+            finished_at=finished_at,
+            updated_at=finished_at,
+        )
+        .returning(jobs.c.id)
     )
-    .values(
-        state="done",
-        worker_id=None,
-        lease_until=None,
-        finished_at=_FINISHED_AT,
-        updated_at=_FINISHED_AT,
+
+
+_COMPLETE = _complete_statement(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _complete_any() -> sa.Update:
+    """`_COMPLETE` for PostgreSQL, its jobs an array parameter instead of a list expanded into
+    the statement for each call (so it is compiled once: `SQLDatabase.rows`)."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return _complete_statement(
+        jobs.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger)))
     )
-    .returning(jobs.c.id)
-)
 
 
 def _complete_many(conn: Connection, items: list[tuple[int, str]], now: float) -> list[bool]:
