@@ -104,21 +104,24 @@ class OpenAIChat:
                 {"role": "system", "content": prompt.system_text},
                 {"role": "user", "content": prompt.user},
             ],
-            "response_format": response_format(schema),
+            # Serialized at once below, never changed: the cached format needs no copy.
+            "response_format": _response_format(schema),
             **limit,
         }
         try:
             # The SDK's own request, as `chat.completions.create` makes it (same path, bearer
-            # key, timeout, errors and typed answer), minus create's walk of the parameters
+            # key, timeout and errors), minus create's walk of the parameters
             # against their typed definitions: that walk renames nothing in this plain JSON
             # body and cost 0.5-0.9 ms of the event loop's CPU per call, about what the rest of
             # the request costs (`python -m bench.llm_request`, issue 20). The answer comes back
             # as its bytes, read by `answer` (the SDK's typed ChatCompletion is built field by
-            # field from the JSON, for the six values read here).
+            # field from the JSON, for the six values read here). The body goes as JSON bytes
+            # written by orjson (the SDK sends `content` as it is, as application/json; its own
+            # encoder is the json module's, in Python for a prompt's long strings).
             content = await client.post(
                 "/chat/completions",
                 cast_to=bytes,
-                body=body,
+                content=orjson.dumps(body),
                 options={"security": {"bearer_auth": True}},
             )
         except openai.APITimeoutError as exc:

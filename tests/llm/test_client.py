@@ -337,12 +337,17 @@ async def test_missing_credentials_name_the_setting(via: Via) -> None:
         await llm.complete(PROMPT, ReviewAnswer)
 
 
-async def _compatible_server(body: bytes) -> tuple[Any, str]:
+async def _compatible_server(
+    body: bytes, asked: list[tuple[str, Any]] | None = None
+) -> tuple[Any, str]:
     """An OpenAI-compatible server on 127.0.0.1 answering every request 200 with `body` (JSON
-    content type); its runner and base URL."""
+    content type), noting in `asked` each request's content type and JSON; its runner and base
+    URL."""
     from aiohttp import web
 
-    async def answer(_request: web.Request) -> web.Response:
+    async def answer(request: web.Request) -> web.Response:
+        if asked is not None:
+            asked.append((request.content_type, await request.json()))
         return web.Response(body=body, content_type="application/json")
 
     app = web.Application()
@@ -360,8 +365,9 @@ async def test_a_compatible_servers_bare_answer_is_read_and_its_tokens_counted(v
     """A compatible server's answer with nothing but the message (no id, usage or finish
     reason) is the review's answer; its tokens are counted, not taken as free."""
     content = json.dumps(review_answer(finding("a.py", 1)).data)
+    asked: list[tuple[str, Any]] = []
     runner, url = await _compatible_server(
-        json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+        json.dumps({"choices": [{"message": {"content": content}}]}).encode(), asked
     )
     try:
         done = await via.llm(openai_base_url=url).complete(PROMPT, ReviewAnswer)
@@ -369,6 +375,12 @@ async def test_a_compatible_servers_bare_answer_is_read_and_its_tokens_counted(v
         await runner.cleanup()
     assert [f.path for f in done.value.findings] == ["a.py"]
     assert done.input_tokens > 0 and done.output_tokens > 0
+    ((content_type, request),) = asked
+    assert content_type == "application/json"
+    assert request["model"] == via.model and request["max_tokens"] > 0  # a compatible server's
+    assert [m["role"] for m in request["messages"]] == ["system", "user"]
+    assert request["messages"][1]["content"] == PROMPT.user
+    assert request["response_format"]["json_schema"]["strict"] is True
 
 
 @pytest.mark.parametrize("via", ["openai"], indirect=True)  # Chat Completions
