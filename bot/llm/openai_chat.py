@@ -18,10 +18,14 @@ from bot.llm.errors import LLMNotConfigured
 from bot.llm.types import Prompt, Provider
 from bot.llm.wire import (
     RawAnswer,
+    answer_object,
     describe_status,
+    field_object,
     http_client,
+    not_an_object,
     status_failure,
     timed_out,
+    token_count,
     unreachable,
 )
 
@@ -153,43 +157,24 @@ class OpenAIChat:
 def answer(content: bytes) -> RawAnswer:
     """A Chat Completions answer's payload, usage and finish reason, from its JSON body. Read
     as leniently as the SDK reads one (compatible servers leave fields out): a missing or
-    ill-typed value counts as absent; a body that is not a JSON object has no payload, and the
-    note says what came instead (the client then reports a malformed answer)."""
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        shown = content[:80].decode("utf-8", "replace")
-        return RawAnswer(
-            payload=None,
-            input_tokens=0,
-            output_tokens=0,
-            usage_reported=False,
-            note=f"the answer was not a JSON object: {shown!r}",
-        )
-    usage = _object(data.get("usage"))
-    details = _object(usage.get("prompt_tokens_details")) if usage else {}
+    ill-typed value counts as absent; a body that is not a JSON object has no payload."""
+    data = answer_object(content)
+    if data is None:
+        return not_an_object(content)
+    usage = field_object(data.get("usage"))
+    details = field_object(usage.get("prompt_tokens_details"))
     choices = data.get("choices")
-    choice = _object(choices[0]) if isinstance(choices, list) and choices else None
-    message = _object(choice.get("message")) if choice is not None else {}
+    choice = field_object(choices[0]) if isinstance(choices, list) and choices else None
+    message = field_object(choice.get("message")) if choice is not None else {}
     payload = message.get("content")
     refusal = message.get("refusal")
     return RawAnswer(
         payload=payload if isinstance(payload, str | dict) else None,
-        input_tokens=_count(usage.get("prompt_tokens")),
-        output_tokens=_count(usage.get("completion_tokens")),
-        cache_read_tokens=_count(details.get("cached_tokens")),
+        input_tokens=token_count(usage.get("prompt_tokens")),
+        output_tokens=token_count(usage.get("completion_tokens")),
+        cache_read_tokens=token_count(details.get("cached_tokens")),
         usage_reported=bool(usage),
         truncated=choice is not None and choice.get("finish_reason") == "length",
         refusal=refusal if isinstance(refusal, str) else None,
         note="" if choice is not None else "no choices in the answer",
     )
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

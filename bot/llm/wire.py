@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import BaseModel
 
 from bot.llm.errors import LLMRefused
@@ -38,6 +39,38 @@ class RawAnswer:
     truncated: bool = False
     refusal: str | None = None
     note: str = ""  # what came back instead of a payload, for the error message
+
+
+def answer_object(content: bytes) -> dict[str, Any] | None:
+    """An answer's JSON body as an object; None when it is not one (a proxy's error page)."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def not_an_object(content: bytes) -> RawAnswer:
+    """The answer whose body is not a JSON object: no payload, nothing reported, and what came
+    instead in the note (the client reports a malformed answer)."""
+    shown = content[:80].decode("utf-8", "replace")
+    return RawAnswer(
+        payload=None,
+        input_tokens=0,
+        output_tokens=0,
+        usage_reported=False,
+        note=f"the answer was not a JSON object: {shown!r}",
+    )
+
+
+def field_object(value: Any) -> dict[str, Any]:
+    """A field that should hold an object: an empty one if it holds anything else."""
+    return value if isinstance(value, dict) else {}
+
+
+def token_count(value: Any) -> int:
+    """A field that should hold a count: 0 if it holds anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class Transient(Exception):

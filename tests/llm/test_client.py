@@ -351,7 +351,7 @@ async def _compatible_server(
         return web.Response(body=body, content_type="application/json")
 
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
+    app.router.add_post("/{path:.*}", answer)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -360,36 +360,45 @@ async def _compatible_server(
     return runner, f"http://127.0.0.1:{port}/v1"
 
 
-@pytest.mark.parametrize("via", ["openai"], indirect=True)  # Chat Completions
-async def test_a_compatible_servers_bare_answer_is_read_and_its_tokens_counted(via: Via) -> None:
-    """A compatible server's answer with nothing but the message (no id, usage or finish
-    reason) is the review's answer; its tokens are counted, not taken as free."""
-    content = json.dumps(review_answer(finding("a.py", 1)).data)
+async def test_a_bare_answer_is_read_and_its_tokens_counted(via: Via) -> None:
+    """An answer with nothing but the structured output (no id, usage or stop reason: a
+    compatible server's, a gateway's) is the review's answer; its tokens are counted, not
+    taken as free. The request is the provider's JSON, as its SDK would send it."""
+    data = review_answer(finding("a.py", 1)).data
+    if via.provider == "openai":
+        bare: dict[str, Any] = {"choices": [{"message": {"content": json.dumps(data)}}]}
+    else:
+        bare = {"content": [{"type": "tool_use", "name": "ReviewAnswer", "input": data}]}
     asked: list[tuple[str, Any]] = []
-    runner, url = await _compatible_server(
-        json.dumps({"choices": [{"message": {"content": content}}]}).encode(), asked
-    )
+    runner, url = await _compatible_server(json.dumps(bare).encode(), asked)
+    (setting,) = [name for name in via.fake.settings() if name.endswith("_base_url")]
     try:
-        done = await via.llm(openai_base_url=url).complete(PROMPT, ReviewAnswer)
+        llm = via.llm(**{setting: url.removesuffix("/v1") + via.fake.api_prefix})
+        done = await llm.complete(PROMPT, ReviewAnswer)
     finally:
         await runner.cleanup()
     assert [f.path for f in done.value.findings] == ["a.py"]
     assert done.input_tokens > 0 and done.output_tokens > 0
     ((content_type, request),) = asked
     assert content_type == "application/json"
-    assert request["model"] == via.model and request["max_tokens"] > 0  # a compatible server's
-    assert [m["role"] for m in request["messages"]] == ["system", "user"]
-    assert request["messages"][1]["content"] == PROMPT.user
-    assert request["response_format"]["json_schema"]["strict"] is True
+    assert request["model"] == via.model and request["messages"][-1]["content"] == PROMPT.user
+    if via.provider == "openai":
+        assert request["max_tokens"] > 0  # a compatible server's name for the limit
+        assert request["response_format"]["json_schema"]["strict"] is True
+    else:
+        assert request["max_tokens"] > 0
+        assert request["tool_choice"] == {"type": "tool", "name": "ReviewAnswer"}
+        assert request["tools"][0]["input_schema"] == ReviewAnswer.model_json_schema()
 
 
-@pytest.mark.parametrize("via", ["openai"], indirect=True)  # Chat Completions
 async def test_an_answer_that_is_not_json_is_malformed_not_a_crash(via: Via) -> None:
     """A 200 whose body is not JSON (a proxy's page) is a malformed answer: asked once more,
     then reported with what came instead."""
     runner, url = await _compatible_server(b"<html>502 Bad Gateway</html>")
+    (setting,) = [name for name in via.fake.settings() if name.endswith("_base_url")]
+    url = url.removesuffix("/v1") + via.fake.api_prefix
     try:
         with pytest.raises(MalformedAnswer, match="not a JSON object: '<html>502 Bad Gateway"):
-            await via.llm(openai_base_url=url).complete(PROMPT, ReviewAnswer)
+            await via.llm(**{setting: url}).complete(PROMPT, ReviewAnswer)
     finally:
         await runner.cleanup()
