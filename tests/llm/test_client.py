@@ -373,7 +373,7 @@ async def test_a_bare_answer_is_read_and_its_tokens_counted(via: Via) -> None:
     runner, url = await _compatible_server(json.dumps(bare).encode(), asked)
     (setting,) = [name for name in via.fake.settings() if name.endswith("_base_url")]
     try:
-        llm = via.llm(**{setting: url.removesuffix("/v1") + via.fake.api_prefix})
+        llm = via.llm(None, None, **{setting: url.removesuffix("/v1") + via.fake.api_prefix})
         done = await llm.complete(PROMPT, ReviewAnswer)
     finally:
         await runner.cleanup()
@@ -399,6 +399,6 @@ async def test_an_answer_that_is_not_json_is_malformed_not_a_crash(via: Via) -> 
     url = url.removesuffix("/v1") + via.fake.api_prefix
     try:
         with pytest.raises(MalformedAnswer, match="not a JSON object: '<html>502 Bad Gateway"):
-            await via.llm(**{setting: url}).complete(PROMPT, ReviewAnswer)
+            await via.llm(None, None, **{setting: url}).complete(PROMPT, ReviewAnswer)
     finally:
         await runner.cleanup()
