@@ -44,10 +44,11 @@ class RedactedPlatform:
         comments: Sequence[InlineComment],
         *,
         key: str | None = None,
+        fresh: bool = False,
     ) -> PostedReview:
         scrub = self.redactor.scrub
         clean = [replace(c, body=scrub(c.body)) for c in comments]
-        return await self.inner.post_review(pr, scrub(summary), clean, key=key)
+        return await self.inner.post_review(pr, scrub(summary), clean, key=key, fresh=fresh)
 
     async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:
         return await self.inner.upsert_comment(pr, key, self.redactor.scrub(body))

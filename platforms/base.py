@@ -216,12 +216,15 @@ class Platform(Protocol):
         comments: Sequence[InlineComment],
         *,
         key: str | None = None,
+        fresh: bool = False,
     ) -> PostedReview:
         """One review carrying every inline comment; comments the platform refuses are dropped
         and reported, the others still posted.
 
         With a `key`, posting is idempotent: a review of ours already carrying that key is
-        returned instead of posting another (a retried job must not post twice).
+        returned instead of posting another (a retried job must not post twice). `fresh` says
+        the key is new (no earlier attempt can have posted under it), so a platform may skip
+        looking for it first; a lost answer to this post is still looked for.
         """
 
     async def upsert_comment(self, pr: PullRequest, key: str, body: str) -> CommentRef:

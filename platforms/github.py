@@ -426,6 +426,7 @@ class GitHubPlatform:
         comments: Sequence[InlineComment],
         *,
         key: str | None = None,
+        fresh: bool = False,
     ) -> PostedReview:
         """One review with every comment; when GitHub refuses a line, the others still go up.
 
@@ -433,12 +434,13 @@ class GitHubPlatform:
         culprits are found against the diff, then, if GitHub still disagrees, by asking GitHub
         about halves of the remainder with pending reviews it never shows anyone. With a
         `key`, a submitted review of ours whose body carries the key's marker is returned
-        instead of posting again. Without one the review is marked all the same, so that a
+        instead of posting again, unless the key is `fresh` (no earlier attempt used it: one
+        request less before the post). Without one the review is marked all the same, so that a
         post whose answer was lost is found rather than posted twice.
         """
         marker = review_marker(key if key is not None else _nonce())
         summary = summary if has_marker(summary, marker) else f"{summary}\n\n{marker}".lstrip()
-        if key is not None:
+        if key is not None and not fresh:
             existing = await self._find_review(pr, marker)
             if existing is not None:
                 return PostedReview(

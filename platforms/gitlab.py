@@ -443,11 +443,13 @@ class GitLabPlatform:
         comments: Sequence[InlineComment],
         *,
         key: str | None = None,
+        fresh: bool = False,
     ) -> PostedReview:
         """Every inline comment as a discussion at its diff position, and the body as a note.
 
         Comments GitLab would refuse (not on a line of the diff) are dropped with the reason;
-        the others still go up. With a `key` it is exactly once, whatever happened before:
+        the others still go up. With a `key` it is exactly once, whatever happened before
+        (`fresh` or not: the look at what is there also clears drafts a crash left):
 
         - every note carries a marker: the body the key's, each comment its own (key + content);
         - our body note already there: the review is up; drafts of it a crash left unpublished

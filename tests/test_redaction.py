@@ -175,6 +175,7 @@ class Recorder:
         comments: Sequence[InlineComment],
         *,
         key: str | None = None,
+        fresh: bool = False,
     ) -> PostedReview:
         self.sent.append(("review", (summary, [c.body for c in comments], key)))
         return PostedReview(id=1, posted=tuple(comments))

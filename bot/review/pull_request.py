@@ -267,9 +267,9 @@ async def _review(
     # What the model cost is recorded whatever posting comes to, beside it and beside the
     # steps after it: the slot waits for no store write of its own.
     booking = asyncio.ensure_future(usage)
-    (posted_or,) = await asyncio.gather(
-        _post_review(ctx, pr, result, key=f"review-{record.id}"), return_exceptions=True
-    )
+    # A review this attempt started has never been posted: nothing to look for first.
+    post = _post_review(ctx, pr, result, key=f"review-{record.id}", fresh=not record.resumed)
+    (posted_or,) = await asyncio.gather(post, return_exceptions=True)
     if isinstance(posted_or, BaseException):
         (booked_or,) = await asyncio.gather(booking, return_exceptions=True)
         if isinstance(booked_or, Exception):  # the review's own failure is the one raised
@@ -370,7 +370,7 @@ async def _budget_left(ctx: Context) -> float | None:
 
 
 async def _post_review(
-    ctx: Context, pr: PullRequest, result: ReviewResult, *, key: str
+    ctx: Context, pr: PullRequest, result: ReviewResult, *, key: str, fresh: bool
 ) -> PostedReview | None:
     """The review with its inline comments; what was posted (None: nothing)."""
     if not ctx.settings.post_comments:
@@ -379,7 +379,7 @@ async def _post_review(
     if not result.comments:
         return None
     body = _review_body(result.findings, pr)
-    return await ctx.platform.post_review(pr, body, result.comments, key=key)
+    return await ctx.platform.post_review(pr, body, result.comments, key=key, fresh=fresh)
 
 
 async def _post_summary(

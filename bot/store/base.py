@@ -140,6 +140,9 @@ class ReviewRecord:
     url: str | None = None
     duration_seconds: float | None = None
     finished_at: float | None = None
+    # Set by `start_review` alone: this attempt took back the review an earlier attempt of its
+    # job started (which may have posted under the review's id). A review read back says False.
+    resumed: bool = field(default=False, compare=False)
 
 
 # Columns a review's update may set (the rest are fixed when it starts).

@@ -8,6 +8,7 @@ Each write is one single-document operation, or inserts that a unique index keep
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
@@ -125,7 +126,7 @@ async def _resume_review(db: Database, start: ReviewStart) -> ReviewRecord | Non
         },
         return_document=ReturnDocument.AFTER,
     )
-    return to_review(doc, "_id") if doc is not None else None
+    return replace(to_review(doc, "_id"), resumed=True) if doc is not None else None
 
 
 async def update_review(db: Database, review_id: int, changes: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -138,7 +139,7 @@ async def start_review(db: SQLDatabase, start: ReviewStart, now: float) -> Revie
             )
             .returning(*reviews.c)
         )
-        return to_review(again.mappings().one())
+        return replace(to_review(again.mappings().one()), resumed=True)
 
     return await db.run_each(begin)
 

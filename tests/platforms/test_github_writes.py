@@ -80,6 +80,23 @@ async def test_a_review_github_made_but_whose_answer_was_lost_is_found_not_poste
     assert posts(fake, REVIEWS) == 1  # looked for, found, never sent again
 
 
+async def test_a_fresh_key_is_not_looked_for_first_but_a_lost_answer_still_is(
+    fake: FakeGitHub, github: GitHubPlatform, lose: Lose
+) -> None:
+    """A key no earlier attempt used (`fresh`) costs no lookup before the post; a post whose
+    answer is lost is still looked for, and found, rather than sent again."""
+    pr = await github.pull_request(1)
+    await github.post_review(pr, "Summary", COMMENTS, key="review-8", fresh=True)
+    assert fake.requests_to("GET", f"{REVIEWS}*") == []  # straight to the post
+    lose(fake, "POST", REVIEWS, 1)
+
+    posted = await github.post_review(pr, "Again", COMMENTS, key="review-9", fresh=True)
+
+    assert posted.id == submitted(fake)[-1]["id"] and len(submitted(fake)) == 2
+    assert posts(fake, REVIEWS) == 2  # the lost one was found, not sent a second time
+    assert len(fake.requests_to("GET", f"{REVIEWS}*")) == 1  # after the lost answer only
+
+
 async def test_a_review_without_a_key_is_reconciled_all_the_same(
     fake: FakeGitHub, github: GitHubPlatform
 ) -> None:

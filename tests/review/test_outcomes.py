@@ -403,6 +403,10 @@ async def test_a_retry_after_the_findings_were_recorded_reports_them_as_its_own(
     (summary,) = github.issue_comments(REPO, 2)
     assert "from earlier reviews" not in summary["body"]
     assert len(github.reviews(REPO, 2)) == 1 and len(github.review_comments(REPO, 2)) == 1
+    # The first attempt posted its new review without looking for it; the retry, which took
+    # the review back, looked first, found it, and posted nothing.
+    assert len(github.requests_to("GET", f"/repos/{REPO}/pulls/2/reviews*")) == 1
+    assert len(github.requests_to("POST", f"/repos/{REPO}/pulls/2/reviews")) == 1
     (record,) = await runtime.store.list_reviews()
     assert (record.state, record.findings) == ("done", 1)
 

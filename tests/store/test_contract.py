@@ -309,8 +309,12 @@ async def test_a_retried_job_gets_its_review_back(store: Store) -> None:
     assert again.id == first.id
     assert (again.head_sha, again.mode, again.state) == ("b" * 40, "incremental", "running")
     assert again.posted_review_id == "R1"
+    # Only the taking back says so: what it posted under the review's id may be there.
+    assert (first.resumed, again.resumed) == (False, True)
+    read = await store.get_review(first.id)
+    assert read is not None and not read.resumed
     other = await store.start_review(ReviewStart("github", "o/r", 7, "c" * 40, "full", job_id=12))
-    assert other.id != first.id
+    assert other.id != first.id and not other.resumed
 
 
 async def test_review_updates_and_listing(store: Store, clock: FakeClock) -> None:
