@@ -58,6 +58,9 @@ LISTEN_RETRY_SECONDS = 0.5
 ANNOUNCE_INTERVAL = 0.02
 # PostgreSQL: batches of deliveries written at once, each on an intake connection of its own.
 INTAKE_CONNECTIONS = 3
+# PostgreSQL: statements `SQLDatabase.rows` keeps compiled (the store's hot ones, built once, are
+# a few dozen; more means a caller builds them per call, and the cache starts over).
+PLAIN_STATEMENTS = 256
 # PostgreSQL: a pooled connection idle longer than this is pinged before it is used (one round
 # trip), and replaced if the server or a proxy ended it meanwhile. One used more recently goes
 # straight to work: a ping on every checkout was ~30 % of a store operation's CPU (270 of
@@ -290,6 +293,8 @@ class SQLDatabase:
             return self._plain[statement]
         except KeyError:
             assert self._async_engine is not None
+            if len(self._plain) >= PLAIN_STATEMENTS:  # a caller building statements per call
+                self._plain.clear()
             plain = self._plain[statement] = PlainSQL.compile(statement, self._async_engine)
             return plain
 
