@@ -225,6 +225,20 @@ async def test_a_plain_statement_goes_to_asyncpg_and_fails_as_the_pools_do(
     assert again["pid"] == first["pid"] and pool.checkedout() == 0  # the same connection
 
 
+async def test_a_plain_statement_against_a_server_that_is_not_there_is_store_unavailable() -> None:
+    """The pool's checkout under `rows` (a refused connection) is StoreUnavailable too, for
+    reads and writes alike."""
+    store = SQLStore("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")  # nothing listens
+    await store.open()
+    try:
+        with pytest.raises(StoreUnavailable, match="postgresql store"):
+            await store.pr_state("github", "o/r", 1)
+        with pytest.raises(StoreUnavailable, match="postgresql store"):
+            await store.cache_put("k", "v", ttl_seconds=60)
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
