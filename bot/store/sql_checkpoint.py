@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 
 from bot.logs import get_logger
+from bot.store.sqlite_plain import store_thread
 
 CHECKPOINT_SECONDS = 0.5
 
@@ -27,7 +27,7 @@ class Checkpointer:
         self._uri = uri
         self._interval = interval
         self._written = False
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite-checkpoint")
+        self._thread = store_thread("arbiter-sqlite-checkpoint")
         self._connection: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False

@@ -37,7 +37,7 @@ from bot.metrics import PoolUsage
 from bot.store.base import StoreUnavailable
 from bot.store.batching import GroupCommit
 from bot.store.sql_checkpoint import Checkpointer
-from bot.store.sqlite_plain import configure, immediate, private_database
+from bot.store.sqlite_plain import configure, immediate, private_database, store_thread
 
 if TYPE_CHECKING:  # PostgreSQL's async engine (and the ORM it imports) only where it runs
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -118,7 +118,7 @@ class SQLDatabase:
             return
         if self.backend == "sqlite":
             self._sqlite_engine = _sqlite_engine(self.url)
-            self._sqlite_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite")
+            self._sqlite_thread = store_thread("arbiter-sqlite")
             database = self._sqlite_engine.url.database
             if database not in (None, "", ":memory:"):
                 uri = bool(self._sqlite_engine.url.query.get("uri"))
@@ -212,7 +212,7 @@ class SQLDatabase:
             return await self.run(operation)  # another connection: another (or a locked) one
         if self._reader is None or self._reader_thread is None:
             self._reader = _sqlite_engine(self.url, begin=None)
-            self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite-read")
+            self._reader_thread = store_thread("arbiter-sqlite-read")
         with self._failures_as_unavailable():
             return await asyncio.get_running_loop().run_in_executor(
                 self._reader_thread, _in_transaction, self._reader, operation

@@ -45,6 +45,7 @@ from bot.store.sqlite_plain import (
     job_counts,
     private_database,
     spent_since,
+    store_thread,
 )
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class WebStore:
     async def open(self) -> None:
         if self._thread is not None:
             return
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="arbiter-sqlite")
+        self._thread = store_thread("arbiter-sqlite")
         await self._call(self._connect)
         self._checkpointer = Checkpointer(self.database)
         self._checkpointer.start()

@@ -185,3 +185,36 @@ async def test_a_locked_database_is_unavailable_not_an_error(
     finally:
         holder.close()
         await impatient.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+async def test_the_store_s_sqlite_threads_do_not_preempt_the_event_loop(
+    both: tuple[WebStore, SQLStore],
+) -> None:
+    """Every SQLite thread of both stores (the web store's writer, the SQL store's writer and
+    reader, their checkpointers) runs SCHED_BATCH; the event loop's thread keeps its policy."""
+    import threading
+
+    web, sql = both
+    before = os.sched_getscheduler(0)
+    await web.accept_delivery(Delivery("github", "d1", "pull_request.opened"), _event(1))
+    await sql.enqueue(_event(2))
+    assert await sql.spent_since(0) == 0  # a read: the reader thread
+    for _ in range(100):  # the checkpointers' threads start on their first turn (0.5 s)
+        names = {t.name for t in threading.enumerate() if t.name.startswith("arbiter-sqlite")}
+        if sum("checkpoint" in name for name in names) == 2:
+            break
+        await asyncio.sleep(0.05)
+    threads = [t for t in threading.enumerate() if t.name.startswith("arbiter-sqlite")]
+    names = sorted(t.name.rsplit("_", 1)[0] for t in threads)
+    assert names == [
+        "arbiter-sqlite",
+        "arbiter-sqlite",
+        "arbiter-sqlite-checkpoint",
+        "arbiter-sqlite-checkpoint",
+        "arbiter-sqlite-read",
+    ]
+    for thread in threads:
+        assert thread.native_id is not None
+        assert os.sched_getscheduler(thread.native_id) == os.SCHED_BATCH, thread.name
+    assert os.sched_getscheduler(0) == before != os.SCHED_BATCH
