@@ -201,8 +201,8 @@ async def test_the_store_s_sqlite_threads_do_not_preempt_the_event_loop(
     await sql.enqueue(_event(2))
     assert await sql.spent_since(0) == 0  # a read: the reader thread
     for _ in range(100):  # the checkpointers' threads start on their first turn (0.5 s)
-        names = {t.name for t in threading.enumerate() if t.name.startswith("arbiter-sqlite")}
-        if sum("checkpoint" in name for name in names) == 2:
+        started = {t.name for t in threading.enumerate() if t.name.startswith("arbiter-sqlite")}
+        if sum("checkpoint" in name for name in started) == 2:
             break
         await asyncio.sleep(0.05)
     threads = [t for t in threading.enumerate() if t.name.startswith("arbiter-sqlite")]
