@@ -98,6 +98,7 @@ class SQLDatabase:
         self._autocommit_engine: AsyncEngine | None = None
         self._sqlite_engine: Engine | None = None
         self._sqlite_thread: ThreadPoolExecutor | None = None
+        self._writer: _Kept | None = None  # the SQLite thread's connection for SQLAlchemy
         self._checkpointer: Checkpointer | None = None
         # PostgreSQL: intake's own connections (the idle ones), at most INTAKE_CONNECTIONS.
         self._kept: list[AsyncConnection] = []
@@ -107,7 +108,7 @@ class SQLDatabase:
         self._announce_again = False  # … and another was asked for meanwhile
         self._kept_sqlite: Any = None  # SQLite: intake's own DBAPI connection (its thread's)
         # SQLite (a file): reads on a connection and thread of their own, made on first use.
-        self._reader: Engine | None = None
+        self._reader: _Kept | None = None
         self._reader_thread: ThreadPoolExecutor | None = None
         self._operations = GroupCommit(self._run_together)
         # PostgreSQL: statements `rows` sends to asyncpg as they are, compiled (None: not plain).
@@ -118,6 +119,7 @@ class SQLDatabase:
             return
         if self.backend == "sqlite":
             self._sqlite_engine = _sqlite_engine(self.url)
+            self._writer = _Kept(self._sqlite_engine)
             self._sqlite_thread = store_thread("arbiter-sqlite")
             database = self._sqlite_engine.url.database
             if database not in (None, "", ":memory:"):
@@ -166,13 +168,14 @@ class SQLDatabase:
             thread.shutdown(wait=True)
             if self._reader is not None and self._reader_thread is not None:
                 reader, reading = self._reader, self._reader_thread
-                await asyncio.get_running_loop().run_in_executor(reading, reader.dispose)
+                await asyncio.get_running_loop().run_in_executor(reading, reader.close)
+                await asyncio.get_running_loop().run_in_executor(reading, reader.engine.dispose)
                 reading.shutdown(wait=True)
                 self._reader, self._reader_thread = None, None
             if self._checkpointer is not None:
                 await self._checkpointer.close()
                 self._checkpointer = None
-            self._sqlite_engine, self._sqlite_thread = None, None
+            self._sqlite_engine, self._sqlite_thread, self._writer = None, None, None
 
     async def run(self, operation: Callable[[Connection], T], *, alone: bool = False) -> T:
         """Run `operation` in a transaction; database failures surface as StoreUnavailable.
@@ -182,15 +185,14 @@ class SQLDatabase:
         runs it in a transaction of its own (migrations, and work that is already a batch).
         """
         with self._failures_as_unavailable():
-            if self._sqlite_engine is not None and self._sqlite_thread is not None:
+            if self._writer is not None and self._sqlite_thread is not None:
                 if self._checkpointer is not None:
                     self._checkpointer.written()
                 if not alone:
                     outcome: _Outcome[T] = await self._operations.submit(operation)
                     return outcome.unwrap()
-                engine = self._sqlite_engine
                 return await asyncio.get_running_loop().run_in_executor(
-                    self._sqlite_thread, _in_transaction, engine, operation
+                    self._sqlite_thread, _in_transaction, self._writer, operation
                 )
             if self._async_engine is None:
                 raise RuntimeError("the store is not open: call `await store.open()` first")
@@ -211,7 +213,7 @@ class SQLDatabase:
         if not database or ":memory:" in database or "mode=memory" in database:
             return await self.run(operation)  # another connection: another (or a locked) one
         if self._reader is None or self._reader_thread is None:
-            self._reader = _sqlite_engine(self.url, begin=None)
+            self._reader = _Kept(_sqlite_engine(self.url, begin=None))
             self._reader_thread = store_thread("arbiter-sqlite-read")
         with self._failures_as_unavailable():
             return await asyncio.get_running_loop().run_in_executor(
@@ -360,6 +362,8 @@ class SQLDatabase:
         return immediate(conn, work)
 
     def _release_sqlite(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         kept, self._kept_sqlite = self._kept_sqlite, None
         if kept is not None:
             kept.close()  # back to the engine's pool, which dispose() then closes
@@ -492,10 +496,10 @@ class SQLDatabase:
     async def _run_together(
         self, operations: list[Callable[[Connection], Any]]
     ) -> list[_Outcome[Any]]:
-        if self._sqlite_engine is None or self._sqlite_thread is None:
+        if self._writer is None or self._sqlite_thread is None:
             raise RuntimeError("the store is not open: call `await store.open()` first")
         return await asyncio.get_running_loop().run_in_executor(
-            self._sqlite_thread, _in_one_transaction, self._sqlite_engine, operations
+            self._sqlite_thread, _in_one_transaction, self._writer, operations
         )
 
 
@@ -644,8 +648,36 @@ def dialect_insert(backend: str, table: sa.Table) -> Any:
     return postgresql.insert(table)
 
 
-def _in_transaction(engine: Engine, operation: Callable[[Connection], T]) -> T:
-    with engine.begin() as conn:
+class _Kept:
+    """One SQLAlchemy Connection of `engine`, kept open for the one thread that uses it (a
+    store thread: its executor has a single thread, and nothing else touches this).
+
+    Checking a connection out of the pool and back in for every transaction (the Connection
+    built, the pool's events, the rollback that resets it on return) cost SQLite's threads more
+    than the statements a review's reads and writes run; a kept one begins and commits alone.
+    One the driver found broken (invalidated) is closed and replaced on the next use."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    def connection(self) -> Connection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                conn.close()
+            conn = self._conn = self.engine.connect()
+        return conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _in_transaction(kept: _Kept, operation: Callable[[Connection], T]) -> T:
+    conn = kept.connection()
+    with conn.begin():
         return operation(conn)
 
 
@@ -663,11 +695,11 @@ class _Outcome(Generic[T]):
 
 
 def _in_one_transaction(
-    engine: Engine, operations: list[Callable[[Connection], Any]]
+    kept: _Kept, operations: list[Callable[[Connection], Any]]
 ) -> list[_Outcome[Any]]:
     if len(operations) == 1:  # no savepoint needed for one
         try:
-            return [_Outcome(_in_transaction(engine, operations[0]))]
+            return [_Outcome(_in_transaction(kept, operations[0]))]
         except DB_ERRORS:
             raise
         except Exception as exc:
@@ -675,17 +707,18 @@ def _in_one_transaction(
     # First as one plain transaction: a savepoint per operation costs SQLAlchemy ~15 times
     # what a small write does, and operations rarely fail. If one does, nothing of the
     # attempt is kept, and each runs again in a savepoint of its own, so it fails alone.
-    with engine.connect() as conn:
-        values: list[Any] = []
-        with conn.begin() as transaction:
-            try:
-                values.extend(operation(conn) for operation in operations)
-            except Exception:
-                transaction.rollback()
-        if len(values) == len(operations):
-            return [_Outcome(value) for value in values]
+    conn = kept.connection()
+    values: list[Any] = []
+    with conn.begin() as transaction:
+        try:
+            values.extend(operation(conn) for operation in operations)
+        except Exception:
+            transaction.rollback()
+    if len(values) == len(operations):
+        return [_Outcome(value) for value in values]
     outcomes: list[_Outcome[Any]] = []
-    with engine.begin() as conn:
+    conn = kept.connection()  # a new one if the failure broke it
+    with conn.begin():
         for operation in operations:
             try:
                 with conn.begin_nested():

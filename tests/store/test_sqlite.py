@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from bot.store import Delivery, Job, NewJob, StoreUnavailable, sqlite_plain
+from bot.store.base import UsageRecord
 from bot.store.sql import SQLStore
 from bot.store.sql_records import output_per_call_statement
 from tests.conftest import fixture_bytes
@@ -310,3 +311,72 @@ async def test_a_model_s_recent_reviews_are_read_through_an_index(
         plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
     assert "USING INDEX ix_reviews_model_id" in plan, plan
     assert await sqlite_store.output_per_call("a-model-never-used") == []
+
+
+async def test_the_store_s_threads_keep_their_connections_across_transactions(
+    sqlite_store: SQLStore,
+) -> None:
+    """Each SQLite thread keeps one connection: a transaction is a BEGIN and a COMMIT on it,
+    not a checkout from the pool and a reset on the way back."""
+    await sqlite_store.pr_state("github", "o/r", 1)  # the reader's connection, made once
+    engines = [sqlite_store._db._sqlite_engine]
+    if sqlite_store._db._reader is not None:
+        engines.append(sqlite_store._db._reader.engine)
+    checkouts: list[object] = []
+    for engine in engines:
+        assert engine is not None
+        sa.event.listen(engine, "checkout", lambda *args: checkouts.append(args))
+    for n in range(10):
+        await sqlite_store.enqueue(NewJob(kind="event", payload=f"p{n}", max_attempts=1))
+        await sqlite_store.pr_state("github", "o/r", n)
+        await sqlite_store._run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+    await asyncio.gather(*(sqlite_store.record_usage(_usage(n)) for n in range(10)))
+    assert checkouts == []
+    assert await sqlite_store.spent_since(0) == pytest.approx(4.5)
+
+
+def _usage(n: int) -> UsageRecord:
+    return UsageRecord("review", 1, 1, n / 10)
+
+
+async def test_a_locked_database_fails_the_call_and_the_next_one_goes_through(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another process holding the write lock past the busy timeout fails the call as
+    StoreUnavailable; the thread's kept connection is left in no transaction, so the next call
+    (alone or batched) writes once the lock is free."""
+    monkeypatch.setattr(sqlite_plain, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "arbiter.db"
+    store = SQLStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.migrate()
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.enqueue(NewJob(kind="event", payload="refused", max_attempts=1))
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store._run(_half_done, alone=True)
+        holder.execute("ROLLBACK")
+        job = await store.enqueue(NewJob(kind="event", payload="taken", max_attempts=1))
+        await asyncio.gather(store.record_usage(_usage(1)), store.record_usage(_usage(2)))
+        assert job.job_id is not None
+        assert [j.payload for j in await store.list_jobs()] == ["taken"]
+        assert await store.spent_since(0) == pytest.approx(0.3)
+    finally:
+        holder.close()
+        await store.close()
+
+
+async def test_a_connection_the_driver_gave_up_on_is_replaced(sqlite_store: SQLStore) -> None:
+    def lose(conn: sa.Connection) -> None:
+        conn.invalidate()  # as SQLAlchemy does when the driver reports the connection gone
+        raise ValueError("lost")
+
+    with pytest.raises(ValueError, match="lost"):
+        await sqlite_store._run(lose, alone=True)
+    with pytest.raises(ValueError, match="lost"):
+        await sqlite_store._run(lose)
+    job = await sqlite_store.enqueue(NewJob(kind="event", payload="after", max_attempts=1))
+    assert job.job_id is not None
+    assert [j.payload for j in await sqlite_store.list_jobs()] == ["after"]
