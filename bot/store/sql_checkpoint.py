@@ -27,7 +27,7 @@ class Checkpointer:
         self._uri = uri
         self._interval = interval
         self._written = False
-        self._thread = store_thread("arbiter-sqlite-checkpoint")
+        self._thread = store_thread("arbiter-sqlite-checkpoint", yielding=True)
         self._connection: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False

@@ -107,7 +107,7 @@ class WebStore:
     async def open(self) -> None:
         if self._thread is not None:
             return
-        self._thread = store_thread("arbiter-sqlite")
+        self._thread = store_thread("arbiter-sqlite", yielding=True)
         await self._call(self._connect)
         self._checkpointer = Checkpointer(self.database)
         self._checkpointer.start()

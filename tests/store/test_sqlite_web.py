@@ -188,11 +188,12 @@ async def test_a_locked_database_is_unavailable_not_an_error(
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
-async def test_the_store_s_sqlite_threads_do_not_preempt_the_event_loop(
+async def test_intake_s_writer_and_the_checkpoints_yield_to_the_event_loop(
     both: tuple[WebStore, SQLStore],
 ) -> None:
-    """Every SQLite thread of both stores (the web store's writer, the SQL store's writer and
-    reader, their checkpointers) runs SCHED_BATCH; the event loop's thread keeps its policy."""
+    """The web store's writer and both stores' checkpointers run SCHED_BATCH; the SQL store's
+    writer and reader (a review's every step waits on them) and the event loop's thread keep
+    the default policy."""
     import threading
 
     web, sql = both
@@ -205,16 +206,19 @@ async def test_the_store_s_sqlite_threads_do_not_preempt_the_event_loop(
         if sum("checkpoint" in name for name in started) == 2:
             break
         await asyncio.sleep(0.05)
-    threads = [t for t in threading.enumerate() if t.name.startswith("arbiter-sqlite")]
-    names = sorted(t.name.rsplit("_", 1)[0] for t in threads)
-    assert names == [
-        "arbiter-sqlite",
-        "arbiter-sqlite",
-        "arbiter-sqlite-checkpoint",
-        "arbiter-sqlite-checkpoint",
-        "arbiter-sqlite-read",
+    web_writer = web._thread
+    assert web_writer is not None
+    web_writer_id = web_writer.submit(threading.get_native_id).result()
+    policies = sorted(
+        (t.name.rsplit("_", 1)[0], t.native_id == web_writer_id, os.sched_getscheduler(t.native_id))
+        for t in threading.enumerate()
+        if t.name.startswith("arbiter-sqlite") and t.native_id is not None
+    )
+    assert policies == [
+        ("arbiter-sqlite", False, before),
+        ("arbiter-sqlite", True, os.SCHED_BATCH),
+        ("arbiter-sqlite-checkpoint", False, os.SCHED_BATCH),
+        ("arbiter-sqlite-checkpoint", False, os.SCHED_BATCH),
+        ("arbiter-sqlite-read", False, before),
     ]
-    for thread in threads:
-        assert thread.native_id is not None
-        assert os.sched_getscheduler(thread.native_id) == os.SCHED_BATCH, thread.name
     assert os.sched_getscheduler(0) == before != os.SCHED_BATCH
