@@ -27,6 +27,12 @@ T = TypeVar("T")
 # are not bounded): one odd delivery must not fail those written in the same batch.
 EVENT_CHARS = 100  # sa.String(100) in bot/store/schema.py
 BUSY_TIMEOUT_MS = 10_000
+# The WAL is reused from its start once a checkpoint has copied all of it, but SQLite keeps the
+# file as large as it ever grew: a long burst of deliveries (no checkpoint completes while
+# batches keep landing) left gigabytes on disk for good. With a limit, the first write after
+# the next complete checkpoint truncates it back to this (intake at full speed writes some
+# 25-30 MB between two checkpoints, so a steady load keeps its file as it is).
+WAL_KEPT_BYTES = 64 * 1024 * 1024
 # A job's payload this long or longer is kept LZ4-compressed, as a BLOB (a webhook's whole body:
 # a 25 KB `pull_request` delivery takes 3 KB and 10 µs to pack). Every row of it is written to
 # the WAL, copied to the database by the checkpoint, and rewritten whole by each UPDATE of its job
@@ -105,8 +111,9 @@ def unpack_payload(value: str | bytes) -> str:
 
 def configure(connection: sqlite3.Connection, *, memory: bool) -> None:
     """The settings of every store connection: transactions begun by the store itself (so a
-    writer's is `BEGIN IMMEDIATE`), WAL with checkpoints left to `sql_checkpoint`, a busy
-    wait instead of an immediate "database is locked", foreign keys on."""
+    writer's is `BEGIN IMMEDIATE`), WAL with checkpoints left to `sql_checkpoint` and a file
+    cut back to WAL_KEPT_BYTES after a burst, a busy wait instead of an immediate "database is
+    locked", foreign keys on."""
     connection.isolation_level = None
     cursor = connection.cursor()
     try:
@@ -114,6 +121,7 @@ def configure(connection: sqlite3.Connection, *, memory: bool) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             # Checkpoints run in a thread of their own (sql_checkpoint), not on a commit.
             cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -380,3 +380,39 @@ async def test_a_connection_the_driver_gave_up_on_is_replaced(sqlite_store: SQLS
     job = await sqlite_store.enqueue(NewJob(kind="event", payload="after", max_attempts=1))
     assert job.job_id is not None
     assert [j.payload for j in await sqlite_store.list_jobs()] == ["after"]
+
+
+async def test_the_wal_left_by_a_burst_is_cut_back_once_checkpointed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A burst no checkpoint could finish within grows the WAL; once one has, the next write
+    starts the WAL over and cuts its file back to WAL_KEPT_BYTES (SQLite keeps it as large as
+    it ever grew otherwise)."""
+    monkeypatch.setattr(sqlite_plain, "WAL_KEPT_BYTES", 64 * 1024)
+    path = tmp_path / "arbiter.db"
+    wal = tmp_path / "arbiter.db-wal"
+    store = SQLStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    try:
+        await store.migrate()
+        big = os.urandom(4096).hex()  # 8 KB that LZ4 cannot shrink
+
+        def burst(conn: sqlite3.Connection) -> None:
+            for n in range(200):
+                conn.execute(
+                    "INSERT INTO llm_cache (key, value, created_at, expires_at)"
+                    " VALUES (?, ?, 0, 4e9)",
+                    (f"k{n}", big),
+                )
+
+        await store._db.in_sqlite(burst)  # one transaction: ~1.6 MB of WAL
+        assert wal.stat().st_size > 1024 * 1024
+        for _ in range(200):  # the checkpointer runs twice a second
+            await asyncio.sleep(0.05)
+            await store.enqueue(NewJob(kind="event", payload="after", max_attempts=1))
+            if wal.stat().st_size <= 64 * 1024:
+                break
+        assert wal.stat().st_size <= 64 * 1024
+        assert len(await store.list_jobs()) >= 1
+    finally:
+        await store.close()
