@@ -71,9 +71,15 @@ class HandlerFailed(Exception):
 
 
 class Router:
+    # Routes added to any router so far: a router's answers to `wants` are kept until a route
+    # is added anywhere (a child's included), so intake asks for each kind of event once.
+    _edits = 0
+
     def __init__(self, *children: Router) -> None:
         self._children = list(children)
         self._routes: list[Route] = []
+        self._wanted: dict[tuple[str, str, str | None], bool] = {}
+        self._wanted_at = -1
 
     def register(
         self, name: str, *, action: str | None = None, platform: str | None = None
@@ -99,6 +105,7 @@ class Router:
         if action is not None and platform is not None:
             raise TypeError("add() takes at most one key: action= or platform=")
         self._routes.append(Route(name, handler, action, platform))
+        Router._edits += 1
 
     def routes(self) -> Iterator[Route]:
         for child in self._children:
@@ -114,7 +121,14 @@ class Router:
         return found
 
     def wants(self, event: Event) -> bool:
-        return any(route.matches(event) for route in self.routes())
+        """Whether any handler matches `event` (asked for every delivery at intake)."""
+        if self._wanted_at != Router._edits:
+            self._wanted, self._wanted_at = {}, Router._edits
+        key = (event.platform, event.name, event.action)
+        wanted = self._wanted.get(key)
+        if wanted is None:
+            wanted = self._wanted[key] = any(route.matches(event) for route in self.routes())
+        return wanted
 
     async def dispatch(self, ctx: Context, *, skip: Collection[str] = ()) -> DispatchResult:
         """Run every matching handler; `skip` names handlers that already succeeded."""

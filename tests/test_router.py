@@ -183,3 +183,23 @@ def test_context_platform_says_what_is_missing() -> None:
     ctx = _ctx(_event())
     with pytest.raises(PlatformNotConfigured, match="none in router tests"):
         _ = ctx.platform
+
+
+def test_what_a_router_wants_follows_routes_added_later_to_it_or_a_child() -> None:
+    """`wants` (asked for every delivery at intake) keeps its answers per kind of event, and
+    a route added afterwards, to the router or to one it is composed of, counts at once."""
+    child, other = Router(), Router()
+    router = Router(child)
+
+    async def handler(ctx: Context) -> None: ...
+
+    assert not router.wants(_event("pull_request", "opened"))
+    child.add(handler, "pull_request", action="opened")
+    assert router.wants(_event("pull_request", "opened"))
+    assert not router.wants(_event("pull_request", "closed"))
+    assert router.wants(_event("pull_request", "opened", platform="gitlab"))  # no platform key
+    other.add(handler, "comment")  # a router this one is not made of: no change
+    assert not router.wants(_event("comment", "created"))
+    router.add(handler, "pull_request", platform="gitlab")
+    assert router.wants(_event("pull_request", "closed", platform="gitlab"))
+    assert not router.wants(_event("pull_request", "closed"))
