@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bot.context import Context
 
 Handler = Callable[["Context"], Awaitable[None]]
+WANTED_KEPT = 1024  # kinds of event whose `wants` answer a router keeps
 
 
 def handler_name(handler: Handler) -> str:
@@ -122,7 +123,8 @@ class Router:
 
     def wants(self, event: Event) -> bool:
         """Whether any handler matches `event` (asked for every delivery at intake)."""
-        if self._wanted_at != Router._edits:
+        # An action is whatever a (verified) sender wrote: the answers kept stay few.
+        if self._wanted_at != Router._edits or len(self._wanted) >= WANTED_KEPT:
             self._wanted, self._wanted_at = {}, Router._edits
         key = (event.platform, event.name, event.action)
         wanted = self._wanted.get(key)

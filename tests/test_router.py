@@ -9,7 +9,7 @@ import pytest
 from bot.context import Context
 from bot.events import Event
 from bot.metrics import Metrics
-from bot.router import Router, handler_name
+from bot.router import WANTED_KEPT, Router, handler_name
 from config.settings import load_settings
 from platforms.base import Platform, PlatformNotConfigured
 
@@ -203,3 +203,15 @@ def test_what_a_router_wants_follows_routes_added_later_to_it_or_a_child() -> No
     router.add(handler, "pull_request", platform="gitlab")
     assert router.wants(_event("pull_request", "closed", platform="gitlab"))
     assert not router.wants(_event("pull_request", "closed"))
+
+
+def test_a_router_keeps_few_answers_however_many_actions_senders_make_up() -> None:
+    router = Router()
+
+    async def handler(ctx: Context) -> None: ...
+
+    router.add(handler, "pull_request", action="opened")
+    for n in range(5000):
+        assert not router.wants(_event("pull_request", f"made-up-{n}"))
+    assert router.wants(_event("pull_request", "opened"))
+    assert len(router._wanted) <= WANTED_KEPT
