@@ -196,8 +196,14 @@ async def test_a_provider_error_stops_the_review_and_says_so(
 async def test_a_second_review_of_the_same_diff_is_served_from_the_cache(
     fake_openai: FakeOpenAI, llm_for: Any, sqlite_store: SQLStore
 ) -> None:
+    """Another process (its own client, memory cache and all) asking the same question after
+    the first answer reached the store is answered from there."""
     fake_openai.respond(findings_in_prompt([finding("src/app.py", 21)]))
-    first = await review_changes(llm_for(settings_for(fake_openai), sqlite_store), PATCH)
+    earlier = llm_for(settings_for(fake_openai), sqlite_store)
+    first = await review_changes(earlier, PATCH)
+    # The store's copy is written beside the review, not before it returns: a question asked
+    # elsewhere in that moment is asked of the model too. Wait for it, as a later one would.
+    await earlier.cache.flush()
     second = await review_changes(llm_for(settings_for(fake_openai), sqlite_store), PATCH)
     assert len(fake_openai.requests) == 1
     assert second.findings == first.findings
