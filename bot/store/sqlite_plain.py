@@ -72,7 +72,7 @@ def yield_to_the_loop() -> None:
     that could only wait for the GIL and give it back, two context switches for nothing, about
     one and a half per delivery at intake. Left to run when the loop waits (for the batch's
     commit, among others), the thread finds the GIL free and more of the batch gathered: on one
-    core, a fifth more deliveries per second for the same work. Where the kernel refuses (another
+    core, a sixth more deliveries per second for the same work. Where the kernel refuses (another
     system, a sandbox), the thread runs as it always did.
     """
     policy = getattr(os, "SCHED_BATCH", None)
