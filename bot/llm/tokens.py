@@ -3,11 +3,14 @@ tokenizer exists.
 
 OpenAI's encodings ship inside the `bpe-openai` wheel (nothing is downloaded at run time):
 `o200k_base` for gpt-4o, gpt-4.1, gpt-4.5, the gpt-5 family and the o-series, `cl100k_base`
-for gpt-4 and gpt-3.5. Any other model name (a local or compatible server: vLLM, Ollama) is
-counted with `o200k_base` as an estimate. Anthropic publishes no tokenizer: a Claude count is
-the `o200k_base` count times a ratio, set high at first and then corrected by the usage
-Anthropic reports (`TokenCounter.calibrated`). `estimate_tokens` (UTF-8 bytes / 3) is only for
-text no tokenizer counts.
+for gpt-4 and gpt-3.5. Counts come from the wheel's Rust tokenizer alone (`_bindings`): its
+Python package, on import, builds every encoding's rank tables as Python dictionaries for
+its tiktoken-compatible API (about 75 MiB more, kept for the life of the process, and half a
+second of the first review's time), which counting does not use. Any other model name (a
+local or compatible server: vLLM, Ollama) is counted with `o200k_base` as an estimate.
+Anthropic publishes no tokenizer: a Claude count is the `o200k_base` count times a ratio, set
+high at first and then corrected by the usage Anthropic reports (`TokenCounter.calibrated`).
+`estimate_tokens` (UTF-8 bytes / 3) is only for text no tokenizer counts.
 
 A request is counted as the provider bills it: each message's content plus its framing, the
 reply's priming, and the answer's schema (OpenAI's `response_format`, Anthropic's forced tool
@@ -17,18 +20,21 @@ and the tool-use system prompt that comes with it). See docs/costs.md for the fi
 from __future__ import annotations
 
 import functools
+import importlib.machinery
+import importlib.util
 import json
 import math
+import sys
 import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from bot.llm.types import ModelRef
 
 BYTES_PER_TOKEN = 3
-PIECE_CHARS = 100_000  # counted at once: under the encoder's limit of 200,000 tokens
+PIECE_CHARS = 100_000  # counted at once: under the package encoder's 200,000 tokens
 MESSAGE_OVERHEAD_TOKENS = 8  # the estimate's framing of a message (no tokenizer)
 REQUEST_OVERHEAD_TOKENS = 16  # the estimate's framing of a request (no tokenizer)
 
@@ -56,8 +62,54 @@ _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-")
 class Encoding(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
+    def count(self, text: str) -> int: ...
+
+
+class _Tokenizer(Protocol):  # bpe-openai's compiled tokenizer (its `_bindings.pyi`)
+    def encode(self, text: str) -> list[int]: ...
+
+    def count(self, text: str) -> int: ...
+
+
+class RustEncoding:
+    """An OpenAI encoding as bpe-openai's Rust tokenizer counts it, as its Python API would
+    (text that is not valid Unicode, a lone surrogate, is counted as that API counts it)."""
+
+    def __init__(self, name: str, tokenizer: _Tokenizer) -> None:
+        self.name = name
+        self._tokenizer = tokenizer
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(_utf8(text)))
+
+    def count(self, text: str) -> int:
+        return self._tokenizer.count(_utf8(text))
+
+
+class _PackageEncoding:
+    """The package's own encoding, where its Rust tokenizer cannot be loaded by itself."""
+
+    def __init__(self, encoding: Any) -> None:
+        self._encoding = encoding
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return cast(list[int], self._encoding.encode_ordinary(text))
+
+    def count(self, text: str) -> int:
+        return len(self.encode_ordinary(text))
+
+
+def _utf8(text: str) -> str:
+    """`text`, with what UTF-8 cannot hold (lone surrogates) replaced, as bpe-openai does."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
 
 _ENCODINGS: dict[str, Encoding] = {}
+BINDINGS = "bpe_openai._bindings"
 _LOADING = threading.Lock()
 
 
@@ -74,13 +126,43 @@ def encoding(name: str) -> Encoding:
 
 
 def _load(name: str) -> Encoding:
-    with warnings.catch_warnings():  # its loader uses a deprecated importlib.resources call
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import bpe_openai  # type: ignore[import-untyped]
+    try:
+        enc: Encoding = RustEncoding(name, _bindings().tokenizer_for_encoding(name))
+    except (ImportError, AttributeError, OSError) as exc:  # another layout of the wheel
+        from bot.logs import get_logger
 
-        enc: Encoding = bpe_openai.get_encoding(name)
-        enc.encode_ordinary("warm up")  # the ranks load on first use
+        get_logger(component="tokens").warning(
+            "bpe-openai's tokenizer could not be loaded by itself; loading its package",
+            error=str(exc),
+        )
+        with warnings.catch_warnings():  # its loader uses a deprecated importlib.resources call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import bpe_openai  # type: ignore[import-untyped]
+
+            enc = _PackageEncoding(bpe_openai.get_encoding(name))
+    enc.count("warm up")  # the ranks load on first use
     return enc
+
+
+def _bindings() -> Any:
+    """bpe-openai's compiled module, loaded without its package (whose import builds the
+    tables described above); the package, if imported later, uses this same module."""
+    loaded = sys.modules.get(BINDINGS)
+    if loaded is not None:
+        return loaded
+    package = importlib.util.find_spec("bpe_openai")  # found, not imported
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("the bpe-openai package is not installed")
+    finder = importlib.machinery.FileFinder(
+        next(iter(package.submodule_search_locations)),
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+    )
+    spec = finder.find_spec(BINDINGS)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"bpe-openai has no {BINDINGS} module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sys.modules.setdefault(BINDINGS, module)
 
 
 def encoding_for(ref: ModelRef) -> tuple[str, bool]:
@@ -179,16 +261,17 @@ def _raw(name: str, text: str) -> int:
         return 0
     enc = encoding(name)
     if len(text) <= PIECE_CHARS:
-        return len(enc.encode_ordinary(text))
-    # The encoder refuses over 200,000 tokens at once: count in pieces cut after a
-    # newline, where a token never spans the cut (so the sum is the count, or just over).
+        return enc.count(text)
+    # The package's encoder refuses over 200,000 tokens at once, and one call holds the GIL
+    # for all of its text: count in pieces cut after a newline, where a token never spans the
+    # cut (so the sum is the count, or just over).
     total = start = 0
     while start < len(text):
         end = min(start + PIECE_CHARS, len(text))
         if end < len(text):
             cut = text.rfind("\n", start, end)
             end = cut + 1 if cut > start else end
-        total += len(enc.encode_ordinary(text[start:end]))
+        total += enc.count(text[start:end])
         start = end
     return total
 

@@ -4,11 +4,17 @@ formulas, through the real SDKs)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bot.core.findings import ReviewAnswer
 from bot.llm import ModelRef, Prompt
 from bot.llm.tokens import ANTHROPIC_FIRST_RATIO, CL100K, O200K, counter_for, encoding
+from tests.conftest import ROOT
 from tests.llm.conftest import Via
 
 
@@ -18,6 +24,77 @@ def test_the_encodings_are_openais_own_and_load_offline() -> None:
     assert encoding(CL100K).encode_ordinary("hello world") == [15339, 1917]
     # Special-token text in a diff is text, as the API treats it.
     assert len(encoding(O200K).encode_ordinary("<|endoftext|>")) > 1
+
+
+# Texts a review counts: code, prose in other scripts, emoji and combining marks, runs of
+# whitespace, special-token text, and a lone surrogate (text that is not valid Unicode).
+VARIED = [
+    "def handler(event):\n    return event['body']\n" * 50,
+    "    \t\n\n   \r\n" * 30 + "x",
+    "日本語のテキストと中文文本，한국어 텍스트. Ünïcödé façade — naïve café.",
+    "🙂👍🏽 family: 👨‍👩‍👧‍👦, flags: 🇫🇷🇯🇵, e\u0301 a\u0308",
+    "<|endoftext|> <|fim_prefix|> <|endofprompt|>",
+    "a\ud800b \udfff",
+    "".join(chr(c) for c in range(32, 0x3000, 7)),
+]
+
+
+@pytest.mark.parametrize("name", [O200K, CL100K])
+def test_counts_are_the_packages_own(name: str) -> None:
+    """The Rust tokenizer counted alone gives what bpe-openai's tiktoken-compatible encoder
+    gives, text for text (the package's encoder, loaded here, is the reference)."""
+    import warnings
+
+    from bot.llm import tokens
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai  # type: ignore[import-untyped]
+
+        reference = bpe_openai.get_encoding(name)
+    ours = encoding(name)
+    for text in VARIED:
+        expected = reference.encode_ordinary(text)
+        assert ours.encode_ordinary(text) == expected, text[:40]
+        assert ours.count(text) == len(expected) == tokens._raw(name, text), text[:40]
+
+
+def test_counting_loads_the_tokenizer_without_the_package_s_tables(tmp_path: Path) -> None:
+    """Counting in a fresh process loads bpe-openai's compiled tokenizer and not its Python
+    package, whose import builds every encoding's rank tables (some 75 MiB for good)."""
+    script = (
+        "import sys\n"
+        "from bot.llm.tokens import encoding\n"
+        "assert encoding('o200k_base').count('hello world') == 2\n"
+        "print(sorted(m for m in sys.modules if m.startswith('bpe_openai')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.stdout.split() == ["['bpe_openai._bindings']"]
+
+
+def test_a_wheel_whose_tokenizer_cannot_be_loaded_alone_is_counted_by_its_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another layout of the bpe-openai wheel costs memory, not counts: the package's own
+    encoder counts then."""
+    from bot.llm import tokens
+
+    def moved() -> None:
+        raise ImportError("bpe-openai has no bpe_openai._bindings module")
+
+    monkeypatch.setattr(tokens, "_bindings", moved)
+    monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    fallback = tokens.encoding(O200K)
+    assert not isinstance(fallback, tokens.RustEncoding)
+    assert fallback.encode_ordinary("hello world") == [24912, 2375]
+    assert tokens._raw(O200K, VARIED[0]) == len(fallback.encode_ordinary(VARIED[0]))
 
 
 @pytest.mark.parametrize(
