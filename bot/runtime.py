@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from pydantic import SecretStr
 
+from bot import heap
 from bot.context import Context
 from bot.events import Event
 from bot.llm import LLM, make_llm
@@ -59,8 +60,11 @@ class Runtime:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         web_only: bool = False,
+        settle_heap: bool = False,
     ) -> None:
-        """`web_only`: this process runs no workers (`serve --no-workers`): see make_store."""
+        """`web_only`: this process runs no workers (`serve --no-workers`): see make_store.
+        `settle_heap`: a server's or worker's own process, whose heap is settled after its
+        first review (bot/heap.py); never in a process that is not Arbiter's alone (tests)."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.store = store or make_store(settings, clock=clock, web_only=web_only)
@@ -78,6 +82,7 @@ class Runtime:
         self._redactor_settings = settings
         self.redis: Redis | None = None  # opened by the web app's API when a URL is set
         self.recovery: Recovery | None = None
+        self._settle_after_review = settle_heap
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -329,7 +334,11 @@ class Runtime:
             ),
             settled=slot_no_longer_needed,
         )
-        await review_pull_request(self.context(event, job_id=job.id), request, attempt)
+        reviewed = await review_pull_request(self.context(event, job_id=job.id), request, attempt)
+        if reviewed is not None and self._settle_after_review:
+            # The review core, the model's SDK and the tokenizer are loaded for good now.
+            self._settle_after_review = False
+            asyncio.get_running_loop().call_soon(heap.settle, "after the first review")
 
     async def _run_event(self, job: Job) -> None:
         """Dispatch to the handlers that have not yet succeeded on an earlier attempt."""

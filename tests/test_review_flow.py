@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -49,7 +50,7 @@ async def make_runtime(
     github, openai = fakes
     made: list[Runtime] = []
 
-    async def make(**overrides: Any) -> Runtime:
+    async def make(*, settle_heap: bool = False, **overrides: Any) -> Runtime:
         settings = load_settings(
             **{
                 "database_url": f"sqlite+aiosqlite:///{tmp_path}/flow.db",
@@ -61,7 +62,7 @@ async def make_runtime(
                 **overrides,
             }
         )
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, settle_heap=settle_heap)
         await runtime.start()
         made.append(runtime)
         return runtime
@@ -358,6 +359,32 @@ async def test_a_review_gives_its_slot_back_once_its_outcome_is_on_the_pull_requ
     assert (review.state, review.findings) == ("done", 1)
     (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
     assert job.state == "done"
+
+
+async def test_a_worker_s_heap_is_settled_after_its_first_review_only(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI]
+) -> None:
+    """What the first review loads for good (the review core, the model's SDK, the tokenizer)
+    is frozen once it is done; later reviews freeze nothing more (bot/heap.py)."""
+    github, openai = fakes
+    runtime = await make_runtime(settle_heap=True)
+    try:
+        before = gc.get_freeze_count()
+        await _handle(runtime, "opened")
+        await _work(runtime)
+        await asyncio.sleep(0)  # settled beside the job, once it returned
+        assert len(openai.requests) == 1
+        settled = gc.get_freeze_count()
+        assert settled > before
+        github.update_pull(REPO, 2, head_sha=H2)
+        await _handle(runtime, "synchronize")
+        await _work(runtime)
+        await asyncio.sleep(0)
+        assert [r.head_sha for r in await runtime.store.list_reviews()] == [H2, H1]
+        # Not frozen again (which would add all made since); some frozen objects went since.
+        assert gc.get_freeze_count() <= settled
+    finally:
+        gc.unfreeze()  # this test process's heap as it was
 
 
 async def test_a_paused_pull_request_is_not_reviewed_automatically(
