@@ -69,6 +69,11 @@ PLAIN_STATEMENTS = 256
 # A server that restarts within the window fails one operation, as StoreUnavailable (every
 # caller waits that out), and that invalidates the pool's older connections.
 PING_IDLE_SECONDS = 2.0
+# PostgreSQL: connections of the pool `rows` keeps checked out between its statements, at most
+# this many, each used again only within PING_IDLE_SECONDS (else back to the pool, which pings
+# it): a checkout and return through the pool (a greenlet each way, the pool's events, the reset)
+# cost the event loop about as much as asyncpg's own work for a statement (issue 20).
+PLAIN_HELD = 2
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -113,10 +118,15 @@ class SQLDatabase:
         self._operations = GroupCommit(self._run_together)
         # PostgreSQL: statements `rows` sends to asyncpg as they are, compiled (None: not plain).
         self._plain: dict[Executable, PlainSQL | None] = {}
+        # … and the pool's connections it keeps between them (PLAIN_HELD): when each was last
+        # used, and the connection, the most recently used last.
+        self._held: list[tuple[float, Any]] = []
+        self._closing = False
 
     async def open(self) -> None:
         if self._async_engine is not None or self._sqlite_engine is not None:
             return
+        self._closing = False
         if self.backend == "sqlite":
             self._sqlite_engine = _sqlite_engine(self.url)
             self._writer = _Kept(self._sqlite_engine)
@@ -149,15 +159,18 @@ class SQLDatabase:
         pool = self._async_engine.pool if self._async_engine is not None else None
         if not isinstance(pool, sa.pool.QueuePool):
             return None
+        held = len(self._held)  # checked out, idle between two of `rows`' statements
         return PoolUsage(
-            in_use=pool.checkedout(),
-            idle=pool.checkedin(),
+            in_use=pool.checkedout() - held,
+            idle=pool.checkedin() + held,
             limit=pool.size() + self._max_overflow,
         )
 
     async def close(self) -> None:
         await self._operations.drain()
         await self._close_kept()
+        self._closing = True  # a statement that ends from here on keeps no connection
+        await self._return_held(everything=True)
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = self._autocommit_engine = None
@@ -305,13 +318,18 @@ class SQLDatabase:
     ) -> list[Any]:
         from sqlalchemy.util import greenlet_spawn
 
-        with self._failures_as_unavailable():  # the pool's checkout (a ping, a new connection)
-            connection = await greenlet_spawn(engine.sync_engine.raw_connection)
-        lost = True
+        if self._held and self._held[0][0] < time.monotonic() - PING_IDLE_SECONDS:
+            await asyncio.shield(self._return_held())  # the caller's cancellation strands none
+        if self._held:
+            connection = self._held.pop()[1]  # used within PING_IDLE_SECONDS: no ping needed
+        else:
+            with self._failures_as_unavailable():  # the pool's checkout (a ping, a new one)
+                connection = await greenlet_spawn(engine.sync_engine.raw_connection)
+        lost, done = True, False
         try:
             driver: Any = connection.driver_connection
             rows = await driver.fetch(plain.sql, *plain.arguments(parameters))
-            lost = False
+            lost, done = False, True
             return [plain.row(record) for record in rows] if plain.converters else rows
         except Exception as exc:
             lost = raw_unavailable(exc)
@@ -319,8 +337,23 @@ class SQLDatabase:
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
             raise  # the statement was refused: the connection is as good as before
         finally:
-            # Lost, or stopped midway (cancelled): its state is unknown, so it is not reused.
-            await greenlet_spawn(connection.invalidate if lost else connection.close)
+            if done and len(self._held) < PLAIN_HELD and not self._closing:
+                self._held.append((time.monotonic(), connection))  # for the next statement
+            else:
+                # Lost, or stopped midway (cancelled): its state is unknown, so it is not
+                # reused. A refused statement's connection goes back to the pool.
+                await greenlet_spawn(connection.invalidate if lost else connection.close)
+
+    async def _return_held(self, *, everything: bool = False) -> None:
+        """Give the pool back the connections `rows` kept that sat idle past
+        PING_IDLE_SECONDS (the pool pings such a one before its next use), or all of them."""
+        from sqlalchemy.util import greenlet_spawn
+
+        deadline = time.monotonic() - PING_IDLE_SECONDS
+        while self._held and (everything or self._held[0][0] < deadline):
+            _, connection = self._held.pop(0)
+            with contextlib.suppress(Exception):  # closing it is all that is left to do
+                await greenlet_spawn(connection.close)
 
     async def _autocommit(self, engine: AsyncEngine, operation: Callable[[Connection], T]) -> T:
         if self._autocommit_engine is None:

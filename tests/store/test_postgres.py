@@ -216,13 +216,75 @@ async def test_a_plain_statement_goes_to_asyncpg_and_fails_as_the_pools_do(
         await ended
     finally:
         await other.close()
-    assert pool.checkedout() == 0
+    assert pool.checkedout() == 0  # the lost one dropped, none kept
     (first,) = await db.rows(backend, {})
     refused = sa.text("SELECT 1 / :zero AS x").bindparams(sa.bindparam("zero", type_=sa.Integer))
     with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
         await db.rows(refused.columns(x=sa.Integer), {"zero": 0})
     (again,) = await db.rows(backend, {})
-    assert again["pid"] == first["pid"] and pool.checkedout() == 0  # the same connection
+    assert again["pid"] == first["pid"]  # the same connection, kept or back from the pool
+    usage = db.pool_usage()
+    assert usage is not None and usage.in_use == 0
+
+
+async def test_plain_statements_keep_a_connection_between_them_not_a_checkout_each(
+    postgres_store: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rows` keeps the pool's connection for the next statement: thirty reads, one at a
+    time, take one connection out of the pool, and /metrics counts it idle between them. One
+    idle past PING_IDLE_SECONDS goes back to the pool (which pings it before its next use),
+    and closing the store hands every kept one back."""
+    db = postgres_store._db
+    engine = db._async_engine
+    assert engine is not None
+    checkouts: list[int] = []
+
+    def checkout(*_: Any) -> None:
+        checkouts.append(1)
+
+    sa.event.listen(engine.sync_engine, "checkout", checkout)
+    try:
+        for number in range(30):
+            await postgres_store.pr_state("github", "o/r", number)
+        assert len(checkouts) == 1
+        usage = db.pool_usage()
+        assert usage is not None and (usage.in_use, usage.idle) == (0, 1)
+        monkeypatch.setattr(sql_engine, "PING_IDLE_SECONDS", 0.05)
+        await asyncio.sleep(0.1)
+        await postgres_store.pr_state("github", "o/r", 1)
+        assert len(checkouts) == 2  # through the pool again
+        pool: Any = engine.pool
+        assert pool.checkedout() == 1  # the one kept since
+    finally:
+        sa.event.remove(engine.sync_engine, "checkout", checkout)
+    await postgres_store.close()
+    assert pool.checkedout() == 0
+
+
+async def test_a_kept_connection_the_server_ended_fails_one_statement_then_is_replaced(
+    postgres_store: SQLStore,
+) -> None:
+    """A connection kept between statements is used again without a ping (as one just back in
+    the pool is): one the server ended meanwhile fails that statement as StoreUnavailable, is
+    dropped, and the next statement works on a new one."""
+    db = postgres_store._db
+    backend = sa.select(sa.func.pg_backend_pid(type_=sa.Integer).label("pid"))
+    (first,) = await db.rows(backend, {})
+    other = SQLStore(db.url)
+    await other.open()
+    try:
+        ended = await other.run_sql(
+            lambda conn: conn.execute(
+                sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": first["pid"]}
+            ).scalar_one()
+        )
+        assert ended
+    finally:
+        await other.close()
+    with pytest.raises(StoreUnavailable, match="postgresql store"):
+        await db.rows(backend, {})
+    (again,) = await db.rows(backend, {})
+    assert again["pid"] != first["pid"]
 
 
 async def test_a_plain_statement_against_a_server_that_is_not_there_is_store_unavailable() -> None:
