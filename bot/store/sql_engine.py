@@ -74,6 +74,7 @@ PING_IDLE_SECONDS = 2.0
 # it): a checkout and return through the pool (a greenlet each way, the pool's events, the reset)
 # cost the event loop about as much as asyncpg's own work for a statement (issue 20).
 PLAIN_HELD = 2
+IDLE_SINCE = "arbiter_idle_since"  # a kept connection's last use, told to the pool on return
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -351,7 +352,8 @@ class SQLDatabase:
 
         deadline = time.monotonic() - PING_IDLE_SECONDS
         while self._held and (everything or self._held[0][0] < deadline):
-            _, connection = self._held.pop(0)
+            used_at, connection = self._held.pop(0)
+            connection.info[IDLE_SINCE] = used_at  # so the pool pings it before its next use
             with contextlib.suppress(Exception):  # closing it is all that is left to do
                 await greenlet_spawn(connection.close)
 
@@ -645,7 +647,8 @@ def ping_when_idle(engine: Engine, idle: float = PING_IDLE_SECONDS) -> None:
     it is replaced by the pool (a DisconnectionError on checkout makes it connect anew)."""
 
     def used(_dbapi: Any, record: Any, *_args: Any) -> None:
-        record.info["used_at"] = time.monotonic()
+        # One `rows` kept idle comes back saying since when (IDLE_SINCE): not used just now.
+        record.info["used_at"] = record.info.pop(IDLE_SINCE, None) or time.monotonic()
 
     def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         if time.monotonic() - record.info.get("used_at", 0.0) <= idle:

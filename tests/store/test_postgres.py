@@ -237,6 +237,7 @@ async def test_plain_statements_keep_a_connection_between_them_not_a_checkout_ea
     db = postgres_store._db
     engine = db._async_engine
     assert engine is not None
+    await postgres_store.migrate()
     checkouts: list[int] = []
 
     def checkout(*_: Any) -> None:
@@ -261,30 +262,74 @@ async def test_plain_statements_keep_a_connection_between_them_not_a_checkout_ea
     assert pool.checkedout() == 0
 
 
-async def test_a_kept_connection_the_server_ended_fails_one_statement_then_is_replaced(
-    postgres_store: SQLStore,
-) -> None:
-    """A connection kept between statements is used again without a ping (as one just back in
-    the pool is): one the server ended meanwhile fails that statement as StoreUnavailable, is
-    dropped, and the next statement works on a new one."""
-    db = postgres_store._db
-    backend = sa.select(sa.func.pg_backend_pid(type_=sa.Integer).label("pid"))
-    (first,) = await db.rows(backend, {})
-    other = SQLStore(db.url)
+def _kept_pid(store: SQLStore) -> int:
+    """The server process of the connection `rows` kept last."""
+    (_, connection), *_ = reversed(store._db._held)
+    return int(connection.driver_connection.get_server_pid())
+
+
+async def _end_session(url: str, pid: int) -> None:
+    other = SQLStore(url)
     await other.open()
     try:
         ended = await other.run_sql(
             lambda conn: conn.execute(
-                sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": first["pid"]}
+                sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid}
             ).scalar_one()
         )
         assert ended
     finally:
         await other.close()
+
+
+async def test_a_kept_connection_the_server_ended_fails_one_statement_then_is_replaced(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """A connection kept between statements is used again without a ping (as one just back in
+    the pool is): one the server ended meanwhile fails that statement as StoreUnavailable, is
+    dropped, and the next statement works on a new one."""
+    await postgres_store.migrate()
+    await postgres_store.pr_state("github", "o/r", 1)
+    first = _kept_pid(postgres_store)
+    await _end_session(postgres_url, first)
     with pytest.raises(StoreUnavailable, match="postgresql store"):
-        await db.rows(backend, {})
-    (again,) = await db.rows(backend, {})
-    assert again["pid"] != first["pid"]
+        await postgres_store.pr_state("github", "o/r", 1)
+    await postgres_store.pr_state("github", "o/r", 1)
+    assert _kept_pid(postgres_store) != first
+
+
+async def test_a_kept_connection_idle_past_the_window_is_pinged_and_replaced_if_ended(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection `rows` kept that then sat idle past PING_IDLE_SECONDS goes back to the
+    pool as idle since its last use, not as just used: the pool pings it before it is used
+    again, and one the server (or a proxy) ended meanwhile is replaced without an error."""
+    monkeypatch.setattr(sql_engine, "PING_IDLE_SECONDS", 0.05)
+    store = SQLStore(postgres_url)  # opened with that window
+    await store.open()
+    await store.migrate()
+    engine = store._db._async_engine
+    assert engine is not None
+    pings: list[int] = []
+    ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return bool(ping(dbapi_connection))
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    try:
+        await store.pr_state("github", "o/r", 1)
+        first = _kept_pid(store)
+        await asyncio.sleep(0.2)  # idle past the window: back to the pool, pinged on checkout
+        await store.pr_state("github", "o/r", 1)
+        assert len(pings) == 1 and _kept_pid(store) == first  # alive: the same connection
+        await _end_session(postgres_url, first)
+        await asyncio.sleep(0.2)
+        await store.pr_state("github", "o/r", 1)  # no error: pinged, found ended, replaced
+        assert _kept_pid(store) != first
+    finally:
+        await store.close()
 
 
 async def test_a_plain_statement_against_a_server_that_is_not_there_is_store_unavailable() -> None:
