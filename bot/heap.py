@@ -4,8 +4,8 @@ What a process builds once and keeps (the libraries it imports, its settings, it
 moved out of the collector's reach (`gc.freeze`): a full collection walks every tracked object
 it can reach, and an event loop stands still while it does. At start, the server and the worker
 settle what start-up built; a process that reviews settles once more after its first review,
-when the review core, the model's SDK and the tokenizer are loaded (their full collections took
-17-31 ms each on the worker bench, 1-2 ms once settled).
+when the review core, the model's SDK and the tokenizer are loaded (the full collections after
+it took 16-20 ms each on the worker bench, about 1 ms once settled).
 
 A frozen object still goes when its last reference does; only garbage in reference cycles among
 frozen objects stays, so this is done at these few moments, never on a schedule.
