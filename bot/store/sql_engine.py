@@ -75,6 +75,10 @@ PING_IDLE_SECONDS = 2.0
 # cost the event loop about as much as asyncpg's own work for a statement (issue 20).
 PLAIN_HELD = 2
 IDLE_SINCE = "arbiter_idle_since"  # a kept connection's last use, told to the pool on return
+# … and each goes back to the pool at least this often, busy or not, so that the pool's own
+# checks on checkout (its recycling of connections older than pool_recycle) still apply.
+PLAIN_HELD_SECONDS = 60.0
+TAKEN_AT = "arbiter_taken_at"  # when `rows` last took the connection out of the pool
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -326,6 +330,7 @@ class SQLDatabase:
         else:
             with self._failures_as_unavailable():  # the pool's checkout (a ping, a new one)
                 connection = await greenlet_spawn(engine.sync_engine.raw_connection)
+            connection.info[TAKEN_AT] = time.monotonic()
         lost, done = True, False
         try:
             driver: Any = connection.driver_connection
@@ -338,8 +343,14 @@ class SQLDatabase:
                 raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
             raise  # the statement was refused: the connection is as good as before
         finally:
-            if done and len(self._held) < PLAIN_HELD and not self._closing:
-                self._held.append((time.monotonic(), connection))  # for the next statement
+            now = time.monotonic()
+            if (
+                done
+                and len(self._held) < PLAIN_HELD
+                and now - connection.info.get(TAKEN_AT, 0.0) < PLAIN_HELD_SECONDS
+                and not self._closing
+            ):
+                self._held.append((now, connection))  # for the next statement
             else:
                 # Lost, or stopped midway (cancelled): its state is unknown, so it is not
                 # reused. A refused statement's connection goes back to the pool.

@@ -282,6 +282,30 @@ async def _end_session(url: str, pid: int) -> None:
         await other.close()
 
 
+async def test_a_busy_kept_connection_still_goes_back_to_the_pool_now_and_then(
+    postgres_store: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However often `rows` uses the connection it keeps, it returns it to the pool once it has
+    kept it PLAIN_HELD_SECONDS: the pool's checks on checkout (pool_recycle) still apply."""
+    await postgres_store.migrate()
+    monkeypatch.setattr(sql_engine, "PLAIN_HELD_SECONDS", 0.2)
+    engine = postgres_store._db._async_engine
+    assert engine is not None
+    checkouts: list[int] = []
+
+    def checkout(*_: Any) -> None:
+        checkouts.append(1)
+
+    sa.event.listen(engine.sync_engine, "checkout", checkout)
+    try:
+        for _ in range(10):  # busy: a statement every 50 ms, for 0.5 s
+            await postgres_store.pr_state("github", "o/r", 1)
+            await asyncio.sleep(0.05)
+        assert len(checkouts) >= 2  # back to the pool now and then, not taken once for all
+    finally:
+        sa.event.remove(engine.sync_engine, "checkout", checkout)
+
+
 async def test_a_kept_connection_the_server_ended_fails_one_statement_then_is_replaced(
     postgres_store: SQLStore, postgres_url: str
 ) -> None:
