@@ -47,11 +47,14 @@ async def accept_batch(
 
 # Deliveries and their jobs in one statement and one round trip: the rows come as arrays, the
 # deliveries already seen are skipped by ON CONFLICT, and each new one gets a job whose id is
-# drawn first, so the answer says which delivery got which job.
+# drawn first, so the answer says which delivery got which job. Every array is sent as text[]
+# (numbers as their text, cast by the server): asyncpg has a codec of its own for text[] only,
+# and for any other array type it looks the type up in the server's catalog on each new
+# connection's first use.
 _ACCEPT_PG = """
 WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::int[], $7::float8[], $8::text[]) WITH ORDINALITY
+                         $6::text[]::int[], $7::text[]::float8[], $8::text[]) WITH ORDINALITY
         AS b(platform, delivery_id, event, kind, payload, max_attempts, run_at, job_delivery_id, n)
 ), fresh AS (
     INSERT INTO deliveries (platform, delivery_id, event, received_at)
@@ -94,8 +97,8 @@ async def _accept_many_pg(
             [d.event[:EVENT_CHARS] for d, _ in batch],
             [j.kind for _, j in batch],
             [j.payload for _, j in batch],
-            [j.max_attempts for _, j in batch],
-            [j.run_at if j.run_at is not None else now for _, j in batch],
+            [str(j.max_attempts) for _, j in batch],
+            [repr(float(j.run_at if j.run_at is not None else now)) for _, j in batch],
             [j.delivery_id for _, j in batch],
             now,
         )
@@ -343,11 +346,13 @@ async def complete_batch(db: SQLDatabase, items: list[tuple[int, str]], now: flo
     owners = {worker_id for _, worker_id in items}
     if len(owners) == 1:
         (owner,) = owners
-        params = {"ids": [job_id for job_id, _ in items], "owner": owner, "finished": now}
+        params: dict[str, Any] = {"owner": owner, "finished": now}
         if db.backend == "postgresql":  # one statement for any number of jobs: `= ANY($1)`
+            params["ids"] = [str(job_id) for job_id, _ in items]  # text[] (_complete_any)
             rows = await db.rows(_complete_any(), params, write=True)
             done = {int(row["id"]) for row in rows}
         else:
+            params["ids"] = [job_id for job_id, _ in items]
             done = await db.write_one(
                 _COMPLETE, params, lambda rows: set(rows.scalars()), alone=True
             )
@@ -411,12 +416,12 @@ _COMPLETE = _complete_statement(jobs.c.id.in_(sa.bindparam("ids", expanding=True
 @functools.cache
 def _complete_any() -> sa.Update:
     """`_COMPLETE` for PostgreSQL, its jobs an array parameter instead of a list expanded into
-    the statement for each call (so it is compiled once: `SQLDatabase.rows`)."""
+    the statement for each call (so it is compiled once: `SQLDatabase.rows`). The ids come as
+    text[], cast by the server (see _ACCEPT_PG: no catalog lookup on a new connection)."""
     from sqlalchemy.dialects.postgresql import ARRAY
 
-    return _complete_statement(
-        jobs.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger)))
-    )
+    ids = sa.cast(sa.bindparam("ids", type_=ARRAY(sa.Text)), ARRAY(sa.BigInteger))
+    return _complete_statement(jobs.c.id == sa.any_(ids))
 
 
 def _complete_many(conn: Connection, items: list[tuple[int, str]], now: float) -> list[bool]:
