@@ -338,6 +338,15 @@ class FakeOpenAI(FakeLLMServer):
             schema=schema,
         )
         self._record(request)  # on arrival: a request that times out is recorded too
+        # The prompt is counted on arrival, not after a `Slow` wait: answers due together are
+        # then sent together, not one after another behind this process's tokenizer.
+        schema_text = wire_json(response_format) if response_format else ""
+        input_tokens = (
+            sum(count_tokens(_text(m.get("content"))) + OPENAI_MESSAGE_TOKENS for m in messages)
+            + OPENAI_MESSAGE_TOKENS
+            + count_tokens(schema_text)
+        )
+        prefix_tokens = count_tokens(schema_text) + count_tokens(system) + OPENAI_MESSAGE_TOKENS
         reply = await self._settle(self._next(request))
         if not self.record:
             request.user = ""
@@ -359,17 +368,10 @@ class FakeOpenAI(FakeLLMServer):
             request.status = reply.status
             return _openai_error(reply.status, reply.message, "server_error")
         content = json.dumps(reply.data) if isinstance(reply, Answer) else reply.text
-        schema_text = wire_json(response_format) if response_format else ""
-        request.input_tokens = (
-            sum(count_tokens(_text(m.get("content"))) + OPENAI_MESSAGE_TOKENS for m in messages)
-            + OPENAI_MESSAGE_TOKENS
-            + count_tokens(schema_text)
-        )
+        request.input_tokens = input_tokens
         prefix_key = f"{request.model}\x00{schema_text}\x00{system}"
         request.cache_read_tokens = cached_prefix_tokens(
-            count_tokens(schema_text) + count_tokens(system) + OPENAI_MESSAGE_TOKENS,
-            request.input_tokens,
-            prefix_key in self.prefixes,
+            prefix_tokens, request.input_tokens, prefix_key in self.prefixes
         )
         self.prefixes.add(prefix_key)
         finish = "stop"
