@@ -485,8 +485,8 @@ async def test_intake_and_completion_need_no_type_lookup_on_a_new_connection(
             for n in range(3)
         )
     )
-    ids = [a.job_id for a in accepted]
-    assert None not in ids
+    ids = [a.job_id for a in accepted if a.job_id is not None]
+    assert len(ids) == 3
     claimed = await postgres_store.claim("w", limit=3, lease_seconds=60)
     assert sorted(j.id for j in claimed) == sorted(ids)
     assert {(j.payload, j.max_attempts, j.run_at) for j in claimed} == {
