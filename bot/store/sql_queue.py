@@ -19,7 +19,7 @@ from bot.store.base import JOB_STATES, Delivery, Enqueued, Job, JobState, NewJob
 from bot.store.leases import LEASE_EXPIRED
 from bot.store.records import new_job_row, to_job
 from bot.store.schema import deliveries, jobs, llm_cache
-from bot.store.sql_engine import SQLDatabase, dialect_insert
+from bot.store.sql_engine import PlainRun, SQLDatabase, dialect_insert
 from bot.store.sqlite_plain import EVENT_CHARS, accept_many
 
 # What `release` sets: the attempt was never made, so it is given back (never below zero).
@@ -111,6 +111,11 @@ async def _accept_many_pg(
 
 
 async def enqueue(db: SQLDatabase, job: NewJob, now: float) -> Enqueued:
+    if job.key is not None and db.backend == "postgresql":
+        # Every pull request's review is queued this way: its statements go to asyncpg as
+        # they are (SQLAlchemy's transaction around them cost 1.8 ms of the event loop's CPU,
+        # five times the statements themselves: issue 20).
+        return await db.plain_transaction(lambda run: _enqueue_keyed_pg(run, job, now))
     return await db.run(lambda conn: _enqueue(conn, job, now))
 
 
@@ -157,6 +162,52 @@ def _enqueue(conn: Connection, job: NewJob, now: float) -> Enqueued:
         )
         replaced = tuple(sorted(rows.scalars()))
     return Enqueued(job_id=job_id, replaced=replaced)
+
+
+async def _enqueue_keyed_pg(run: PlainRun, job: NewJob, now: float) -> Enqueued:
+    """`_enqueue` of a job with a key, on PostgreSQL, in `plain_transaction`'s transaction."""
+    lock, insert, cancel = _keyed_statements()
+    # Two enqueues of one key must not both miss each other's queued job: the second waits
+    # here for the first's commit, and its next statements see that job.
+    await run(lock, {"key": job.key})
+    (row,) = await run(insert, new_job_row(job, now))
+    job_id = int(row["id"])
+    reason = f"superseded by job {job_id}"
+    rows = await run(cancel, {"key": job.key, "job_id": job_id, "reason": reason, "now": now})
+    return Enqueued(job_id=job_id, replaced=tuple(sorted(int(r["id"]) for r in rows)))
+
+
+@functools.cache
+def _keyed_statements() -> tuple[sa.TextClause, sa.Insert, sa.Update]:
+    """`_enqueue`'s statements, built once with their values as parameters."""
+    key = sa.bindparam("key", type_=sa.String)
+    lock = sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))").bindparams(key)
+    columns = (
+        "kind", "key", "payload", "state", "attempts", "max_attempts", "run_at",
+        "delivery_id", "created_at", "updated_at",
+    )  # fmt: skip
+    insert = (
+        sa.insert(jobs)
+        .values({name: sa.bindparam(name, type_=jobs.c[name].type) for name in columns})
+        .returning(jobs.c.id)
+    )
+    now = sa.bindparam("now", type_=sa.Float)
+    cancel = (
+        sa.update(jobs)
+        .where(
+            jobs.c.key == key,
+            jobs.c.state == "queued",
+            jobs.c.id != sa.bindparam("job_id", type_=sa.BigInteger),
+        )
+        .values(
+            state="cancelled",
+            last_error=sa.bindparam("reason", type_=sa.String),
+            finished_at=now,
+            updated_at=now,
+        )
+        .returning(jobs.c.id)
+    )
+    return lock, insert, cancel
 
 
 # --- Claims and leases ---------------------------------------------------------------------------

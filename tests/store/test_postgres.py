@@ -15,8 +15,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-from bot.store import StoreUnavailable, sql_engine, sql_pool
+from bot.store import StoreUnavailable, sql_engine, sql_pool, sql_queue
 from bot.store.base import Delivery, NewJob, ReviewStart
+from bot.store.records import new_job_row
 from bot.store.sql import SQLStore
 from bot.store.sql_engine import unavailable
 
@@ -260,6 +261,82 @@ async def test_plain_statements_keep_a_connection_between_them_not_a_checkout_ea
         sa.event.remove(engine.sync_engine, "checkout", checkout)
     await postgres_store.close()
     assert pool.checkedout() == 0
+
+
+async def test_a_keyed_enqueue_is_one_plain_transaction_that_all_fails_or_all_holds(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """A pull request's review is queued in one transaction sent straight to asyncpg (BEGIN,
+    the key's lock, the job, the replaced job, COMMIT), none of it through SQLAlchemy's
+    cursor. A statement refused inside it undoes the rest and raises as it is; the session
+    ending inside it is StoreUnavailable, with nothing written, and the store goes on."""
+    await postgres_store.migrate()
+    db = postgres_store._db
+    engine = db._async_engine
+    assert engine is not None
+    through_sqlalchemy: list[str] = []
+    sent: list[str] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        through_sqlalchemy.append(statement)
+
+    def logged(query: Any) -> None:
+        sent.append(query.query.split(None, 1)[0].upper())
+
+    key = f"review:github:o/r#{uuid.uuid4().int % 10**6}"
+    first = await postgres_store.enqueue(NewJob("review", "head-1", key=key))
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", executed)
+    held = [c.driver_connection for _, c in db._held]  # the next plain statement's
+    for connection in held:
+        connection.add_query_logger(logged)
+    try:
+        second = await postgres_store.enqueue(NewJob("review", "head-2", key=key))
+        await asyncio.sleep(0)  # asyncpg calls its loggers soon after the statement
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", executed)
+        for connection in held:
+            connection.remove_query_logger(logged)
+    assert through_sqlalchemy == []
+    assert sent == ["BEGIN;", "SELECT", "INSERT", "UPDATE", "COMMIT;"]
+    assert second.replaced == (first.job_id,)
+
+    def boom(run: sql_engine.PlainRun) -> Any:
+        async def work() -> None:
+            await run(sql_queue._keyed_statements()[0], {"key": key})
+            insert = sa.text("INSERT INTO jobs (kind) VALUES (:kind)")
+            await run(insert.bindparams(sa.bindparam("kind", type_=sa.String)), {"kind": "review"})
+            # payload and the rest are NOT NULL: refused
+
+        return work()
+
+    with pytest.raises(asyncpg.exceptions.NotNullViolationError):
+        await db.plain_transaction(boom)
+    third = await postgres_store.enqueue(NewJob("review", "head-3", key=key))
+    assert third.replaced == (second.job_id,)  # the lock was let go with the rollback
+
+    async def ended_midway(run: sql_engine.PlainRun) -> None:
+        await run(sql_queue._keyed_statements()[0], {"key": key})
+        lost = new_job_row(NewJob("review", "lost", key=key), 0.0)
+        await run(sql_queue._keyed_statements()[1], lost)
+        await _end_session(postgres_url, await _pid(run))
+        await run(sql_queue._keyed_statements()[0], {"key": key})
+
+    with pytest.raises(StoreUnavailable, match="postgresql store"):
+        await db.plain_transaction(ended_midway)
+    queued = [j for j in await postgres_store.list_jobs(state="queued") if j.key == key]
+    assert [j.payload for j in queued] == ["head-3"]  # the lost transaction's job is not there
+    fourth = await postgres_store.enqueue(NewJob("review", "head-4", key=key))
+    assert fourth.replaced == (third.job_id,)
+
+
+async def _pid(run: sql_engine.PlainRun) -> int:
+    backend = (
+        sa.text("SELECT pg_backend_pid() AS pid WHERE :yes")
+        .bindparams(sa.bindparam("yes", type_=sa.Boolean))
+        .columns(pid=sa.Integer)
+    )
+    (row,) = await run(backend, {"yes": True})
+    return int(row["pid"])
 
 
 def _kept_pid(store: SQLStore) -> int:
