@@ -71,11 +71,13 @@ PLAIN_STATEMENTS = 256
 # A server that restarts within the window fails one operation, as StoreUnavailable (every
 # caller waits that out), and that invalidates the pool's older connections.
 PING_IDLE_SECONDS = 2.0
-# PostgreSQL: connections of the pool `rows` keeps checked out between its statements, at most
-# this many, each used again only within PING_IDLE_SECONDS (else back to the pool, which pings
-# it): a checkout and return through the pool (a greenlet each way, the pool's events, the reset)
-# cost the event loop about as much as asyncpg's own work for a statement (issue 20).
-PLAIN_HELD = 2
+# PostgreSQL: connections of the pool `rows` keeps checked out between its statements, each
+# used again only within PING_IDLE_SECONDS (else back to the pool, which pings it): a checkout
+# and return through the pool (a greenlet each way, the pool's events, the reset) cost the
+# event loop about as much as asyncpg's own work for a statement (issue 20). It keeps up to the
+# pool's size (DATABASE_POOL_SIZE, the connections the pool would keep anyway: with two, ten
+# reviews at once still went through the pool for five statements each), and never the last
+# connection the pool could give: a transaction, which takes its own from the pool, must find one.
 IDLE_SINCE = "arbiter_idle_since"  # a kept connection's last use, told to the pool on return
 # … and each goes back to the pool at least this often, busy or not, so that the pool's own
 # checks on checkout (its recycling of connections older than pool_recycle) still apply.
@@ -125,7 +127,7 @@ class SQLDatabase:
         self._operations = GroupCommit(self._run_together)
         # PostgreSQL: statements `rows` sends to asyncpg as they are, compiled (None: not plain).
         self._plain: dict[Executable, PlainSQL | None] = {}
-        # … and the pool's connections it keeps between them (PLAIN_HELD): when each was last
+        # … and the pool's connections it keeps between them: when each was last
         # used, and the connection, the most recently used last.
         self._held: list[tuple[float, Any]] = []
         self._closing = False
@@ -352,7 +354,7 @@ class SQLDatabase:
     async def _plain_connection(self, engine: AsyncEngine) -> AsyncIterator[Any]:
         """A pool connection's asyncpg connection for plain statements: one kept since the last
         (used within PING_IDLE_SECONDS: no ping needed), else the pool's; kept again for the next
-        (up to PLAIN_HELD) once the caller is done with it. Failures surface as `run`'s do."""
+        (see PING_IDLE_SECONDS) once the caller is done with it. Failures surface as `run`'s do."""
         from sqlalchemy.util import greenlet_spawn
 
         if self._held and self._held[0][0] < time.monotonic() - PING_IDLE_SECONDS:
@@ -376,7 +378,8 @@ class SQLDatabase:
             now = time.monotonic()
             if (
                 done
-                and len(self._held) < PLAIN_HELD
+                and len(self._held) < self._pool_size
+                and self._pool_spare(engine)
                 and now - connection.info.get(TAKEN_AT, 0.0) < PLAIN_HELD_SECONDS
                 and not self._closing
             ):
@@ -385,6 +388,14 @@ class SQLDatabase:
                 # Lost, or stopped midway (cancelled): its state is unknown, so it is not
                 # reused. A refused statement's connection goes back to the pool.
                 await greenlet_spawn(connection.invalidate if lost else connection.close)
+
+    def _pool_spare(self, engine: AsyncEngine) -> bool:
+        """Whether the pool could give out one more connection besides those out now (the one
+        being returned counted among them)."""
+        pool = engine.pool
+        if not isinstance(pool, sa.pool.QueuePool):
+            return True
+        return pool.checkedout() < pool.size() + self._max_overflow
 
     async def _return_held(self, *, everything: bool = False) -> None:
         """Give the pool back the connections `rows` kept that sat idle past

@@ -339,6 +339,45 @@ async def _pid(run: sql_engine.PlainRun) -> int:
     return int(row["pid"])
 
 
+async def test_plain_statements_keep_up_to_the_pool_s_size_and_leave_it_one_to_give(
+    postgres_url: str,
+) -> None:
+    """Statements several at a time keep as many connections as the pool's size between them
+    (DATABASE_POOL_SIZE: the next such burst takes none from the pool), but never the last one
+    the pool could give: a transaction, which takes its own from the pool, finds it."""
+    store = SQLStore(postgres_url, pool_size=3, max_overflow=1)
+    await store.open()
+    try:
+        await store.migrate()
+        engine = store._db._async_engine
+        assert engine is not None
+        checkouts: list[int] = []
+
+        def checkout(*_: Any) -> None:
+            checkouts.append(1)
+
+        sa.event.listen(engine.sync_engine, "checkout", checkout)
+        try:
+            await asyncio.gather(*(store.pr_state("github", "o/r", n) for n in range(3)))
+            assert len(store._db._held) == 3
+            checkouts.clear()
+            await asyncio.gather(*(store.pr_state("github", "o/r", n) for n in range(3)))
+            assert checkouts == []  # the three kept ones
+            # Four at once take the pool's whole limit: the one back last while all four were
+            # out goes back to the pool, not kept.
+            await asyncio.gather(*(store.pr_state("github", "o/r", n) for n in range(4)))
+            assert len(store._db._held) == 3
+            pool: Any = engine.pool
+            assert pool.checkedout() == 3  # the kept ones: the pool can give one more
+            async with asyncio.timeout(5):
+                one = await store.run_sql(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+            assert one == 1
+        finally:
+            sa.event.remove(engine.sync_engine, "checkout", checkout)
+    finally:
+        await store.close()
+
+
 def _kept_pid(store: SQLStore) -> int:
     """The server process of the connection `rows` kept last."""
     (_, connection), *_ = reversed(store._db._held)
