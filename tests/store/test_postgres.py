@@ -300,19 +300,17 @@ async def test_a_keyed_enqueue_is_one_plain_transaction_that_all_fails_or_all_ho
     assert sent == ["BEGIN;", "SELECT", "INSERT", "UPDATE", "COMMIT;"]
     assert second.replaced == (first.job_id,)
 
-    def boom(run: sql_engine.PlainRun) -> Any:
-        async def work() -> None:
-            await run(sql_queue._keyed_statements()[0], {"key": key})
-            insert = sa.text("INSERT INTO jobs (kind) VALUES (:kind)")
-            await run(insert.bindparams(sa.bindparam("kind", type_=sa.String)), {"kind": "review"})
-            # payload and the rest are NOT NULL: refused
-
-        return work()
+    async def refused(run: sql_engine.PlainRun) -> None:
+        await run(sql_queue._keyed_statements()[0], {"key": key})
+        # A job without its payload and the rest (NOT NULL): the server refuses it.
+        insert = sa.text("INSERT INTO jobs (kind) VALUES (:kind)")
+        await run(insert.bindparams(sa.bindparam("kind", type_=sa.String)), {"kind": "review"})
 
     with pytest.raises(asyncpg.exceptions.NotNullViolationError):
-        await db.plain_transaction(boom)
-    third = await postgres_store.enqueue(NewJob("review", "head-3", key=key))
-    assert third.replaced == (second.job_id,)  # the lock was let go with the rollback
+        await db.plain_transaction(refused)
+    async with asyncio.timeout(5):  # the key's lock was let go with the rollback
+        third = await postgres_store.enqueue(NewJob("review", "head-3", key=key))
+    assert third.replaced == (second.job_id,)
 
     async def ended_midway(run: sql_engine.PlainRun) -> None:
         await run(sql_queue._keyed_statements()[0], {"key": key})
@@ -325,7 +323,8 @@ async def test_a_keyed_enqueue_is_one_plain_transaction_that_all_fails_or_all_ho
         await db.plain_transaction(ended_midway)
     queued = [j for j in await postgres_store.list_jobs(state="queued") if j.key == key]
     assert [j.payload for j in queued] == ["head-3"]  # the lost transaction's job is not there
-    fourth = await postgres_store.enqueue(NewJob("review", "head-4", key=key))
+    async with asyncio.timeout(5):
+        fourth = await postgres_store.enqueue(NewJob("review", "head-4", key=key))
     assert fourth.replaced == (third.job_id,)
 
 
@@ -592,18 +591,19 @@ async def test_intake_and_completion_need_no_type_lookup_on_a_new_connection(
     monkeypatch.setattr(asyncpg.Connection, "_introspect_types", introspect)
     await postgres_store.migrate()
     at = 1_790_000_000.123456789
+    kind = f"intake-{uuid.uuid4().hex[:12]}"  # the session's database is shared: jobs of its own
     accepted = await asyncio.gather(
         *(
             postgres_store.accept_delivery(
-                Delivery("github", f"d-{n}", "pull_request.opened"),
-                NewJob("event", f"payload-{n}", max_attempts=3 + n, run_at=at + n),
+                Delivery("github", f"{kind}-{n}", "pull_request.opened"),
+                NewJob(kind, f"payload-{n}", max_attempts=3 + n, run_at=at + n),
             )
             for n in range(3)
         )
     )
     ids = [a.job_id for a in accepted if a.job_id is not None]
     assert len(ids) == 3
-    claimed = await postgres_store.claim("w", limit=3, lease_seconds=60)
+    claimed = await postgres_store.claim("w", limit=0, lanes={kind: 3}, lease_seconds=60)
     assert sorted(j.id for j in claimed) == sorted(ids)
     assert {(j.payload, j.max_attempts, j.run_at) for j in claimed} == {
         (f"payload-{n}", 3 + n, at + n) for n in range(3)
