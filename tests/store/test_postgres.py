@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -239,13 +239,7 @@ async def test_plain_statements_keep_a_connection_between_them_not_a_checkout_ea
     engine = db._async_engine
     assert engine is not None
     await postgres_store.migrate()
-    checkouts: list[int] = []
-
-    def checkout(*_: Any) -> None:
-        checkouts.append(1)
-
-    sa.event.listen(engine.sync_engine, "checkout", checkout)
-    try:
+    with _pool_checkouts(engine) as checkouts:
         for number in range(30):
             await postgres_store.pr_state("github", "o/r", number)
         assert len(checkouts) == 1
@@ -257,8 +251,6 @@ async def test_plain_statements_keep_a_connection_between_them_not_a_checkout_ea
         assert len(checkouts) == 2  # through the pool again
         pool: Any = engine.pool
         assert pool.checkedout() == 1  # the one kept since
-    finally:
-        sa.event.remove(engine.sync_engine, "checkout", checkout)
     await postgres_store.close()
     assert pool.checkedout() == 0
 
@@ -350,13 +342,7 @@ async def test_plain_statements_keep_up_to_the_pool_s_size_and_leave_it_one_to_g
         await store.migrate()
         engine = store._db._async_engine
         assert engine is not None
-        checkouts: list[int] = []
-
-        def checkout(*_: Any) -> None:
-            checkouts.append(1)
-
-        sa.event.listen(engine.sync_engine, "checkout", checkout)
-        try:
+        with _pool_checkouts(engine) as checkouts:
             await asyncio.gather(*(store.pr_state("github", "o/r", n) for n in range(3)))
             assert len(store._db._held) == 3
             checkouts.clear()
@@ -371,10 +357,23 @@ async def test_plain_statements_keep_up_to_the_pool_s_size_and_leave_it_one_to_g
             async with asyncio.timeout(5):
                 one = await store.run_sql(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
             assert one == 1
-        finally:
-            sa.event.remove(engine.sync_engine, "checkout", checkout)
     finally:
         await store.close()
+
+
+@contextlib.contextmanager
+def _pool_checkouts(engine: Any) -> Iterator[list[int]]:
+    """Each connection the pool of `engine` (an AsyncEngine) hands out meanwhile, counted."""
+    checkouts: list[int] = []
+
+    def checkout(*_: Any) -> None:
+        checkouts.append(1)
+
+    sa.event.listen(engine.sync_engine, "checkout", checkout)
+    try:
+        yield checkouts
+    finally:
+        sa.event.remove(engine.sync_engine, "checkout", checkout)
 
 
 def _kept_pid(store: SQLStore) -> int:
@@ -406,19 +405,11 @@ async def test_a_busy_kept_connection_still_goes_back_to_the_pool_now_and_then(
     monkeypatch.setattr(sql_engine, "PLAIN_HELD_SECONDS", 0.2)
     engine = postgres_store._db._async_engine
     assert engine is not None
-    checkouts: list[int] = []
-
-    def checkout(*_: Any) -> None:
-        checkouts.append(1)
-
-    sa.event.listen(engine.sync_engine, "checkout", checkout)
-    try:
+    with _pool_checkouts(engine) as checkouts:
         for _ in range(10):  # busy: a statement every 50 ms, for 0.5 s
             await postgres_store.pr_state("github", "o/r", 1)
             await asyncio.sleep(0.05)
         assert len(checkouts) >= 2  # back to the pool now and then, not taken once for all
-    finally:
-        sa.event.remove(engine.sync_engine, "checkout", checkout)
 
 
 async def test_a_kept_connection_the_server_ended_fails_one_statement_then_is_replaced(
