@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -45,6 +46,8 @@ if TYPE_CHECKING:  # PostgreSQL's async engine (and the ORM it imports) only whe
 T = TypeVar("T")
 # `plain_transaction`'s way to run one statement in its transaction: its rows.
 PlainRun = Callable[[Executable, dict[str, Any]], Awaitable[list[Any]]]
+# … and `sqlite_plain`'s, in the store's thread.
+SQLiteRun = Callable[[Executable, dict[str, Any]], list[Mapping[str, Any]]]
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)
 # SQLSTATEs of a server that is unreachable, going away or starting, or out of room: the
 # connection exceptions (08), insufficient resources (53), and admin shutdown, crash shutdown,
@@ -221,12 +224,14 @@ class SQLDatabase:
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(operation)
 
-    async def read(self, operation: Callable[[Connection], T]) -> T:
+    async def read(self, operation: Callable[[Connection], T], *, plain: bool = False) -> T:
         """`operation` that only reads, with one statement: on SQLite (a file) on the reading
         connection, beside the writer, and on PostgreSQL, without BEGIN and COMMIT around it
         (autocommit: the statement is a transaction by itself and sees every commit made
-        before it began; on PostgreSQL two round trips fewer); elsewhere as `run`. Failures
-        surface as `run`'s do."""
+        before it began; on PostgreSQL two round trips fewer); elsewhere as `run`. `plain`:
+        the operation uses the driver's connection alone, so SQLAlchemy's transaction is not
+        begun around it either (on the reading connection it emits nothing, but costs the
+        thread as much as a small read). Failures surface as `run`'s do."""
         if self._async_engine is not None:
             return await self._autocommit(self._async_engine, operation)
         if self._sqlite_engine is None or self._sqlite_thread is None:
@@ -237,9 +242,10 @@ class SQLDatabase:
         if self._reader is None or self._reader_thread is None:
             self._reader = _Kept(_sqlite_engine(self.url, begin=None))
             self._reader_thread = store_thread("arbiter-sqlite-read")
+        alone = _by_itself if plain else _in_transaction
         with self._failures_as_unavailable():
             return await asyncio.get_running_loop().run_in_executor(
-                self._reader_thread, _in_transaction, self._reader, operation
+                self._reader_thread, alone, self._reader, operation
             )
 
     @overload
@@ -297,11 +303,19 @@ class SQLDatabase:
         on a connection of the same pool, in autocommit as `read` and `write_one` run it there:
         SQLAlchemy's connection, execution context and result around one statement cost the
         event loop 250-400 µs, several times asyncpg's own work (`python -m bench.store_ops`,
-        issue 20). Failures surface as `run`'s do."""
-        if self._async_engine is not None:
-            plain = self._plain_sql(statement)
-            if plain is not None and plain.takes(parameters):
+        issue 20). On SQLite, such a statement goes to the sqlite3 connection of the thread that
+        runs it as it is, compiled once, in the same transactions as through SQLAlchemy (a
+        write's shares the group commit's): SQLAlchemy's execution around one statement cost
+        that thread, and with it the GIL the event loop waits for, several times SQLite's own
+        work (issue 20). Failures surface as `run`'s do."""
+        plain = self._plain_sql(statement)
+        if plain is not None and plain.takes(parameters):
+            if self._async_engine is not None:
                 return await self._plain_rows(self._async_engine, plain, parameters)
+            on_driver = _Raw(functools.partial(plain.on_sqlite, plain.arguments(parameters)))
+            if write:
+                return await self.run(on_driver)
+            return await self.read(on_driver, plain=True)
 
         def shape(result: Result[Any]) -> Sequence[Mapping[str, Any]]:
             if not cast(CursorResult[Any], result).returns_rows:  # a write without RETURNING
@@ -316,10 +330,13 @@ class SQLDatabase:
         try:
             return self._plain[statement]
         except KeyError:
-            assert self._async_engine is not None
+            engine = self._async_engine or self._sqlite_engine
+            if engine is None:
+                message = "the store is not open: call `await store.open()` first"
+                raise RuntimeError(message) from None
             if len(self._plain) >= PLAIN_STATEMENTS:  # a caller building statements per call
                 self._plain.clear()
-            plain = self._plain[statement] = PlainSQL.compile(statement, self._async_engine)
+            plain = self._plain[statement] = PlainSQL.compile(statement, engine.dialect)
             return plain
 
     async def _plain_rows(
@@ -350,6 +367,25 @@ class SQLDatabase:
 
             async with driver.transaction():
                 return await work(run)
+
+    async def sqlite_plain(self, work: Callable[[SQLiteRun], T]) -> T:
+        """SQLite: `work` as one operation of `run` (in the group commit's transaction, failing
+        alone), its statements run as `rows` runs plain ones, on the store's thread: `work` gets
+        a `run(statement, parameters)` that returns a statement's rows as mappings. A statement
+        that is not plain raises TypeError. Failures surface as `run`'s do."""
+        if self._sqlite_engine is None:
+            raise RuntimeError("sqlite_plain is SQLite's; the store is not open on it")
+
+        def on_driver(driver: sqlite3.Connection) -> T:
+            def run(statement: Executable, parameters: dict[str, Any]) -> list[Mapping[str, Any]]:
+                plain = self._plain_sql(statement)
+                if plain is None or not plain.takes(parameters):
+                    raise TypeError(f"not a plain statement with these parameters: {statement}")
+                return plain.on_sqlite(plain.arguments(parameters), driver)
+
+            return work(run)
+
+        return await self.run(_Raw(on_driver))
 
     @contextlib.asynccontextmanager
     async def _plain_connection(self, engine: AsyncEngine) -> AsyncIterator[Any]:
@@ -617,11 +653,11 @@ class PlainSQL:
     converters: dict[str, Callable[[Any], Any]]
 
     @classmethod
-    def compile(cls, statement: Executable, engine: AsyncEngine) -> PlainSQL | None:
-        """`statement` compiled for `engine`'s dialect; None where a value it binds or returns
-        is not plain (JSON, dates, decimals), a list is expanded into it, or it has no
-        parameters."""
-        compiled = cast(Any, statement).compile(dialect=engine.dialect)
+    def compile(cls, statement: Executable, dialect: sa.engine.Dialect) -> PlainSQL | None:
+        """`statement` compiled for `dialect` (asyncpg's or SQLite's); None where a value it
+        binds or returns is not plain (JSON, dates, decimals), a list is expanded into it, or
+        it has no parameters."""
+        compiled = cast(Any, statement).compile(dialect=dialect)
         if not compiled.positiontup:
             return None
         binds = {name: compiled.binds[name] for name in compiled.positiontup}
@@ -639,13 +675,20 @@ class PlainSQL:
         required = frozenset(name for name, bind in binds.items() if bind.required)
         processors = dict(compiled._bind_processors)
         # Plain columns come from asyncpg as SQLAlchemy gives them; a TypeDecorator's value
-        # goes through its own conversion (over a plain type's, which is none).
-        converters: dict[str, Callable[[Any], Any]] = {
-            column.name: convert
-            for column in columns
-            if isinstance(column.type, sa.TypeDecorator)
-            and (convert := column.type.result_processor(engine.dialect, None)) is not None
-        }
+        # goes through its own conversion (over a plain type's, which is none). SQLite gives
+        # some plain types as others (a Boolean as 0 or 1): every column's conversion applies.
+        if dialect.name == "sqlite":
+            kinds = {
+                column.name: column.type._cached_result_processor(dialect, None)
+                for column in columns
+            }
+        else:
+            kinds = {
+                column.name: column.type.result_processor(dialect, None)
+                for column in columns
+                if isinstance(column.type, sa.TypeDecorator)
+            }
+        converters = {name: convert for name, convert in kinds.items() if convert is not None}
         return cls(
             compiled.string, tuple(compiled.positiontup), fixed, required, processors, converters
         )
@@ -669,6 +712,28 @@ class PlainSQL:
                 for name, value in zip(self.names, values, strict=True)
             ]
         return values
+
+    def on_sqlite(
+        self, arguments: list[Any], driver: sqlite3.Connection
+    ) -> list[Mapping[str, Any]]:
+        """The statement's rows, as mappings, run with `arguments` (`arguments()`) on the
+        sqlite3 connection `driver`, inside whatever transaction it is in. The driver's errors
+        are raised as SQLAlchemy raises them (IntegrityError, OperationalError, …), so callers
+        and `unavailable` see the same failures either way."""
+        try:
+            cursor = driver.execute(self.sql, arguments)
+            try:
+                found = cursor.fetchall() if cursor.description else []
+                names = [column[0] for column in cursor.description or ()]
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy(exc, self.sql, arguments) from exc
+        rows = [dict(zip(names, values, strict=True)) for values in found]
+        for name, convert in self.converters.items():
+            for row in rows:
+                row[name] = convert(row[name])
+        return cast(list[Mapping[str, Any]], rows)
 
     def row(self, record: Any) -> Mapping[str, Any]:
         """A row as SQLAlchemy would give it: asyncpg's record, its columns converted."""
@@ -769,6 +834,83 @@ class _Kept:
             conn.close()
 
 
+def _by_itself(kept: _Kept, operation: Callable[[Connection], T]) -> T:
+    return operation(kept.connection())
+
+
+@dataclass(frozen=True)
+class _Raw(Generic[T]):
+    """An operation on the sqlite3 connection itself (plain statements, `PlainSQL.on_sqlite`):
+    run inside SQLAlchemy's transaction when it shares one with operations that need
+    SQLAlchemy, and in a transaction of the driver's own when every operation of a group commit
+    is one of these (`_in_one_transaction`)."""
+
+    work: Callable[[sqlite3.Connection], T]
+
+    def __call__(self, conn: Connection) -> T:
+        return self.work(cast(sqlite3.Connection, conn.connection.driver_connection))
+
+
+def _as_sqlalchemy(exc: sqlite3.Error, statement: str, arguments: Any = None) -> sa.exc.DBAPIError:
+    """A driver error as SQLAlchemy raises it, its class by the driver's (OperationalError for
+    a locked database or a failed disk, IntegrityError for a refused row, …)."""
+    error = sa.exc.DBAPIError.instance(statement, arguments, exc, sqlite3.Error)
+    return cast(sa.exc.DBAPIError, error)
+
+
+def _raw_together(kept: _Kept, operations: list[_Raw[Any]]) -> list[_Outcome[Any]]:
+    """`_in_one_transaction` of operations that each use the driver's connection alone: the
+    same transactions (one, or one savepoint per operation once one fails), begun and
+    committed on the driver itself. SQLAlchemy's transaction around them cost the store's
+    thread more than a small write does (issue 20)."""
+    driver = cast(sqlite3.Connection, kept.connection().connection.driver_connection)
+
+    def execute(sql: str) -> None:
+        try:
+            driver.execute(sql)
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy(exc, sql) from exc
+
+    execute("BEGIN IMMEDIATE")
+    values: list[Any] = []
+    try:
+        values.extend(operation.work(driver) for operation in operations)
+        execute("COMMIT")
+    except BaseException as exc:
+        _roll_back(driver)
+        if len(values) == len(operations) or not isinstance(exc, Exception):
+            raise  # the commit failed (or the thread is stopping): the whole batch has
+        if len(operations) == 1:
+            if isinstance(exc, DB_ERRORS):
+                raise
+            return [_Outcome(error=exc)]
+    else:
+        return [_Outcome(value) for value in values]
+    # One failed: nothing of the attempt is kept, and each runs again in a savepoint.
+    outcomes: list[_Outcome[Any]] = []
+    execute("BEGIN IMMEDIATE")
+    try:
+        for operation in operations:
+            execute("SAVEPOINT arbiter_operation")
+            try:
+                outcomes.append(_Outcome(operation.work(driver)))
+            except Exception as exc:
+                execute("ROLLBACK TO SAVEPOINT arbiter_operation")
+                outcomes.append(_Outcome(error=exc))
+            execute("RELEASE SAVEPOINT arbiter_operation")
+        execute("COMMIT")
+    except BaseException:
+        _roll_back(driver)
+        raise
+    return outcomes
+
+
+def _roll_back(driver: sqlite3.Connection) -> None:
+    if driver.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the failure itself is what is raised
+            driver.execute("ROLLBACK")
+
+
 def _in_transaction(kept: _Kept, operation: Callable[[Connection], T]) -> T:
     conn = kept.connection()
     with conn.begin():
@@ -791,6 +933,8 @@ class _Outcome(Generic[T]):
 def _in_one_transaction(
     kept: _Kept, operations: list[Callable[[Connection], Any]]
 ) -> list[_Outcome[Any]]:
+    if all(isinstance(operation, _Raw) for operation in operations):
+        return _raw_together(kept, cast(list[_Raw[Any]], operations))
     if len(operations) == 1:  # no savepoint needed for one
         try:
             return [_Outcome(_in_transaction(kept, operations[0]))]

@@ -19,7 +19,7 @@ from bot.store.base import JOB_STATES, Delivery, Enqueued, Job, JobState, NewJob
 from bot.store.leases import LEASE_EXPIRED
 from bot.store.records import new_job_row, to_job
 from bot.store.schema import deliveries, jobs, llm_cache
-from bot.store.sql_engine import PlainRun, SQLDatabase, dialect_insert
+from bot.store.sql_engine import PlainRun, SQLDatabase, SQLiteRun, dialect_insert
 from bot.store.sqlite_plain import EVENT_CHARS, accept_many
 
 # What `release` sets: the attempt was never made, so it is given back (never below zero).
@@ -116,6 +116,10 @@ async def enqueue(db: SQLDatabase, job: NewJob, now: float) -> Enqueued:
         # they are (SQLAlchemy's transaction around them cost 1.8 ms of the event loop's CPU,
         # five times the statements themselves: issue 20).
         return await db.plain_transaction(lambda run: _enqueue_keyed_pg(run, job, now))
+    if job.key is not None:
+        # … and on SQLite, to the driver, in the group commit's transaction (BEGIN IMMEDIATE:
+        # one writer at a time, so no lock is needed for the key).
+        return await db.sqlite_plain(lambda run: _enqueue_keyed_sqlite(run, job, now))
     return await db.run(lambda conn: _enqueue(conn, job, now))
 
 
@@ -174,6 +178,16 @@ async def _enqueue_keyed_pg(run: PlainRun, job: NewJob, now: float) -> Enqueued:
     job_id = int(row["id"])
     reason = f"superseded by job {job_id}"
     rows = await run(cancel, {"key": job.key, "job_id": job_id, "reason": reason, "now": now})
+    return Enqueued(job_id=job_id, replaced=tuple(sorted(int(r["id"]) for r in rows)))
+
+
+def _enqueue_keyed_sqlite(run: SQLiteRun, job: NewJob, now: float) -> Enqueued:
+    """`_enqueue` of a job with a key, on SQLite, in `sqlite_plain`'s transaction."""
+    _, insert, cancel = _keyed_statements()
+    (row,) = run(insert, new_job_row(job, now))
+    job_id = int(row["id"])
+    reason = f"superseded by job {job_id}"
+    rows = run(cancel, {"key": job.key, "job_id": job_id, "reason": reason, "now": now})
     return Enqueued(job_id=job_id, replaced=tuple(sorted(int(r["id"]) for r in rows)))
 
 
@@ -402,6 +416,9 @@ async def complete_batch(db: SQLDatabase, items: list[tuple[int, str]], now: flo
             params["ids"] = [str(job_id) for job_id, _ in items]  # text[] (_complete_any)
             rows = await db.rows(_complete_any(), params, write=True)
             done = {int(row["id"]) for row in rows}
+        elif len(items) == 1:  # one job (most often): a statement compiled once (`rows`)
+            params["id"] = items[0][0]
+            done = {int(row["id"]) for row in await db.rows(_COMPLETE_ONE, params, write=True)}
         else:
             params["ids"] = [job_id for job_id, _ in items]
             done = await db.write_one(
@@ -462,6 +479,7 @@ def _complete_statement(chosen: sa.ColumnElement[bool]) -> sa.Update:
 
 
 _COMPLETE = _complete_statement(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+_COMPLETE_ONE = _complete_statement(jobs.c.id == sa.bindparam("id", type_=sa.BigInteger))
 
 
 @functools.cache

@@ -196,9 +196,9 @@ async def test_a_plain_statement_goes_to_asyncpg_and_fails_as_the_pools_do(
         .columns(one=sa.Integer)
     )
     backend = sa.select(sa.func.pg_backend_pid(type_=sa.Integer).label("pid"))
-    assert sql_engine.PlainSQL.compile(sleep, engine) is not None
+    assert sql_engine.PlainSQL.compile(sleep, engine.dialect) is not None
     at = sa.select(sa.bindparam("at", type_=sa.DateTime).label("at"))
-    assert sql_engine.PlainSQL.compile(at, engine) is None
+    assert sql_engine.PlainSQL.compile(at, engine.dialect) is None
     ending = sa.text(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE query LIKE :marker AND pid <> pg_backend_pid()"

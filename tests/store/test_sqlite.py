@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from bot.store import Delivery, Job, NewJob, StoreUnavailable, sqlite_plain
-from bot.store.base import UsageRecord
+from bot.store.base import ReviewStart, UsageRecord
 from bot.store.sql import SQLStore
 from bot.store.sql_records import output_per_call_statement
 from tests.conftest import fixture_bytes
@@ -416,3 +416,111 @@ async def test_the_wal_left_by_a_burst_is_cut_back_once_checkpointed(
         assert len(await store.list_jobs()) >= 1
     finally:
         await store.close()
+
+
+# --- Plain statements ----------------------------------------------------------------------------
+
+
+async def test_a_review_s_store_work_reaches_the_driver_without_sqlalchemy_s_execution(
+    sqlite_store: SQLStore,
+) -> None:
+    """Every statement a review runs (its claim, reads, record, cache, usage, state, completion,
+    and the keyed enqueue that queues it) goes to sqlite3 as it is, compiled once: SQLAlchemy
+    neither executes it nor begins the transaction around it (a retry's are SQLAlchemy's). What
+    comes back is what SQLAlchemy gave: booleans as booleans, the payload unpacked, rows by
+    column name."""
+    store = sqlite_store
+    await store.pr_state("github", "o/r", 1)  # the reading connection, made on first use
+    await store.claim("w1", limit=1, lease_seconds=30)  # the first claim sweeps leases
+    seen: list[str] = []
+    db = store._db
+    engines = [db._sqlite_engine, db._reader.engine if db._reader is not None else None]
+    for engine in engines:
+        assert engine is not None
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: seen.append(str(a[2])))
+        sa.event.listen(engine, "begin", lambda *a: seen.append("BEGIN (SQLAlchemy)"))
+    body = json.dumps({"pull": 1, "text": "x" * 5000})  # packed: long enough for LZ4
+    queued = await store.enqueue(
+        NewJob(kind="review", payload=body, key="github:o/r#1", max_attempts=3)
+    )
+    again = await store.enqueue(
+        NewJob(kind="review", payload=body, key="github:o/r#1", max_attempts=3)
+    )
+    assert again.replaced == (queued.job_id,)
+    (job,) = await store.claim("w1", limit=1, lease_seconds=30)
+    assert (job.id, job.payload, job.attempts) == (again.job_id, body, 1)
+    await store.update_pr_state("github", "o/r", 1, full_requested=True)
+    state = await store.pr_state("github", "o/r", 1)
+    assert state.full_requested is True and state.paused is False
+    assert await store.findings_for("github", "o/r", 1) == []
+    assert await store.cache_get("k") is None
+    record = await store.start_review(
+        ReviewStart("github", "o/r", 1, "a" * 40, "full", job_id=job.id)
+    )
+    assert (record.job_id, record.head_sha, record.resumed) == (job.id, "a" * 40, False)
+    await asyncio.gather(
+        store.cache_put("k", "answer", ttl_seconds=60),
+        store.record_usage(UsageRecord("review", 10, 2, 0.5, review_id=record.id)),
+        store.update_review(record.id, state="done", outcome="success", calls=1),
+        store.update_pr_state("github", "o/r", 1, last_reviewed_head="a" * 40),
+    )
+    assert await store.cache_get("k") == "answer"
+    assert await store.complete(job.id, "w1") is True
+    assert await store.complete(job.id, "w1") is False  # done already: not the worker's now
+    assert seen == [], seen
+    reviewed = await store.get_review(record.id)
+    assert reviewed is not None and (reviewed.state, reviewed.outcome) == ("done", "success")
+    assert (await store.pr_state("github", "o/r", 1)).last_reviewed_head == "a" * 40
+    assert await store.spent_since(0) == pytest.approx(0.5)
+    assert {j.id: j.state for j in await store.list_jobs()} == {
+        queued.job_id: "cancelled",
+        again.job_id: "done",
+    }
+    assert db._sqlite_engine is not None
+    assert _stored_payloads(Path(str(db._sqlite_engine.url.database)))[0][0] == "blob"
+    # A retry of the job takes its review back (through SQLAlchemy: a retry is rare).
+    resumed = await store.start_review(
+        ReviewStart("github", "o/r", 1, "a" * 40, "full", job_id=job.id)
+    )
+    assert (resumed.id, resumed.resumed) == (record.id, True)
+
+
+async def test_a_plain_write_refused_by_the_database_fails_alone_as_sqlalchemy_raises_it(
+    sqlite_store: SQLStore,
+) -> None:
+    """A plain statement the database refuses raises SQLAlchemy's error (its class by the
+    driver's), not sqlite3's; the writes sharing its transaction land once, and the refused one
+    leaves nothing."""
+    from bot.store.schema import usage
+
+    db = sqlite_store._db
+    insert = sa.insert(usage).values(
+        at=sa.bindparam("at", type_=sa.Float),
+        kind=sa.bindparam("kind", type_=sa.String),
+        input_tokens=sa.bindparam("tokens", type_=sa.Integer),
+        output_tokens=sa.bindparam("tokens", type_=sa.Integer),
+        cost_usd=sa.bindparam("cost", type_=sa.Float),
+    )
+
+    def row(kind: str | None, cost: float) -> dict[str, object]:
+        return {"at": 1.0, "kind": kind, "tokens": 1, "cost": cost}
+
+    def slow(conn: sa.Connection) -> None:
+        time.sleep(0.3)  # holds the writer: what comes meanwhile is written together
+
+    first = asyncio.create_task(sqlite_store.run_sql(slow))
+    await asyncio.sleep(0.05)
+    results = await asyncio.gather(
+        db.rows(insert, row("review", 0.25), write=True),
+        db.rows(insert, row(None, 100.0), write=True),  # kind is NOT NULL
+        db.rows(insert, row("review", 0.5), write=True),
+        return_exceptions=True,
+    )
+    await first
+    assert results[0] == [] and results[2] == []
+    assert isinstance(results[1], sa.exc.IntegrityError)
+    assert isinstance(results[1].orig, sqlite3.IntegrityError)
+    assert await sqlite_store.spent_since(0) == pytest.approx(0.75)
+    with pytest.raises(sa.exc.IntegrityError):  # alone, too
+        await db.rows(insert, row(None, 100.0), write=True)
+    assert await sqlite_store.spent_since(0) == pytest.approx(0.75)
