@@ -41,9 +41,9 @@ class HeldOpenAI(FakeOpenAI):
         super().__init__()
         self.released = asyncio.Event()
 
-    async def _settle(self, reply: Reply) -> Outcome | None:
+    async def _settle(self, reply: Reply, *, since: float | None = None) -> Outcome | None:
         await self.released.wait()
-        return await super()._settle(reply)
+        return await super()._settle(reply, since=since)
 
 
 def _head(number: int) -> str:

@@ -67,10 +67,10 @@ class HeldOpenAI(FakeOpenAI):
     def release(self) -> None:
         self._released.set()
 
-    async def _settle(self, reply: Reply) -> Outcome | None:
+    async def _settle(self, reply: Reply, *, since: float | None = None) -> Outcome | None:
         if isinstance(reply, Answer) and self._held & _paths(reply):
             await self._released.wait()
-        return await super()._settle(reply)
+        return await super()._settle(reply, since=since)
 
 
 def _paths(answer: Answer) -> set[str]:

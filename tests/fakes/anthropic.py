@@ -14,6 +14,7 @@ an `Answer` comes back as that tool's `tool_use` block (its input is the answer)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
@@ -85,6 +86,7 @@ class FakeAnthropic(FakeLLMServer):
         app.router.add_post("/v1/messages", self._messages)
 
     async def _messages(self, http: web.Request) -> web.StreamResponse:
+        arrived = asyncio.get_running_loop().time()
         if not (http.headers.get("x-api-key") or http.headers.get("Authorization")):
             return _error(401, "x-api-key header is required")
         if not http.headers.get("anthropic-version"):
@@ -108,7 +110,7 @@ class FakeAnthropic(FakeLLMServer):
             schema=schema,
         )
         self._record(request)  # on arrival: a request that times out is recorded too
-        reply = await self._settle(self._next(request))
+        reply = await self._settle(self._next(request), since=arrived)
         if not self.record:
             request.user = ""
         if reply is None:

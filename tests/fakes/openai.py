@@ -280,11 +280,17 @@ class FakeLLMServer:
     def _next(self, request: LLMRequest) -> Reply:
         return self._script.popleft() if self._script else self._responder(request)
 
-    async def _settle(self, reply: Reply) -> Outcome | None:
-        """Wait out Slow replies; None when the server closed while waiting."""
+    async def _settle(self, reply: Reply, *, since: float | None = None) -> Outcome | None:
+        """Wait out Slow replies; None when the server closed while waiting. The first wait
+        counts from `since` (the event loop's time the request arrived), as a model's time
+        counts from the request, not from when this fake is done reading it."""
         while isinstance(reply, Slow):
+            wait = reply.seconds
+            if since is not None:
+                wait = max(wait - (asyncio.get_running_loop().time() - since), 0.0)
+                since = None
             try:
-                await asyncio.wait_for(self._closing.wait(), reply.seconds)
+                await asyncio.wait_for(self._closing.wait(), wait)
             except TimeoutError:
                 pass
             else:
@@ -319,6 +325,7 @@ class FakeOpenAI(FakeLLMServer):
         app.router.add_post("/v1/chat/completions", self._chat)
 
     async def _chat(self, http: web.Request) -> web.StreamResponse:
+        arrived = asyncio.get_running_loop().time()
         if not http.headers.get("Authorization", "").startswith("Bearer "):
             return _openai_error(401, "You didn't provide an API key.", "invalid_request_error")
         body = await http.json()
@@ -338,8 +345,11 @@ class FakeOpenAI(FakeLLMServer):
             schema=schema,
         )
         self._record(request)  # on arrival: a request that times out is recorded too
-        # The prompt is counted on arrival, not after a `Slow` wait: answers due together are
-        # then sent together, not one after another behind this process's tokenizer.
+        # The reply is chosen, and a `Slow` one's time starts, on arrival; the prompt is counted
+        # then too, not after the wait: answers due together are sent together, not one after
+        # another behind this process's tokenizer, and each is due its time after the request
+        # arrived, however long the counting took.
+        chosen = self._next(request)
         schema_text = wire_json(response_format) if response_format else ""
         input_tokens = (
             sum(count_tokens(_text(m.get("content"))) + OPENAI_MESSAGE_TOKENS for m in messages)
@@ -347,7 +357,7 @@ class FakeOpenAI(FakeLLMServer):
             + count_tokens(schema_text)
         )
         prefix_tokens = count_tokens(schema_text) + count_tokens(system) + OPENAI_MESSAGE_TOKENS
-        reply = await self._settle(self._next(request))
+        reply = await self._settle(chosen, since=arrived)
         if not self.record:
             request.user = ""
         if reply is None:
