@@ -45,7 +45,7 @@ class Checkpointer:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self._checkpoint_now()
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
+        await self._thread.run(self._disconnect)
         self._thread.shutdown(wait=True)
 
     async def _run(self) -> None:
@@ -57,7 +57,7 @@ class Checkpointer:
 
     async def _checkpoint_now(self) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+            await self._thread.run(self._checkpoint)
         except sqlite3.Error as exc:
             # Nothing is lost (the WAL holds every commit) and the next turn tries again; say
             # so once, not twice a second.

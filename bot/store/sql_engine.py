@@ -22,7 +22,6 @@ import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
@@ -38,7 +37,13 @@ from bot.metrics import PoolUsage
 from bot.store.base import StoreUnavailable
 from bot.store.batching import GroupCommit
 from bot.store.sql_checkpoint import Checkpointer
-from bot.store.sqlite_plain import configure, immediate, private_database, store_thread
+from bot.store.sqlite_plain import (
+    StoreThread,
+    configure,
+    immediate,
+    private_database,
+    store_thread,
+)
 
 if TYPE_CHECKING:  # PostgreSQL's async engine (and the ORM it imports) only where it runs
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -114,7 +119,7 @@ class SQLDatabase:
         # PostgreSQL's reads and one-statement writes: the same pool, in autocommit.
         self._autocommit_engine: AsyncEngine | None = None
         self._sqlite_engine: Engine | None = None
-        self._sqlite_thread: ThreadPoolExecutor | None = None
+        self._sqlite_thread: StoreThread | None = None
         self._writer: _Kept | None = None  # the SQLite thread's connection for SQLAlchemy
         self._checkpointer: Checkpointer | None = None
         # PostgreSQL: intake's own connections (the idle ones), at most INTAKE_CONNECTIONS.
@@ -126,7 +131,7 @@ class SQLDatabase:
         self._kept_sqlite: Any = None  # SQLite: intake's own DBAPI connection (its thread's)
         # SQLite (a file): reads on a connection and thread of their own, made on first use.
         self._reader: _Kept | None = None
-        self._reader_thread: ThreadPoolExecutor | None = None
+        self._reader_thread: StoreThread | None = None
         self._operations = GroupCommit(self._run_together)
         # PostgreSQL: statements `rows` sends to asyncpg as they are, compiled (None: not plain).
         self._plain: dict[Executable, PlainSQL | None] = {}
@@ -188,13 +193,13 @@ class SQLDatabase:
             self._async_engine = self._autocommit_engine = None
         if self._sqlite_engine is not None and self._sqlite_thread is not None:
             engine, thread = self._sqlite_engine, self._sqlite_thread
-            await asyncio.get_running_loop().run_in_executor(thread, self._release_sqlite)
-            await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
+            await thread.run(self._release_sqlite)
+            await thread.run(engine.dispose)
             thread.shutdown(wait=True)
             if self._reader is not None and self._reader_thread is not None:
                 reader, reading = self._reader, self._reader_thread
-                await asyncio.get_running_loop().run_in_executor(reading, reader.close)
-                await asyncio.get_running_loop().run_in_executor(reading, reader.engine.dispose)
+                await reading.run(reader.close)
+                await reading.run(reader.engine.dispose)
                 reading.shutdown(wait=True)
                 self._reader, self._reader_thread = None, None
             if self._checkpointer is not None:
@@ -216,9 +221,7 @@ class SQLDatabase:
                 if not alone:
                     outcome: _Outcome[T] = await self._operations.submit(operation)
                     return outcome.unwrap()
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._sqlite_thread, _in_transaction, self._writer, operation
-                )
+                return await self._sqlite_thread.run(_in_transaction, self._writer, operation)
             if self._async_engine is None:
                 raise RuntimeError("the store is not open: call `await store.open()` first")
             async with self._async_engine.begin() as conn:
@@ -244,9 +247,7 @@ class SQLDatabase:
             self._reader_thread = store_thread("arbiter-sqlite-read")
         alone = _by_itself if plain else _in_transaction
         with self._failures_as_unavailable():
-            return await asyncio.get_running_loop().run_in_executor(
-                self._reader_thread, alone, self._reader, operation
-            )
+            return await self._reader_thread.run(alone, self._reader, operation)
 
     @overload
     async def write_one(
@@ -472,9 +473,8 @@ class SQLDatabase:
             raise RuntimeError("the store is not open: call `await store.open()` first")
         if self._checkpointer is not None:
             self._checkpointer.written()
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._sqlite_thread, self._sqlite_transaction, work)
+            return await self._sqlite_thread.run(self._sqlite_transaction, work)
         except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk full, I/O
             raise StoreUnavailable(f"{self.backend} store: {_short(exc)}") from exc
 
@@ -622,9 +622,7 @@ class SQLDatabase:
     ) -> list[_Outcome[Any]]:
         if self._writer is None or self._sqlite_thread is None:
             raise RuntimeError("the store is not open: call `await store.open()` first")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._sqlite_thread, _in_one_transaction, self._writer, operations
-        )
+        return await self._sqlite_thread.run(_in_one_transaction, self._writer, operations)
 
 
 # The column types whose values asyncpg takes and gives as SQLAlchemy does (no conversion).

@@ -20,7 +20,6 @@ import inspect
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +37,7 @@ from bot.store.batching import GroupCommit
 from bot.store.revisions import scripted_head
 from bot.store.sql_checkpoint import Checkpointer
 from bot.store.sqlite_plain import (
+    StoreThread,
     accept_many,
     configure,
     current_revision,
@@ -90,7 +90,7 @@ class WebStore:
         self._pool_size = pool_size
         self._max_overflow = max_overflow
         self._clock = clock
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: StoreThread | None = None
         self._conn: sqlite3.Connection | None = None  # its thread's only
         self._checkpointer: Checkpointer | None = None
         self._deliveries = GroupCommit(self._accept_batch, in_flight=1)
@@ -134,7 +134,7 @@ class WebStore:
             self._checkpointer = None
         thread, self._thread = self._thread, None
         if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, self._disconnect)
+            await thread.run(self._disconnect)
             thread.shutdown(wait=True)
 
     def _disconnect(self) -> None:
@@ -148,7 +148,7 @@ class WebStore:
         if self._thread is None:
             raise RuntimeError("the store is not open: call `await store.open()` first")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+            return await self._thread.run(work, *args)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"sqlite store: {exc}") from exc
 

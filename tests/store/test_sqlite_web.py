@@ -230,7 +230,7 @@ async def test_intake_s_writer_and_the_checkpoints_yield_to_the_event_loop(
         await asyncio.sleep(0.05)
     web_writer = web._thread
     assert web_writer is not None
-    web_writer_id = web_writer.submit(threading.get_native_id).result()
+    web_writer_id = await web_writer.run(threading.get_native_id)
     policies = sorted(
         (t.name.rsplit("_", 1)[0], t.native_id == web_writer_id, os.sched_getscheduler(t.native_id))
         for t in threading.enumerate()
