@@ -807,7 +807,7 @@ def dialect_insert(backend: str, table: sa.Table) -> Any:
 
 class _Kept:
     """One SQLAlchemy Connection of `engine`, kept open for the one thread that uses it (a
-    store thread: its executor has a single thread, and nothing else touches this).
+    store thread: a single thread, `StoreThread`, and nothing else touches this).
 
     Checking a connection out of the pool and back in for every transaction (the Connection
     built, the pool's events, the rollback that resets it on return) cost SQLite's threads more
