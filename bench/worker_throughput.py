@@ -14,7 +14,9 @@ With `--worker-processes K` (PostgreSQL) it runs the deployment guide's layout i
 `arbiter serve --no-workers` takes the deliveries and K `arbiter worker` processes share the
 slots (`--jobs` / K each), woken by the store's notifications of queued jobs.
 The ideal is N × model-seconds / jobs; the goal (issue 20) is at least 95 % of ideal (ideal /
-measured), 10.5 s for the defaults.
+measured), 10.5 s for the defaults. Every round starts with both processes idle for most of a
+second (every slot waits for its model): where waking from idle is slow (a virtual machine),
+each round pays that a few times over; `python -m bench.idle_wake` prints what one wake costs.
 
 On PostgreSQL it prints how many server sessions Arbiter's processes opened (a connection pool
 that closes and reopens connections under load shows here). Where the rest went is printed
