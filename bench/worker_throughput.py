@@ -157,6 +157,11 @@ async def main() -> None:
             "ARBITER_GITHUB_BASE_URL": github.url,
             "ARBITER_WORKER_MAX_JOBS": str(args.jobs),
             "ARBITER_LOG_LEVEL": "WARNING",
+            # The recovery passes are not what is measured: the reconcile sweep, once the
+            # warm-up has made the repository known, would queue reviews of the timed pull
+            # requests (open, never reviewed) before their deliveries are sent.
+            "ARBITER_RECONCILE_INTERVAL_SECONDS": "0",
+            "ARBITER_REDELIVERY_INTERVAL_SECONDS": "0",
             **openai.env(),
         }
         server = ServeProcess(workdir, env, args=("--no-workers",) if apart else ())
@@ -205,6 +210,12 @@ async def main() -> None:
         last = _last_states(github)
         states = {last[head] for head in heads.values()}
         timeline = _timeline(github, heads, asked, args.model_seconds, started_at)
+        early = _early(github, heads, started_at)
+        if early:
+            raise SystemExit(
+                f"pull requests {early[:10]} were fetched for a review before the clock started "
+                "(before their deliveries were sent): this run measures nothing"
+            )
         # The moment the last final status arrived, by the fake's clock (the poll is later).
         elapsed = _last_final(github, heads) - started_at
     ideal = args.prs * args.model_seconds / args.jobs
@@ -319,6 +330,16 @@ def _cpu_seconds(pid: int) -> float:
 def _last_states(github: FakeGitHub) -> dict[str, str]:
     """Each head's latest commit status state."""
     return github.latest_states(REPO)
+
+
+def _early(github: FakeGitHub, heads: dict[int, str], started_at: float) -> list[int]:
+    """The timed pull requests a review fetched before `started_at` (the fake's clock)."""
+    early = set()
+    for request in github.requests_to("GET", f"/repos/{REPO}/pulls/*"):
+        tail = request.path.rsplit("/", 1)[-1]
+        if tail.isdigit() and int(tail) in heads and request.at < started_at:
+            early.add(int(tail))
+    return sorted(early)
 
 
 def _last_final(github: FakeGitHub, heads: dict[int, str]) -> float:
