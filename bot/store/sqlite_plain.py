@@ -123,7 +123,12 @@ class StoreThread:
         if self._initializer is not None:
             self._initializer()
         while (handed := self._queue.get()) is not None:
-            handed.run()
+            try:
+                handed.run()
+            except Exception as exc:  # never lose the thread: every later call would hang
+                get_logger(component="store").error(
+                    "store thread could not hand back a result", thread=self.name, error=str(exc)
+                )
 
 
 @dataclass
