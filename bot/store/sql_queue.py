@@ -407,7 +407,8 @@ def _in_order(rows: Iterable[Mapping[str, Any]]) -> list[Job]:
 
 async def complete_batch(db: SQLDatabase, items: list[tuple[int, str]], now: float) -> list[bool]:
     """Mark jobs done, each only while it is still its worker's; in a transaction of its own
-    (one statement when they are one worker's: on PostgreSQL, no transaction block)."""
+    (one statement when they are one worker's: on PostgreSQL, no transaction block), but for
+    one job's on SQLite, which shares the group commit's (a plain statement, `rows`)."""
     owners = {worker_id for _, worker_id in items}
     if len(owners) == 1:
         (owner,) = owners
