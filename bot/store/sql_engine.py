@@ -227,14 +227,14 @@ class SQLDatabase:
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(operation)
 
-    async def read(self, operation: Callable[[Connection], T], *, plain: bool = False) -> T:
+    async def read(self, operation: Callable[[Connection], T]) -> T:
         """`operation` that only reads, with one statement: on SQLite (a file) on the reading
         connection, beside the writer, and on PostgreSQL, without BEGIN and COMMIT around it
         (autocommit: the statement is a transaction by itself and sees every commit made
-        before it began; on PostgreSQL two round trips fewer); elsewhere as `run`. `plain`:
-        the operation uses the driver's connection alone, so SQLAlchemy's transaction is not
-        begun around it either (on the reading connection it emits nothing, but costs the
-        thread as much as a small read). Failures surface as `run`'s do."""
+        before it began; on PostgreSQL two round trips fewer); elsewhere as `run`. An operation
+        on the driver's connection alone (`_Raw`) gets no SQLAlchemy transaction around it
+        either (on the reading connection it emits nothing, but costs the thread as much as a
+        small read). Failures surface as `run`'s do."""
         if self._async_engine is not None:
             return await self._autocommit(self._async_engine, operation)
         if self._sqlite_engine is None or self._sqlite_thread is None:
@@ -245,7 +245,7 @@ class SQLDatabase:
         if self._reader is None or self._reader_thread is None:
             self._reader = _Kept(_sqlite_engine(self.url, begin=None))
             self._reader_thread = store_thread("arbiter-sqlite-read")
-        alone = _by_itself if plain else _in_transaction
+        alone = _by_itself if isinstance(operation, _Raw) else _in_transaction
         with self._failures_as_unavailable():
             return await self._reader_thread.run(alone, self._reader, operation)
 
@@ -316,7 +316,7 @@ class SQLDatabase:
             on_driver = _Raw(functools.partial(plain.on_sqlite, plain.arguments(parameters)))
             if write:
                 return await self.run(on_driver)
-            return await self.read(on_driver, plain=True)
+            return await self.read(on_driver)
 
         def shape(result: Result[Any]) -> Sequence[Mapping[str, Any]]:
             if not cast(CursorResult[Any], result).returns_rows:  # a write without RETURNING
