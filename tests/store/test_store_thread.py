@@ -11,6 +11,18 @@ import pytest
 from bot.store.sqlite_plain import StoreThread, store_thread
 
 
+class _Held:
+    """Work that holds the thread until released, noting `done` when it ends."""
+
+    def __init__(self, done: list[str]) -> None:
+        self.started, self.release, self.done = threading.Event(), threading.Event(), done
+
+    def __call__(self) -> None:
+        self.started.set()
+        self.release.wait(5)
+        self.done.append("held")
+
+
 async def test_work_runs_on_the_thread_in_order_and_its_outcome_comes_back() -> None:
     thread = store_thread("test-store")
     done: list[int] = []
@@ -36,21 +48,15 @@ async def test_work_runs_on_the_thread_in_order_and_its_outcome_comes_back() -> 
 
 async def test_shutdown_lets_handed_work_finish_and_refuses_more() -> None:
     thread = StoreThread("test-store")
-    started, release = threading.Event(), threading.Event()
     finished: list[str] = []
-
-    def held() -> None:
-        started.set()
-        release.wait(5)
-        finished.append("held")
-
+    held = _Held(finished)
     running = asyncio.ensure_future(thread.run(held))
     queued = asyncio.ensure_future(thread.run(finished.append, "queued"))
-    await asyncio.to_thread(started.wait, 5)
+    await asyncio.to_thread(held.started.wait, 5)
     thread.shutdown(wait=False)
     with pytest.raises(RuntimeError, match="after shutdown"):
         await thread.run(finished.append, "late")
-    release.set()
+    held.release.set()
     await asyncio.gather(running, queued)
     await asyncio.to_thread(thread.shutdown, True)
     assert finished == ["held", "queued"]
@@ -58,21 +64,15 @@ async def test_shutdown_lets_handed_work_finish_and_refuses_more() -> None:
 
 async def test_work_whose_caller_stopped_waiting_before_it_began_is_not_run() -> None:
     thread = StoreThread("test-store")
-    started, release = threading.Event(), threading.Event()
     ran: list[str] = []
-
-    def held() -> None:
-        started.set()
-        release.wait(5)
-        ran.append("held")
-
+    held = _Held(ran)
     try:
         running = asyncio.ensure_future(thread.run(held))
-        await asyncio.to_thread(started.wait, 5)
+        await asyncio.to_thread(held.started.wait, 5)
         waiting = asyncio.ensure_future(thread.run(ran.append, "given up"))
         await asyncio.sleep(0)  # handed to the thread, behind `held`
         waiting.cancel()
-        release.set()
+        held.release.set()
         await running
         await thread.run(ran.append, "next")
         assert ran == ["held", "next"]
