@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bot.context import Context
@@ -11,7 +12,7 @@ from bot.store.base import InstallationState
 router = Router()
 
 
-def _account(payload: dict[str, Any]) -> tuple[int, str, str | None, str | None]:
+def _account(payload: Mapping[str, Any]) -> tuple[int, str, str | None, str | None]:
     installation = payload.get("installation") or {}
     account = installation.get("account") or {}
     return (

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 from typing import Any
 
 import pytest
 
-from bot.events import Event, PayloadError, Sender, from_github, from_gitlab, is_gitlab_bot
+from bot.events import (
+    LITERAL_SCAN,
+    Event,
+    JSONPayload,
+    NotJSON,
+    PayloadError,
+    Sender,
+    from_github,
+    from_gitlab,
+    github_from_json,
+    is_gitlab_bot,
+)
 from tests.bad_input import WRONG_TYPES, WrongType
 from tests.conftest import fixture_json, fixtures_dir
 
@@ -181,6 +194,74 @@ def test_nulls_where_github_sends_them_are_accepted() -> None:
     assert event.comment is not None
     assert (event.comment.line, event.comment.body) == (payload["comment"]["original_line"], "")
     assert event.installation_id is None
+
+
+# --- From the JSON text (intake) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fixture", "header"), [case[:2] for case in GITHUB_CASES])
+def test_from_the_json_text_is_the_same_event(fixture: str, header: str) -> None:
+    path = f"github/webhooks/{fixture}"
+    text = (fixtures_dir() / path).read_text()
+    event = github_from_json(header, "delivery-1", text)
+    assert event == from_github(header, "delivery-1", fixture_json(path))
+    # The body is decoded only when something reads it, and then it is all there.
+    assert isinstance(event.payload, JSONPayload)
+    assert event.payload._decoded is None
+    assert dict(event.payload) == fixture_json(path)
+    assert Event.from_json(event.to_json()) == event
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [w for w in WRONG_TYPES if w.platform == "github"],
+    ids=[w.label for w in WRONG_TYPES if w.platform == "github"],
+)
+def test_from_the_json_text_a_wrong_type_gives_the_same_reason(wrong: WrongType) -> None:
+    with pytest.raises(PayloadError) as from_dict:
+        from_github(wrong.event, "d", wrong.payload())
+    with pytest.raises(PayloadError) as from_text:
+        github_from_json(wrong.event, "d", wrong.body().decode())
+    assert not isinstance(from_text.value, NotJSON)
+    assert str(from_text.value) == str(from_dict.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "body is not valid JSON"),
+        ('{"action": "opened",}', "body is not valid JSON: trailing comma"),
+        ("[1, 2]", "body must be a JSON object"),
+        ('"opened"', "body must be a JSON object"),
+        ('{"action": NaN, "pull_request": {"number": 1}}', "body is not valid JSON"),
+        ('{"x": -Infinity, "pull_request": {"number": 1}}', "body is not valid JSON"),
+        ('{"x": [Infinity], "pull_request": {"number": 1}}', "body is not valid JSON"),
+        ('{"x": "\\ud800", "pull_request": {"number": 1}}', "body is not valid JSON"),
+    ],
+)
+def test_from_the_json_text_what_is_not_json_is_refused(text: str, reason: str) -> None:
+    with pytest.raises(NotJSON, match=reason):
+        github_from_json("pull_request", "d", text)
+
+
+def test_the_words_nan_and_infinity_inside_strings_are_text() -> None:
+    payload = fixture_json("github/webhooks/pull_request/opened.payload.json")
+    payload["pull_request"]["title"] = "NaN and Infinity handled"
+    payload["pull_request"]["body"] = "N I " * (LITERAL_SCAN * 2)  # past the scan's bound
+    event = github_from_json("pull_request", "d", json.dumps(payload))
+    assert event == from_github("pull_request", "d", payload)
+    assert event.payload["pull_request"]["title"] == "NaN and Infinity handled"
+
+
+def test_a_number_past_a_doubles_range_is_read_back_by_the_worker() -> None:
+    """JSON allows 1e999; intake takes it and the queued event must read back (as infinity)."""
+    payload = fixture_json("github/webhooks/pull_request/opened.payload.json")
+    text = json.dumps(payload)[:-1] + ', "score": 1e999}'
+    event = github_from_json("pull_request", "d", text)
+    queued = Event.from_json(event.to_json())
+    assert queued == event
+    assert math.isinf(queued.payload["score"])
+    assert queued.payload["pull_request"] == payload["pull_request"]
 
 
 # --- GitLab ------------------------------------------------------------------------------------
