@@ -10,7 +10,10 @@ deliveries/s for the p99 a steady stream sees. Every delivery must be answered 2
 
 - `--baseline` measures, in each round and under the same settings, a bare aiohttp server
   that checks the signature with gidgethub and stores nothing (bench/bare_server.py), and
-  prints Arbiter's throughput as a ratio to it: the figure means the same on any machine.
+  prints Arbiter's throughput as a ratio to it: the figure means the same on any machine. Both
+  servers run through the round and take the closed loop in turns (`--slices` each), so a
+  machine whose speed drifts within a minute weighs on both alike; after each slice a server's
+  trailing work (SQLite's checkpoints) runs in a pause and counts as its time.
 - `--pin` runs the server on core 0 (`taskset -c 0`) and this load generator on core 1, so
   the two do not compete for a core.
 - With workers (the default), each delivery queues a review job in the same process, against
@@ -36,7 +39,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -226,61 +229,99 @@ class Row:
     drain_s: float | None = None
 
 
-async def measure(
-    name: str,
-    url: str,
-    pid: int,
-    body: bytes,
-    args: argparse.Namespace,
-    drain: Callable[[], Awaitable[float]] | None = None,
-) -> Row:
+# After each slice of the closed loop, a server's trailing work (SQLite's checkpoint runs every
+# 0.5 s after a write) is given this long to run before the next slice, and counted as its own.
+SETTLE_SECONDS = 0.6
+
+
+@dataclass
+class Subject:
+    """One server of a round and what its slices of the closed loop added up to."""
+
+    name: str
+    url: str
+    pid: int
+    drain: Callable[[], Awaitable[float]] | None = None
+    idle_rss: float = 0.0
+    elapsed: float = 0.0  # wall time of its slices
+    cpu: float = 0.0  # CPU time within them, all threads
+    main: float = 0.0  # of which on the event loop's thread
+    trailing: float = 0.0  # CPU time in the pauses after them (when not draining a queue)
+    drained: float | None = None
+    latencies: list[float] = field(default_factory=list)
+    answered: Counter[int] = field(default_factory=Counter)
+    open_p99: float | None = None
+
+    async def closed_slice(self, body: bytes, count: int, args: argparse.Namespace) -> None:
+        cpu, main = cpu_seconds(self.pid), cpu_seconds(self.pid, self.pid)
+        elapsed, latencies, statuses = await closed_loop(self.url, body, count, args.concurrency)
+        self.cpu += cpu_seconds(self.pid) - cpu
+        self.main += cpu_seconds(self.pid, self.pid) - main
+        self.elapsed += elapsed
+        self.latencies += latencies
+        self.answered += statuses
+        if self.drain is not None:
+            self.drained = (self.drained or 0.0) + await self.drain()
+        else:
+            before = cpu_seconds(self.pid)
+            await asyncio.sleep(SETTLE_SECONDS)
+            self.trailing += cpu_seconds(self.pid) - before
+
+    def row(self, deliveries: int) -> Row:
+        # The core's time for these deliveries: the slices, and the work they left behind.
+        busy = self.elapsed + self.trailing
+        return Row(
+            name=self.name,
+            rate=deliveries / busy,
+            cpu_us=(self.cpu + self.trailing) / deliveries * 1e6,
+            main_us=self.main / deliveries * 1e6,
+            p50_ms=percentile(self.latencies, 0.50) * 1000,
+            p99_ms=percentile(self.latencies, 0.99) * 1000,
+            open_p99_ms=self.open_p99,
+            idle_rss=self.idle_rss,
+            rss=rss_mib(self.pid),
+            drain_s=self.drained,
+        )
+
+
+async def measure(subjects: list[Subject], body: bytes, args: argparse.Namespace) -> list[Row]:
+    """Every server of the round measured the same way, their closed loops in alternating
+    slices (`--slices`): a machine whose speed drifts (a virtual one's does, by a third within a
+    minute here) drifts under each of them alike, so their ratio holds."""
     await asyncio.sleep(1)  # idle, as after start
-    idle = rss_mib(pid)
-    answered: Counter[int] = Counter()
-    _, _, statuses = await closed_loop(url, body, args.warmup, args.concurrency)
-    answered += statuses
-    cpu, main = cpu_seconds(pid), cpu_seconds(pid, pid)
-    elapsed, latencies, statuses = await closed_loop(url, body, args.deliveries, args.concurrency)
-    used, main_used = cpu_seconds(pid) - cpu, cpu_seconds(pid, pid) - main
-    answered += statuses
-    drained = await drain() if drain is not None else None
-    open_p99 = None
-    if args.rate:
-        _, open_latencies, statuses = await open_loop(url, body, args.open_deliveries, args.rate)
-        answered += statuses
-        open_p99 = percentile(open_latencies, 0.99) * 1000
-        if drain is not None:
-            await drain()
+    for subject in subjects:
+        subject.idle_rss = rss_mib(subject.pid)
+    for subject in subjects:
+        _, _, statuses = await closed_loop(subject.url, body, args.warmup, args.concurrency)
+        subject.answered += statuses
+        if subject.drain is not None:
+            await subject.drain()
+    share, extra = divmod(args.deliveries, args.slices)
+    for index in range(args.slices):
+        for subject in subjects:
+            await subject.closed_slice(body, share + (index < extra), args)
+    for subject in subjects:
+        if args.rate:
+            _, latencies, statuses = await open_loop(
+                subject.url, body, args.open_deliveries, args.rate
+            )
+            subject.answered += statuses
+            subject.open_p99 = percentile(latencies, 0.99) * 1000
+            if subject.drain is not None:
+                await subject.drain()
     expected = args.warmup + args.deliveries + (args.open_deliveries if args.rate else 0)
-    if answered != Counter({202: expected}):
-        raise SystemExit(f"{name}: not every delivery was answered 202: {dict(answered)}")
-    return Row(
-        name=name,
-        rate=args.deliveries / elapsed,
-        cpu_us=used / args.deliveries * 1e6,
-        main_us=main_used / args.deliveries * 1e6,
-        p50_ms=percentile(latencies, 0.50) * 1000,
-        p99_ms=percentile(latencies, 0.99) * 1000,
-        open_p99_ms=open_p99,
-        idle_rss=idle,
-        rss=rss_mib(pid),
-        drain_s=drained,
-    )
+    for subject in subjects:
+        if subject.answered != Counter({202: expected}):
+            raise SystemExit(
+                f"{subject.name}: not every delivery was answered 202: {dict(subject.answered)}"
+            )
+    return [subject.row(args.deliveries) for subject in subjects]
 
 
-async def baseline_round(body: bytes, args: argparse.Namespace, core: int | None) -> Row:
-    server = BareServer(core)
-    await server.start()
-    try:
-        assert server.process is not None
-        return await measure("bare aiohttp + gidgethub", server.url, server.process.pid, body, args)
-    finally:
-        server.stop()
-
-
-async def arbiter_round(
+async def measure_round(
     body: bytes, args: argparse.Namespace, core: int | None, github: FakeGitHub, openai: FakeOpenAI
-) -> Row:
+) -> list[Row]:
+    """The bare server (with `--baseline`) and `arbiter serve`, both started, then measured."""
     workdir = Path(tempfile.mkdtemp(prefix="arbiter-bench-"))
     store_url = args.store_url or f"sqlite+aiosqlite:///{workdir}/bench.db"
     env = {
@@ -290,17 +331,26 @@ async def arbiter_round(
         "ARBITER_GITHUB_BASE_URL": github.url,
         **openai.env(),
     }
+    bare = BareServer(core) if args.baseline else None
     server = PinnedServe(workdir, env, args=("--no-workers",) if args.no_workers else (), core=core)
-    if not store_url.startswith("sqlite"):
-        server.migrate()
-    await server.start()
     try:
+        subjects: list[Subject] = []
+        if bare is not None:
+            await bare.start()
+            assert bare.process is not None
+            subjects.append(Subject("bare aiohttp + gidgethub", bare.url, bare.process.pid))
+        if not store_url.startswith("sqlite"):
+            server.migrate()
+        await server.start()
         assert server.process is not None
         name = "arbiter serve" + (" --no-workers" if args.no_workers else "")
         drain = None if args.no_workers else (lambda: queue_drained(server.url))
-        return await measure(name, server.url, server.process.pid, body, args, drain)
+        subjects.append(Subject(name, server.url, server.process.pid, drain))
+        return await measure(subjects, body, args)
     finally:
         server.stop()
+        if bare is not None:
+            bare.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -311,7 +361,7 @@ def _fmt(row: Row) -> str:
         f"{row.name:32} {row.rate:7.0f} {row.cpu_us:8.0f} {row.p50_ms:6.1f} {row.p99_ms:6.1f} "
         f"{open_p99} {row.idle_rss:6.1f} {row.rss:6.1f} {drain}"
         f"\n{'':32} of the CPU µs: {row.main_us:.0f} on the event loop's thread, "
-        f"{row.cpu_us - row.main_us:.0f} on others (SQLite's writer and checkpointer)"
+        f"{row.cpu_us - row.main_us:.0f} on its other threads and after the slices"
     )
 
 
@@ -329,6 +379,9 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--slices", type=int, default=6, help="the closed loop's share of each server, alternating"
+    )
     parser.add_argument("--store-url", help="default: a fresh SQLite file in a temporary folder")
     parser.add_argument("--no-workers", action="store_true", help="web only (intake alone)")
     parser.add_argument("--baseline", action="store_true", help="measure the bare server too")
@@ -364,11 +417,10 @@ async def main() -> None:
         for round_ in range(1, args.rounds + 1):
             print(f"round {round_}")
             print(HEADER)
-            base = await baseline_round(body, args, core) if args.baseline else None
-            if base is not None:
-                print(_fmt(base))
-            ours = await arbiter_round(body, args, core, github, openai)
-            print(_fmt(ours))
+            rows = await measure_round(body, args, core, github, openai)
+            base, ours = (rows[0], rows[1]) if args.baseline else (None, rows[0])
+            for row in rows:
+                print(_fmt(row))
             if base is not None:
                 ratios.append(ours.rate / base.rate)
                 print(f"ratio          {ratios[-1]:.2f}× the bare server's deliveries/s\n")
