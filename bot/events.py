@@ -1,7 +1,9 @@
 """Platform-neutral events: one vocabulary for GitHub and GitLab deliveries.
 
 `from_github` and `from_gitlab` are pure functions from a delivery (event name, delivery id,
-decoded JSON body) to an `Event`. Handlers register for the normalized names:
+decoded JSON body) to an `Event`; `github_from_json` is `from_github` for the body's JSON text,
+as intake has it (the Event's `payload`, a read-only mapping, is then decoded only if read).
+Handlers register for the normalized names:
 
 - `pull_request` × opened | synchronize | reopened | ready_for_review | closed | converted_to_draft
 - `comment` × created | edited (a comment on a pull/merge request, inline or not)
