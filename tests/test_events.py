@@ -253,6 +253,18 @@ def test_the_words_nan_and_infinity_inside_strings_are_text() -> None:
     assert event.payload["pull_request"]["title"] == "NaN and Infinity handled"
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("letters", [0, LITERAL_SCAN - 1, LITERAL_SCAN, LITERAL_SCAN * 3])
+def test_a_literal_after_many_of_its_first_letters_is_still_found(
+    literal: str, letters: int
+) -> None:
+    payload = fixture_json("github/webhooks/pull_request/opened.payload.json")
+    payload["pull_request"]["body"] = "N I " * letters
+    text = json.dumps(payload)[:-1] + f', "score": {literal}}}'
+    with pytest.raises(NotJSON, match="body is not valid JSON"):
+        github_from_json("pull_request", "d", text)
+
+
 def test_a_number_past_a_doubles_range_is_read_back_by_the_worker() -> None:
     """JSON allows 1e999; intake takes it and the queued event must read back (as infinity)."""
     payload = fixture_json("github/webhooks/pull_request/opened.payload.json")
