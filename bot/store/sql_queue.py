@@ -336,9 +336,20 @@ def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Up
 
     rest = candidates(None, "limit")
     own = [candidates(cand.c.kind == kind, f"lane_{i}") for i, kind in enumerate(lanes)]
+    chosen: sa.ColumnElement[bool]
+    if skip_locked:
+        # PostgreSQL: the chosen ids as one array, looked up by primary key. `id IN (…) OR id
+        # IN (…)` was planned as a scan of the whole table, finished jobs included (3.1 ms a
+        # claim with 20,000 kept, against 0.7 ms this way; bench/ note of issue 20).
+        ids: sa.ColumnElement[Any] = sa.func.array(rest)
+        for lane in own:
+            ids = ids.op("||")(sa.func.array(lane))
+        chosen = jobs.c.id == sa.any_(ids)
+    else:
+        chosen = sa.or_(jobs.c.id.in_(rest), *(jobs.c.id.in_(lane) for lane in own))
     return (
         sa.update(jobs)
-        .where(sa.or_(jobs.c.id.in_(rest), *(jobs.c.id.in_(lane) for lane in own)))
+        .where(chosen)
         .values(
             state="running",
             attempts=jobs.c.attempts + 1,

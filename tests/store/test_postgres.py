@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from bot.store.base import Delivery, NewJob, ReviewStart
 from bot.store.records import new_job_row
 from bot.store.sql import SQLStore
 from bot.store.sql_engine import unavailable
+from tests.conftest import reset_sql_schema
 
 
 @pytest.fixture
@@ -751,3 +753,47 @@ async def test_overflow_connections_are_reused_while_busy_and_closed_once_idle(
         assert usage is not None and (usage.in_use, usage.idle) == (0, 1)
     finally:
         await store.close()
+
+
+async def test_a_claim_looks_jobs_up_by_key_however_many_finished_jobs_are_kept(
+    postgres_store: SQLStore, postgres_url: str
+) -> None:
+    """The claim's candidates are chosen in a subquery; the jobs it updates are then found by
+    primary key. `id IN (…) OR id IN (…)` (the shape with a lane) was planned as a scan of every
+    row of the table, finished jobs included: 3.1 ms a claim with 20,000 kept."""
+    await reset_sql_schema(postgres_store)  # no job of another test's in the way
+    await postgres_store.migrate()
+    kept = 5000
+
+    def finished(conn: sa.Connection) -> None:
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at,"
+                " created_at, updated_at) SELECT 'kept-finished', '{}', 'done', 1, 4, 1, 1, 1"
+                " FROM generate_series(1, :n)"
+            ),
+            {"n": kept},
+        )
+
+    await postgres_store.run_sql(finished)
+    driver = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await driver.execute("ANALYZE jobs")
+        statement, params = sql_queue._claim_bound("postgresql", "w", 1, 30, 2e9, {"event": 2})
+        plain = sql_engine.PlainSQL.compile(statement, PGDialect_asyncpg())
+        assert plain is not None
+        plan = await driver.fetchval("EXPLAIN (FORMAT JSON) " + plain.sql, *plain.arguments(params))
+        nodes, found = [json.loads(plan)[0]["Plan"]], []
+        while nodes:
+            node = nodes.pop()
+            found.append((node["Node Type"], node.get("Relation Name"), node.get("Index Name")))
+            nodes.extend(node.get("Plans", []))
+        assert ("Seq Scan", "jobs", None) not in found, found
+        assert ("Index Scan", "jobs", "pk_jobs") in found, found
+        # … and it claims what it did.
+        queued = await postgres_store.enqueue(NewJob(kind="event", payload="{}"))
+        claimed = await postgres_store.claim("w", limit=1, lease_seconds=30, lanes={"event": 2})
+        assert [job.id for job in claimed] == [queued.job_id]
+    finally:
+        await driver.execute("DELETE FROM jobs WHERE kind IN ('kept-finished', 'event')")
+        await driver.close()
