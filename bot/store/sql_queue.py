@@ -340,7 +340,7 @@ def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Up
     if skip_locked:
         # PostgreSQL: the chosen ids as one array, looked up by primary key. `id IN (…) OR id
         # IN (…)` was planned as a scan of the whole table, finished jobs included (3.1 ms a
-        # claim with 20,000 kept, against 0.7 ms this way; bench/ note of issue 20).
+        # claim with 20,000 kept, against 0.7 ms this way: the note of issue 20).
         ids: sa.ColumnElement[Any] = sa.func.array(rest)
         for lane in own:
             ids = ids.op("||")(sa.func.array(lane))
