@@ -404,7 +404,8 @@ def _may_hold_literal(text: str) -> bool:
     return any(_holds(text, word) for word in _LITERALS)
 
 
-def _decoded(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
+    """`text` decoded, when it is a JSON object; NotJSON, saying why, when it is not."""
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -455,7 +456,7 @@ def github_from_json(event_name: str, delivery_id: str, text: str) -> Event:
     """`from_github` for a body still in its JSON text, whose payload (a `JSONPayload`) is
     decoded only if read. Raises NotJSON when the text is not a JSON object."""
     if _may_hold_literal(text):
-        return from_github(event_name, delivery_id, _decoded(text))
+        return from_github(event_name, delivery_id, json_object(text))
     shape = _GITHUB_SHAPES.get(event_name, _GitHubDelivery)
     delivery = _shape_json(shape, text, event_name)
     return _github_event(event_name, delivery_id, delivery, JSONPayload(text))
