@@ -22,11 +22,13 @@ On PostgreSQL it prints how many server sessions Arbiter's processes opened (a c
 that closes and reopens connections under load shows here). Where the rest went is printed
 from what the fakes saw: when the first round's last review
 started and asked the model (the slowest slot begins that late), and per review, the time from
-fetching the pull request to asking the model (before), from the model's answer to the final
-status (after), and how long a slot stood empty between a review's final status and the start
-of the review that took its place (refill: the job's claim, once the review gave its slot
-back). "In step" is how close together each round's model calls were: calls asked together
-are answered together, and the reviews' work after them shares one event loop.
+fetching the pull request to asking the model (before: a review claimed ahead of a free slot
+waits for one in it), from the model's answer to the final status (after), and how long a
+slot's model stood idle between a review's final status and the model call of the review that
+took its place (refill: once the review gave its slot back, a review claimed ahead takes it
+with its first steps done; else the next job's claim and first steps). "In step" is how close
+together each round's model calls were: calls asked together are answered together, and the
+reviews' work after them shares one event loop.
 """
 
 from __future__ import annotations
@@ -411,8 +413,8 @@ def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:
     starts, finals = timeline["start"], timeline["final"]
     if not starts:
         return []
-    # The k-th review to start after the first `jobs` took the slot the (k - jobs)-th freed.
-    refill = [s - f for s, f in zip(starts[jobs:], finals, strict=False)]
+    # The k-th model call after the first `jobs` took the slot the (k - jobs)-th review freed.
+    refill = [a - f for a, f in zip(timeline["asked"][jobs:], finals, strict=False)]
     last = min(jobs, len(starts)) - 1  # the first round's last review
 
     def spread(values: list[float]) -> str:
@@ -430,9 +432,10 @@ def _describe(timeline: dict[str, list[float]], jobs: int) -> list[str]:
         # The first round's last model call: how late the slowest slot began its ten reviews.
         f"first round      the last of its {last + 1} reviews started at {starts[last]:.2f} s, "
         f"asked the model at {timeline['asked'][last]:.2f} s",
-        f"before model     {spread(timeline['before'])} (pull request fetched → model asked)",
+        f"before model     {spread(timeline['before'])} (pull request fetched → model asked; "
+        "with a wait for a slot)",
         f"after model      {spread(timeline['after'])} (model answered → final status)",
-        f"slot refill      {spread(refill)} (final status → next review fetched its pull request)",
+        f"slot refill      {spread(refill)} (final status → the next model call in its place)",
         # The slots in step: a round's model calls asked close together are answered together,
         # and what each review does next shares the event loop with the others'.
         f"in step          {spread(_round_spans(timeline['asked'], jobs))} (from the first to "

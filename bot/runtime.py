@@ -28,7 +28,7 @@ from bot.review import REVIEW_JOB, ReviewRequest
 from bot.router import HandlerFailed, Router
 from bot.store import Job, SchemaOutOfDate, Store, make_store
 from bot.webhooks import EVENT_JOB
-from bot.worker import Worker, WorkerOptions, slot_no_longer_needed
+from bot.worker import Worker, WorkerOptions, slot_needed, slot_no_longer_needed
 from config.settings import Settings, platform_status
 from handlers import build_router
 from platforms.base import USER_AGENT, Platform, PlatformNotConfigured
@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 # A delivery's dispatch to its handlers runs in up to this many slots of its own besides
 # ARBITER_WORKER_MAX_JOBS (never more than that), so it never waits behind reviews.
 EVENT_LANE = 4
+# While every slot is taken, up to ARBITER_WORKER_MAX_JOBS / this many reviews more are claimed
+# and do all they can before the model call (fetch the pull request and its files, build the
+# prompt), then wait for a slot (bot/worker.py, `slot_needed`): a slot that frees asks the model
+# at once instead of after a claim and those steps (issue 20).
+REVIEW_AHEAD_SHARE = 2
 REDIS_TIMEOUT = 2.0  # seconds for a Redis command (and for a free connection from the pool)
 
 
@@ -208,6 +213,7 @@ class Runtime:
             shutdown_grace=s.worker_shutdown_grace_seconds,
             retention_seconds=s.delivery_retention_days * 86400,
             lanes={EVENT_JOB: min(EVENT_LANE, s.worker_max_jobs)},
+            ahead={REVIEW_JOB: max(s.worker_max_jobs // REVIEW_AHEAD_SHARE, 1)},
         )
         self.worker = Worker(
             self.store,
@@ -333,6 +339,7 @@ class Runtime:
                 asyncio.get_running_loop().time(), self.settings.worker_job_timeout
             ),
             settled=slot_no_longer_needed,
+            slot=slot_needed,
         )
         reviewed = await review_pull_request(self.context(event, job_id=job.id), request, attempt)
         if reviewed is not None and self._settle_after_review:

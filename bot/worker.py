@@ -61,6 +61,12 @@ class WorkerOptions:
     # slots. A delivery's dispatch (a few milliseconds that queue its review) must not wait for
     # a slot behind reviews that each wait a minute for their model.
     lanes: dict[str, int] = field(default_factory=dict)
+    # Job kinds that may be claimed ahead while every slot is taken: kind → how many at once.
+    # Such a job runs its first steps (a review fetches its pull request and builds its prompt)
+    # and waits at `slot_needed()` for a slot before the step the slot is for (the model
+    # call): a slot that frees goes to it at once, its first steps done meanwhile, instead of
+    # waiting for a claim and those steps. Its time waiting does not count toward its timeout.
+    ahead: dict[str, int] = field(default_factory=dict)
     backoff_base: float = 5
     backoff_max: float = 600
     shutdown_grace: float = 30
@@ -78,6 +84,23 @@ OUTCOME_TRIES = 5
 
 # The running job's way to give its slot back before its run ends (set in the job's own task).
 _GIVE_BACK: ContextVar[Callable[[], None] | None] = ContextVar("arbiter_give_back", default=None)
+
+
+# The running job's way to wait for a slot, if it was claimed ahead of one (its task's context).
+_TAKE_SLOT: ContextVar[Callable[[], Awaitable[float]] | None] = ContextVar(
+    "arbiter_take_slot", default=None
+)
+
+
+async def slot_needed() -> float:
+    """Said by a running job before the step its slot is for (a review, before its model
+    call): a job claimed ahead of a free slot (`WorkerOptions.ahead`) waits here until one
+    frees, a job that holds one goes on at once. The seconds it waited, which the worker adds
+    to the job's time (the caller extends its own deadlines by as much). Outside a worker's
+    job it does nothing. Raises CancelledError if the worker stops meanwhile: the job is
+    handed back untried."""
+    take = _TAKE_SLOT.get()
+    return 0.0 if take is None else await take()
 
 
 def slot_no_longer_needed() -> None:
@@ -127,7 +150,11 @@ class Worker:
         # recorded; of those, the runs that ended and are being recorded (they hold no slot), and
         # the runs stopped because another worker took the job over.
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._lane: dict[int, str] = {}  # the jobs held in a lane of their own: its kind
+        # The jobs held in a lane of their own, or claimed ahead and holding no slot yet: kind.
+        self._lane: dict[int, str] = {}
+        # Jobs claimed ahead that wait for a slot (`slot_needed`), first come first served.
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._timeouts: dict[int, asyncio.Timeout] = {}  # each running job's (`_execute`)
         # Claimed while a run of ours still held them: looked at again once that run ends.
         self._reclaimed: dict[int, tuple[Job, str | None]] = {}
         self._resuming: set[asyncio.Task[None]] = set()
@@ -211,17 +238,64 @@ class Worker:
             self._slot_freed()
 
     def _room(self) -> tuple[int, dict[str, int]]:
-        """Free slots: of `max_jobs` (any kind), and of each lane (its kind only)."""
+        """Free slots: of `max_jobs` (any kind), and of each lane (its kind only; a kind that
+        may be claimed ahead counts its jobs that hold no slot yet)."""
         running = self._running()
         in_lane = [self._lane[job_id] for job_id in running if job_id in self._lane]
-        lanes = {kind: slots - in_lane.count(kind) for kind, slots in self.options.lanes.items()}
+        lanes = {
+            kind: slots - in_lane.count(kind)
+            for kind, slots in (self.options.lanes | self.options.ahead).items()
+        }
         return self.options.max_jobs - (len(running) - len(in_lane)), lanes
+
+    async def _take_slot(self, job_id: int) -> float:
+        """`slot_needed` for job `job_id`: if it was claimed ahead, a slot for it (at once if
+        one is free, else the first to free after those asked for before). Seconds waited."""
+        kind = self._lane.get(job_id)
+        if kind is None or kind not in self.options.ahead:
+            return 0.0  # it holds a slot (or a lane's own) already
+        if self._stopping.is_set():
+            raise asyncio.CancelledError  # handed back untried (`_execute`)
+        started = time.monotonic()
+        waiter = self._waiting[job_id] = asyncio.get_running_loop().create_future()
+        # The job's timeout stands still while it waits, and goes on from where it was.
+        timeout = self._timeouts.get(job_id)
+        when = timeout.when() if timeout is not None else None
+        if timeout is not None:
+            timeout.reschedule(None)
+        self._hand_over()  # at once if a slot is free and no job asked before
+        try:
+            await waiter
+        finally:
+            self._waiting.pop(job_id, None)
+        waited = time.monotonic() - started
+        if timeout is not None and when is not None:
+            timeout.reschedule(when + waited)
+        return waited
+
+    def _hand_over(self) -> None:
+        """Free slots go to the jobs claimed ahead that wait for one, in order."""
+        if self._stopping.is_set():
+            return
+        free = self._room()[0]
+        for job_id, waiter in list(self._waiting.items()):
+            if free <= 0:
+                return
+            if waiter.done():  # cancelled: its task is ending
+                continue
+            del self._waiting[job_id]
+            self._lane.pop(job_id, None)
+            waiter.set_result(None)
+            free -= 1
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming, let running jobs finish within `grace`, release the rest."""
         grace = self.options.shutdown_grace if grace is None else grace
         self._stopping.set()
         self._wake.set()
+        for job_id, waiter in list(self._waiting.items()):  # no slot for them now: handed back
+            if (task := self._tasks.get(job_id)) is not None and not waiter.done():
+                task.cancel()
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -332,13 +406,9 @@ class Worker:
             holding=list(self._tasks),
             lanes=lanes,
         )
-        # A job of a lane's kind goes to its lane while that has room, else to the shared slots.
-        room = dict(lanes)
+        lane_of = self._lanes_of(jobs, free, lanes)
         for job in jobs:
-            lane = None
-            if room.get(job.kind, 0) > 0:
-                room[job.kind] -= 1
-                lane = job.kind
+            lane = lane_of[job.id]
             if job.id in self._tasks:
                 # Still held by a run of ours: one run of a job per worker at a time. Either
                 # another worker's sweep took it and it came back to us (the run goes on under
@@ -354,13 +424,44 @@ class Worker:
         # or a slot freed meanwhile): a part that asked for its whole room and got it has none
         # left, and one that got less than it asked for has nothing waiting. A claim for room
         # nothing waits for is a store round trip the next freed slot would wait behind.
-        shared = len(jobs) - sum(lanes[kind] - room[kind] for kind in lanes)
+        # A kind claimed ahead is asked for by the shared part and its own, which pick the same
+        # jobs first: the shared part full, its own may have more waiting.
+        taken = [lane_of[job.id] for job in jobs]
+        shared = taken.count(None)
         now_free, now_lanes = self._room()
-        filled = [k for k, n in lanes.items() if n > 0 and room[k] == 0]
+        filled = [k for k, n in lanes.items() if n > 0 and taken.count(k) == n]
+        filled += [k for k in self.options.ahead if 0 < free <= shared and k not in filled]
         self._full = (0 < free <= shared and now_free > 0) or any(
-            now_lanes[k] > 0 or now_free > 0 for k in filled
+            now_lanes.get(k, 0) > 0 or now_free > 0 for k in filled
         )
         return len(jobs)
+
+    def _lanes_of(self, jobs: list[Job], free: int, lanes: dict[str, int]) -> dict[int, str | None]:
+        """Where each claimed job runs: its lane's kind, or None for the shared slots.
+
+        A job of a lane's kind goes to its lane while that has room, else to the shared slots;
+        a job of a kind claimed ahead goes to the shared slots the other jobs leave, else it is
+        held ahead of a slot (`slot_needed`). That fits: each part of the claim picked no more
+        than its room."""
+        room = dict(lanes)
+        lane_of: dict[int, str | None] = {}
+        ahead = [job for job in jobs if job.kind in self.options.ahead]
+        for job in jobs:
+            if job.kind in self.options.ahead:
+                continue
+            lane_of[job.id] = None
+            if room.get(job.kind, 0) > 0:
+                room[job.kind] -= 1
+                lane_of[job.id] = job.kind
+        left = free - list(lane_of.values()).count(None)
+        for job in ahead:
+            lane_of[job.id] = None
+            if left > 0:
+                left -= 1
+            elif room.get(job.kind, 0) > 0:
+                room[job.kind] -= 1
+                lane_of[job.id] = job.kind
+        return lane_of
 
     def _start(self, job: Job, lane: str | None) -> None:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
@@ -373,6 +474,7 @@ class Worker:
         if self._tasks.get(job_id) is task:
             del self._tasks[job_id]
             self._lane.pop(job_id, None)
+            self._timeouts.pop(job_id, None)
         was_recording = job_id in self._recording or job_id in self._winding
         self._recording.discard(job_id)
         self._winding.discard(job_id)
@@ -407,9 +509,10 @@ class Worker:
         self._start(job, lane)
 
     def _slot_freed(self) -> None:
-        """A slot opened: claim for it now rather than at the next poll. Jobs may be waiting
-        whoever enqueued them (another process does not notify this one); if none are, this
-        costs one claim per job run."""
+        """A slot opened: a job claimed ahead takes it, or claim for it now rather than at the
+        next poll. Jobs may be waiting whoever enqueued them (another process does not notify
+        this one); if none are, this costs one claim per job run."""
+        self._hand_over()
         self._wake.set()
 
     async def _heartbeat(self) -> None:
@@ -470,8 +573,10 @@ class Worker:
         log = self.log.bind(job_id=job.id, kind=job.kind, attempt=job.attempts)
         started = time.monotonic()
         _GIVE_BACK.set(functools.partial(self._give_back, job.id))  # this task's context only
+        _TAKE_SLOT.set(functools.partial(self._take_slot, job.id))
         try:
-            async with asyncio.timeout(self.options.job_timeout):
+            async with asyncio.timeout(self.options.job_timeout) as timeout:
+                self._timeouts[job.id] = timeout
                 await self.run(job)
         except asyncio.CancelledError:
             if job.id in self._lost:  # another worker has the job: record nothing over its run
@@ -544,9 +649,10 @@ class Worker:
         OUTCOME_TRIES times, then the job is left to its lease. True once recorded; False if
         the store refused it (the job is another worker's now) or it could not be written.
         """
-        if job.id not in self._winding:  # else its slot was given back already
-            self._slot_freed()
+        freed = job.id not in self._winding  # else its slot was given back already
         self._recording.add(job.id)
+        if freed:
+            self._slot_freed()
         unavailable = errors = 0
         try:
             while True:

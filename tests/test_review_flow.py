@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import bot.review
 import bot.runtime
 from bot.events import from_github
 from bot.review.policy import REVIEWING
@@ -359,6 +360,36 @@ async def test_a_review_gives_its_slot_back_once_its_outcome_is_on_the_pull_requ
     assert (review.state, review.findings) == ("done", 1)
     (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
     assert job.state == "done"
+
+
+async def test_a_review_waits_for_its_slot_with_all_before_the_model_done_and_off_its_clock(
+    make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI], monkeypatch: Any
+) -> None:
+    """A review claimed ahead of a free slot waits for one just before the model is asked (its
+    pull request and files fetched, nothing asked yet), and the wait is not counted against
+    its deadline: here 0.5 s of waiting against a deadline 0.3 s away, and the review is done
+    on its first attempt."""
+    github, openai = fakes
+    runtime = await make_runtime()
+    seen: list[tuple[int, int]] = []  # (file listings fetched, model calls) when it waited
+
+    async def wait_for_a_slot() -> float:
+        seen.append(
+            (len(github.requests_to("GET", f"/repos/{REPO}/pulls/2/files")), len(openai.requests))
+        )
+        await asyncio.sleep(0.5)
+        return 0.5
+
+    monkeypatch.setattr(bot.runtime, "slot_needed", wait_for_a_slot)
+    monkeypatch.setattr(bot.review, "attempt_deadline", lambda now, timeout: now + 0.3)
+    await _handle(runtime, "opened")
+    await _work(runtime)
+    assert seen == [(1, 0)]
+    assert len(openai.requests) == 1
+    (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
+    assert (job.state, job.attempts) == ("done", 1)
+    (review,) = await runtime.store.list_reviews()
+    assert (review.state, review.findings) == ("done", 1)
 
 
 async def test_a_worker_s_heap_is_settled_after_its_first_review_only(

@@ -17,7 +17,13 @@ from bot.metrics import Metrics
 from bot.router import DispatchResult, HandlerFailed
 from bot.store import Job, JobDeferred, NewJob, Store
 from bot.store.sql import SQLStore
-from bot.worker import Worker, WorkerOptions, backoff_delay, slot_no_longer_needed
+from bot.worker import (
+    Worker,
+    WorkerOptions,
+    backoff_delay,
+    slot_needed,
+    slot_no_longer_needed,
+)
 from tests.store.faults import OUTCOME_CALLS, Outage
 
 FAST = WorkerOptions(
@@ -902,3 +908,162 @@ async def test_a_retry_claimed_while_its_run_is_ending_runs_once_more(
         await worker.stop()
     job = await _state(sqlite_store, job_id)
     assert (runs, job.attempts) == ([1, 2], 2)
+
+
+# --- Jobs claimed ahead of a free slot (`WorkerOptions.ahead`, `slot_needed`) -------------------
+
+AHEAD = dataclasses.replace(FAST, max_jobs=2, ahead={"review": 2})
+
+
+async def _enqueue_reviews(store: SQLStore, n: int) -> list[int]:
+    ids = []
+    for i in range(n):
+        result = await store.enqueue(NewJob(kind="review", payload=str(i)))
+        assert result.job_id is not None
+        ids.append(result.job_id)
+    return ids
+
+
+async def _soon(condition: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_jobs_claimed_ahead_prepare_then_wait_for_a_slot_which_goes_to_them_in_order(
+    sqlite_store: SQLStore,
+) -> None:
+    """Two slots, two more claimed ahead: all four do their first steps at once, never more
+    than two are past `slot_needed` at a time, and a slot that frees goes to the job that has
+    waited longest, at once (no claim between)."""
+    prepared: list[str] = []
+    in_slot: list[str] = []
+    most = 0
+    release = {str(i): asyncio.Event() for i in range(5)}
+    claims = 0
+    claim = sqlite_store.claim
+
+    async def counted(worker_id: str, **kwargs: Any) -> list[Job]:
+        nonlocal claims
+        claims += 1
+        return await claim(worker_id, **kwargs)
+
+    async def run(job: Job) -> None:
+        nonlocal most
+        prepared.append(job.payload)
+        if job.payload in ("2", "3"):
+            await asyncio.sleep(0.05 if job.payload == "2" else 0.01)  # "3" is ready first
+        await slot_needed()
+        in_slot.append(job.payload)
+        most = max(most, len(in_slot) - sum(release[p].is_set() for p in in_slot))
+        await release[job.payload].wait()
+
+    assert await slot_needed() == 0.0  # outside a job's run: nothing to wait for
+    await _enqueue_reviews(sqlite_store, 5)
+    sqlite_store.claim = counted  # type: ignore[method-assign]
+    worker = Worker(sqlite_store, run, dataclasses.replace(AHEAD, poll_interval=30))
+    worker.start()
+    try:
+        await _soon(lambda: len(prepared) == 4)
+        await asyncio.sleep(0.1)  # "2" and "3" are waiting by now
+        assert sorted(in_slot) == ["0", "1"] and sorted(prepared) == ["0", "1", "2", "3"]
+        before = claims
+        release["0"].set()
+        await _soon(lambda: len(in_slot) == 3)
+        assert in_slot[2] == "3"  # the first to wait
+        # The slot went to "3" before any claim: the claim after it refills what it left ahead.
+        await _soon(lambda: "4" in prepared)
+        assert claims >= before + 1
+        release["1"].set()
+        await _soon(lambda: len(in_slot) == 4)
+        assert in_slot[3] == "2"
+        for event in release.values():
+            event.set()
+        await _soon(lambda: len(in_slot) == 5)
+        assert most == 2
+    finally:
+        for event in release.values():
+            event.set()
+        await worker.stop(grace=1)
+    assert (await sqlite_store.job_counts())["done"] == 5
+
+
+async def test_a_job_claimed_while_a_slot_is_free_takes_it_at_once(
+    sqlite_store: SQLStore,
+) -> None:
+    """A job of a kind claimed ahead goes to a free shared slot first: it does not wait."""
+    waited: list[float] = []
+
+    async def run(job: Job) -> None:
+        waited.append(await slot_needed())
+
+    await _enqueue_reviews(sqlite_store, 2)
+    worker = Worker(sqlite_store, run, AHEAD)
+    async with asyncio.timeout(10):
+        await worker.run_until_idle()
+    assert waited == [0.0, 0.0]
+
+
+async def test_time_waiting_for_a_slot_does_not_count_toward_the_job_timeout(
+    sqlite_store: SQLStore,
+) -> None:
+    """One slot, held 0.6 s; the job claimed ahead (0.4 s timeout) waits for it that long, then
+    finishes its own 0.1 s of work: done on its first attempt, told how long it waited."""
+    waited: list[float] = []
+    options = dataclasses.replace(AHEAD, max_jobs=1, ahead={"review": 1}, job_timeout=0.4)
+
+    async def run(job: Job) -> None:
+        if job.payload == "0":
+            await asyncio.sleep(0.3)
+            await slot_needed()  # holds the slot already: no wait, no extension
+            await asyncio.sleep(0.3)  # past the 0.4 s since the slot was taken: a timeout
+        else:
+            waited.append(await slot_needed())
+            await asyncio.sleep(0.1)
+
+    first, second = await _enqueue_reviews(sqlite_store, 2)
+    worker = Worker(sqlite_store, run, options)
+    worker.start()
+    try:
+        await _soon(lambda: bool(waited))
+        await _soon(lambda: worker.active == 0)
+    finally:
+        await worker.stop(grace=1)
+    assert waited[0] >= 0.35  # it waited for the first job's slot (which timed out at 0.4 s)
+    done = await sqlite_store.get_job(second)
+    assert done is not None and (done.state, done.attempts) == ("done", 1)
+    timed_out = await sqlite_store.get_job(first)
+    assert timed_out is not None and "timed out" in (timed_out.last_error or "")
+
+
+async def test_stopping_hands_back_jobs_waiting_for_a_slot_untried_at_once(
+    sqlite_store: SQLStore,
+) -> None:
+    """At shutdown a job claimed ahead never reaches its slot's step: it is queued again
+    untried, without waiting out the grace period the running jobs get."""
+    reached: list[str] = []
+    release = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        await slot_needed()
+        reached.append(job.payload)
+        if job.payload in ("0", "1"):
+            await release.wait()
+
+    ids = await _enqueue_reviews(sqlite_store, 4)
+    worker = Worker(sqlite_store, run, AHEAD)
+    worker.start()
+    await _soon(lambda: len(reached) == 2 and worker.active == 4)
+    stopping = asyncio.ensure_future(worker.stop(grace=5))
+    await asyncio.sleep(0.1)
+    release.set()  # the two running jobs end within their grace
+    async with asyncio.timeout(5):
+        await stopping
+    assert sorted(reached) == ["0", "1"]
+    jobs = [await sqlite_store.get_job(i) for i in ids]
+    assert [(j.state, j.attempts) for j in jobs if j is not None] == [
+        ("done", 1),
+        ("done", 1),
+        ("queued", 0),
+        ("queued", 0),
+    ]

@@ -18,7 +18,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -68,6 +68,10 @@ class ReviewFailed(Exception):
     """The model could not review this pull request now; the job is retried."""
 
 
+async def _no_wait() -> float:
+    return 0.0
+
+
 def _nothing() -> None:
     return None
 
@@ -80,6 +84,9 @@ class Attempt:
     # Called once the outcome is on the pull request: what is left is bookkeeping, and the
     # worker's slot may take the next job meanwhile.
     settled: Callable[[], None] = _nothing
+    # Awaited before the model is asked: a job claimed ahead of a free worker slot waits there
+    # for one (bot/worker.py, `slot_needed`); the seconds waited, added to the deadline.
+    slot: Callable[[], Awaitable[float]] = _no_wait
 
 
 def attempt_deadline(now: float, job_timeout: float) -> float:
@@ -111,9 +118,18 @@ async def review_pull_request(
     """
     progress = _Progress()
     deadline = asyncio.timeout_at(attempt.deadline)
+
+    async def take_slot() -> float:
+        # Time waiting for a slot is not the review's: its deadline stands still meanwhile.
+        when = deadline.when()
+        deadline.reschedule(None)
+        waited = await attempt.slot()
+        deadline.reschedule(None if when is None else when + waited)
+        return waited
+
     try:
         async with deadline:
-            return await _review(ctx, request, attempt, progress)
+            return await _review(ctx, request, replace(attempt, slot=take_slot), progress)
     except RateLimited as exc:
         raise _deferral(ctx, exc) from exc
     except (JobDeferred, ReviewFailed):
@@ -199,6 +215,9 @@ async def _review(
             else frozenset(f.fingerprint for f in findings if f.posted and f.review_id != own)
         )
         options = review_options(loaded, known_fingerprints=known)
+        # Claimed ahead of a free slot, the review waits for one here, all it could do first
+        # done (bot/worker.py). Nothing is asked of the model yet: stopping now costs nothing.
+        await attempt.slot()
         model_asked.set()
         result = await review_changes(
             ctx.model,
