@@ -155,6 +155,7 @@ class Worker:
         # Jobs claimed ahead that wait for a slot (`slot_needed`), first come first served.
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._timeouts: dict[int, asyncio.Timeout] = {}  # each running job's (`_execute`)
+        self._promised = 0  # free slots the claim in flight asked jobs for
         # Claimed while a run of ours still held them: looked at again once that run ends.
         self._reclaimed: dict[int, tuple[Job, str | None]] = {}
         self._resuming: set[asyncio.Task[None]] = set()
@@ -277,7 +278,7 @@ class Worker:
         """Free slots go to the jobs claimed ahead that wait for one, in order."""
         if self._stopping.is_set():
             return
-        free = self._room()[0]
+        free = self._room()[0] - self._promised
         for job_id, waiter in list(self._waiting.items()):
             if free <= 0:
                 return
@@ -399,13 +400,19 @@ class Worker:
                 free, lanes = min(free, few), {kind: min(n, few) for kind, n in lanes.items()}
                 self._busy_claimed_at = time.monotonic()
         free, lanes = max(free, 0), {kind: max(n, 0) for kind, n in lanes.items()}
-        jobs = await self.store.claim(
-            self.worker_id,
-            limit=free,
-            lease_seconds=self.options.lease_seconds,
-            holding=list(self._tasks),
-            lanes=lanes,
-        )
+        # The free slots this claim asks for are its jobs': a job claimed ahead that asks for a
+        # slot meanwhile waits for the next (`_hand_over`), or both would run in one slot.
+        self._promised = free
+        try:
+            jobs = await self.store.claim(
+                self.worker_id,
+                limit=free,
+                lease_seconds=self.options.lease_seconds,
+                holding=list(self._tasks),
+                lanes=lanes,
+            )
+        finally:
+            self._promised = 0
         lane_of = self._lanes_of(jobs, free, lanes)
         for job in jobs:
             lane = lane_of[job.id]
@@ -434,6 +441,7 @@ class Worker:
         self._full = (0 < free <= shared and now_free > 0) or any(
             now_lanes.get(k, 0) > 0 or now_free > 0 for k in filled
         )
+        self._hand_over()  # slots the claim asked for and found no job for
         return len(jobs)
 
     def _lanes_of(self, jobs: list[Job], free: int, lanes: dict[str, int]) -> dict[int, str | None]:

@@ -1067,3 +1067,56 @@ async def test_stopping_hands_back_jobs_waiting_for_a_slot_untried_at_once(
         ("queued", 0),
         ("queued", 0),
     ]
+
+
+async def test_a_slot_a_claim_in_flight_asked_for_is_not_also_given_to_a_job_claimed_ahead(
+    sqlite_store: SQLStore,
+) -> None:
+    """One slot. "a" holds it, "p" was claimed ahead and is still getting ready. "a" ends, and
+    the claim for its slot is slow; "p" asks for a slot meanwhile. The slot is the claim's
+    (it brings "j"): "p" waits for the next, and never do two jobs run in one slot."""
+    in_slot: list[str] = []
+    started: list[str] = []
+    now_in_slot = most = 0
+    release_a = asyncio.Event()
+    claim = sqlite_store.claim
+    slow = False
+
+    async def slowly(worker_id: str, **kwargs: Any) -> list[Job]:
+        if slow:
+            await asyncio.sleep(0.3)
+        return await claim(worker_id, **kwargs)
+
+    async def run(job: Job) -> None:
+        nonlocal now_in_slot, most, slow
+        started.append(job.payload)
+        if job.payload == "p":
+            await asyncio.sleep(0.15)  # ready while the claim for "a"'s slot is in flight
+        await slot_needed()
+        now_in_slot += 1
+        most = max(most, now_in_slot)
+        in_slot.append(job.payload)
+        try:
+            if job.payload == "a":
+                await release_a.wait()
+                slow = True
+            else:
+                await asyncio.sleep(0.3 if job.payload == "p" else 0.05)
+        finally:
+            now_in_slot -= 1
+
+    for name in ("a", "p", "j"):
+        await sqlite_store.enqueue(NewJob(kind="review", payload=name))
+    sqlite_store.claim = slowly  # type: ignore[method-assign]
+    options = dataclasses.replace(FAST, max_jobs=1, ahead={"review": 1}, poll_interval=30)
+    worker = Worker(sqlite_store, run, options)
+    worker.start()
+    try:
+        await _soon(lambda: in_slot == ["a"] and started == ["a", "p"])  # "p" claimed ahead
+        release_a.set()
+        await _soon(lambda: len(in_slot) == 3)
+    finally:
+        release_a.set()
+        await worker.stop(grace=1)
+    assert most == 1
+    assert in_slot == ["a", "j", "p"]
