@@ -414,6 +414,14 @@ class Worker:
         finally:
             self._promised = 0
         lane_of = self._lanes_of(jobs, free, lanes)
+        # Jobs claimed ahead that asked for a slot during the claim waited for the slots it asked
+        # for: they take those slots (`_hand_over`, below), and as many of the jobs just claimed
+        # of their kind take their places ahead, which are free once they have left.
+        waiting = [self._lane.get(job_id) for job_id, w in self._waiting.items() if not w.done()]
+        for job in jobs:
+            if lane_of[job.id] is None and job.kind in waiting and job.id not in self._tasks:
+                waiting.remove(job.kind)
+                lane_of[job.id] = job.kind
         for job in jobs:
             lane = lane_of[job.id]
             if job.id in self._tasks:

@@ -1073,8 +1073,9 @@ async def test_a_slot_a_claim_in_flight_asked_for_is_not_also_given_to_a_job_cla
     sqlite_store: SQLStore,
 ) -> None:
     """One slot. "a" holds it, "p" was claimed ahead and is still getting ready. "a" ends, and
-    the claim for its slot is slow; "p" asks for a slot meanwhile. The slot is the claim's
-    (it brings "j"): "p" waits for the next, and never do two jobs run in one slot."""
+    the claim for its slot is slow; "p" asks for a slot meanwhile, and waits for the claim:
+    the job it brings ("j") takes "p"'s place ahead and "p" the slot. Never do two jobs run in
+    one slot (they did: "p" took the slot at once, and "j" the same slot after the claim)."""
     in_slot: list[str] = []
     started: list[str] = []
     now_in_slot = most = 0
@@ -1119,4 +1120,4 @@ async def test_a_slot_a_claim_in_flight_asked_for_is_not_also_given_to_a_job_cla
         release_a.set()
         await worker.stop(grace=1)
     assert most == 1
-    assert in_slot == ["a", "j", "p"]
+    assert in_slot == ["a", "p", "j"]
