@@ -67,6 +67,11 @@ class WorkerOptions:
     # call): a slot that frees goes to it at once, its first steps done meanwhile, instead of
     # waiting for a claim and those steps. Its time waiting does not count toward its timeout.
     ahead: dict[str, int] = field(default_factory=dict)
+    # … only while the queue holds more due jobs than the free slots take and this many more
+    # (None: `max_jobs`): the last of a burst are left to workers with a free slot (in other
+    # processes) instead of waiting here for one of this worker's (issue 20: a second worker
+    # process stood idle while the first held four reviews ahead, one model call longer).
+    ahead_leaves: int | None = None
     backoff_base: float = 5
     backoff_max: float = 600
     shutdown_grace: float = 30
@@ -403,6 +408,8 @@ class Worker:
         # The free slots this claim asks for are its jobs': a job claimed ahead that asks for a
         # slot meanwhile waits for the next (`_hand_over`), or both would run in one slot.
         self._promised = free
+        leaves = self.options.ahead_leaves
+        leaves = self.options.max_jobs if leaves is None else leaves
         try:
             jobs = await self.store.claim(
                 self.worker_id,
@@ -410,6 +417,7 @@ class Worker:
                 lease_seconds=self.options.lease_seconds,
                 holding=list(self._tasks),
                 lanes=lanes,
+                deep={kind: free + leaves + 1 for kind in self.options.ahead},
             )
         finally:
             self._promised = 0

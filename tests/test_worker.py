@@ -912,7 +912,8 @@ async def test_a_retry_claimed_while_its_run_is_ending_runs_once_more(
 
 # --- Jobs claimed ahead of a free slot (`WorkerOptions.ahead`, `slot_needed`) -------------------
 
-AHEAD = dataclasses.replace(FAST, max_jobs=2, ahead={"review": 2})
+# Ahead whatever the queue's depth (`ahead_leaves`, tested on its own below).
+AHEAD = dataclasses.replace(FAST, max_jobs=2, ahead={"review": 2}, ahead_leaves=0)
 
 
 async def _enqueue_reviews(store: SQLStore, n: int) -> list[int]:
@@ -939,7 +940,7 @@ async def test_jobs_claimed_ahead_prepare_then_wait_for_a_slot_which_goes_to_the
     prepared: list[str] = []
     in_slot: list[str] = []
     most = 0
-    release = {str(i): asyncio.Event() for i in range(5)}
+    release = {str(i): asyncio.Event() for i in range(8)}
     claims = 0
     claim = sqlite_store.claim
 
@@ -959,7 +960,7 @@ async def test_jobs_claimed_ahead_prepare_then_wait_for_a_slot_which_goes_to_the
         await release[job.payload].wait()
 
     assert await slot_needed() == 0.0  # outside a job's run: nothing to wait for
-    await _enqueue_reviews(sqlite_store, 5)
+    await _enqueue_reviews(sqlite_store, 8)
     sqlite_store.claim = counted  # type: ignore[method-assign]
     worker = Worker(sqlite_store, run, dataclasses.replace(AHEAD, poll_interval=30))
     worker.start()
@@ -979,13 +980,13 @@ async def test_jobs_claimed_ahead_prepare_then_wait_for_a_slot_which_goes_to_the
         assert in_slot[3] == "2"
         for event in release.values():
             event.set()
-        await _soon(lambda: len(in_slot) == 5)
+        await _soon(lambda: len(in_slot) == 8)
         assert most == 2
     finally:
         for event in release.values():
             event.set()
         await worker.stop(grace=1)
-    assert (await sqlite_store.job_counts())["done"] == 5
+    assert (await sqlite_store.job_counts())["done"] == 8
 
 
 async def test_a_job_claimed_while_a_slot_is_free_takes_it_at_once(
@@ -1109,7 +1110,7 @@ async def test_a_slot_a_claim_in_flight_asked_for_is_not_also_given_to_a_job_cla
     for name in ("a", "p", "j"):
         await sqlite_store.enqueue(NewJob(kind="review", payload=name))
     sqlite_store.claim = slowly  # type: ignore[method-assign]
-    options = dataclasses.replace(FAST, max_jobs=1, ahead={"review": 1}, poll_interval=30)
+    options = dataclasses.replace(AHEAD, max_jobs=1, ahead={"review": 1}, poll_interval=30)
     worker = Worker(sqlite_store, run, options)
     worker.start()
     try:
@@ -1121,3 +1122,35 @@ async def test_a_slot_a_claim_in_flight_asked_for_is_not_also_given_to_a_job_cla
         await worker.stop(grace=1)
     assert most == 1
     assert in_slot == ["a", "p", "j"]
+
+
+async def test_the_last_jobs_of_a_burst_are_left_to_workers_with_a_free_slot(
+    sqlite_store: SQLStore,
+) -> None:
+    """By default a worker claims ahead only while more than `max_jobs` due jobs would be left
+    besides those its free slots take: with two slots and four reviews, two run and none is
+    held ahead (another worker's free slots take the rest); three more queued, two are."""
+    prepared: list[str] = []
+    release = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        prepared.append(job.payload)
+        await slot_needed()
+        await release.wait()
+
+    await _enqueue_reviews(sqlite_store, 4)
+    options = dataclasses.replace(AHEAD, ahead_leaves=None, poll_interval=0.05)
+    worker = Worker(sqlite_store, run, options)
+    worker.start()
+    try:
+        await _soon(lambda: len(prepared) == 2)
+        await asyncio.sleep(0.3)  # several polls
+        assert sorted(prepared) == ["0", "1"]
+        for i in range(4, 7):
+            await sqlite_store.enqueue(NewJob(kind="review", payload=str(i)))
+        await _soon(lambda: len(prepared) == 4)
+        await asyncio.sleep(0.3)
+        assert sorted(prepared) == ["0", "1", "2", "3"]  # five due, two ahead: three left
+    finally:
+        release.set()
+        await worker.stop(grace=1)

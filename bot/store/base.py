@@ -428,13 +428,17 @@ class Store(Protocol):
         lease_seconds: float,
         holding: Collection[int] = (),
         lanes: Mapping[str, int] | None = None,
+        deep: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Take up to `limit` runnable jobs: queued and due, or running with an expired lease.
 
         `lanes` gives kinds room of their own: up to `lanes[kind]` more jobs of such a kind
         may be taken besides the `limit`, which counts jobs of any kind; the jobs of kinds
         without a lane are never more than `limit`. A worker uses it so a delivery's short
-        dispatch never waits for a slot behind long reviews.
+        dispatch never waits for a slot behind long reviews, and to take reviews ahead of a
+        free slot. `deep[kind]`: that lane takes jobs only if at least so many jobs (of any
+        kind) are queued and due as the claim starts (a worker leaves the last few of a burst
+        to workers with a free slot, instead of holding them ahead of one of its own).
 
         Expired leases are taken back from every worker, the claiming one included (a process
         takes back its own lost work: a run whose outcome it could not record, a claim whose

@@ -306,6 +306,7 @@ class MongoStore:
         lease_seconds: float,
         holding: Collection[int] = (),
         lanes: Mapping[str, int] | None = None,
+        deep: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Due queued jobs, oldest first, each taken by one atomic `find_one_and_update`.
 
@@ -326,6 +327,12 @@ class MongoStore:
             )
         }
         claimed: list[Job] = []
+        due: Doc = {"state": "queued", "run_at": {"$lte": now}}
+        for kind, depth in sorted((deep or {}).items()):
+            # A lane that needs a queue this deep, counted as the claim starts (at most that far).
+            wanted_here = lanes.get(kind, 0) > 0 and depth > 0
+            if wanted_here and await jobs.count_documents(due, limit=depth) < depth:
+                lanes[kind] = 0
         wanted: list[tuple[Doc, int]] = [
             ({}, limit),
             *(({"kind": kind}, n) for kind, n in sorted(lanes.items())),

@@ -145,6 +145,7 @@ class SQLStore:
         lease_seconds: float,
         holding: Collection[int] = (),
         lanes: Mapping[str, int] | None = None,
+        deep: Mapping[str, int] | None = None,
     ) -> list[Job]:
         lanes = dict(lanes or {})
         if limit <= 0 and not any(n > 0 for n in lanes.values()):
@@ -160,6 +161,7 @@ class SQLStore:
             sweep,
             holding=sorted(holding),
             lanes=lanes,
+            deep=dict(deep or {}),
         )
 
     async def renew_leases(

@@ -237,16 +237,23 @@ async def claim(
     *,
     holding: list[int],
     lanes: dict[str, int],
+    deep: dict[str, int] | None = None,
 ) -> list[Job]:
-    """Up to `limit` due jobs (and `lanes[kind]` more of a kind with a lane of its own), after
-    (with `sweep`) taking back those whose lease expired, but for the claimer's jobs in
-    `holding`. Without the sweep a claim is one statement (on PostgreSQL, no transaction
-    block around it: its row locks last as long as the statement)."""
+    """Up to `limit` due jobs (and `lanes[kind]` more of a kind with a lane of its own, if at
+    least `deep[kind]` jobs are due), after (with `sweep`) taking back those whose lease
+    expired, but for the claimer's jobs in `holding`. Without the sweep a claim is one
+    statement (on PostgreSQL, no transaction block around it: its row locks last as long as
+    the statement)."""
+    depths = deep or {}
     if sweep:
         return await db.run(
-            lambda conn: _claim(conn, worker_id, limit, lease_seconds, now, sweep, holding, lanes)
+            lambda conn: _claim(
+                conn, worker_id, limit, lease_seconds, now, sweep, holding, lanes, depths
+            )
         )
-    statement, params = _claim_bound(db.backend, worker_id, limit, lease_seconds, now, lanes)
+    statement, params = _claim_bound(
+        db.backend, worker_id, limit, lease_seconds, now, lanes, depths
+    )
     return _in_order(await db.rows(statement, params, write=True))
 
 
@@ -299,7 +306,8 @@ def _sweep_expired_leases(conn: Connection, now: float, claimer: str, holding: l
 
 def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Update:
     """Claim up to :limit queued jobs that are due and whose key has no job running, and up to
-    :lane_<i> more of the kind `lanes[i]` (a lane of its own; the two may pick the same job).
+    :lane_<i> more of the kind `lanes[i]` (a lane of its own; the two may pick the same job)
+    if at least :deep_<i> jobs are due (a count that stops there: an index range scan).
 
     Built once per set of lanes: the hot path binds parameters to it instead of building SQL
     per claim. Only queued jobs are candidates, which the (state, run_at) index answers in
@@ -307,6 +315,7 @@ def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Up
     """
     now = sa.bindparam("now", type_=sa.Float)
     cand, busy, first = jobs.alias("cand"), jobs.alias("busy"), jobs.alias("first")
+    queue = jobs.alias("queue")
     # Any running job of the key makes it wait, even one past its lease: its worker may still
     # hold it (a late heartbeat); an abandoned one is taken back by the sweep first.
     key_free = ~sa.exists().where(busy.c.key == cand.c.key, busy.c.state == "running")
@@ -318,7 +327,20 @@ def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Up
         .scalar_subquery()
     )
 
-    def candidates(kind: sa.ColumnElement[bool] | None, limit: str) -> sa.ScalarSelect[Any]:
+    def deep_enough(name: str) -> sa.ColumnElement[bool]:
+        """At least :`name` jobs due (0: always)."""
+        depth = sa.bindparam(name, type_=sa.Integer)
+        due = (
+            sa.select(queue.c.id)
+            .where(queue.c.state == "queued", queue.c.run_at <= now)
+            .limit(depth)
+            .subquery()
+        )
+        return sa.select(sa.func.count()).select_from(due).scalar_subquery() >= depth
+
+    def candidates(
+        kind: sa.ColumnElement[bool] | None, limit: str, deep: str | None = None
+    ) -> sa.ScalarSelect[Any]:
         chosen = (
             sa.select(cand.c.id)
             .where(
@@ -326,6 +348,7 @@ def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Up
                 cand.c.run_at <= now,
                 sa.or_(cand.c.key.is_(None), sa.and_(key_free, first_of_key)),
                 *([kind] if kind is not None else []),
+                *([deep_enough(deep)] if deep is not None else []),
             )
             .order_by(cand.c.run_at, cand.c.id)
             .limit(sa.bindparam(limit, type_=sa.Integer))
@@ -335,7 +358,9 @@ def _claim_statement(*, skip_locked: bool, lanes: tuple[str, ...] = ()) -> sa.Up
         return chosen.scalar_subquery()
 
     rest = candidates(None, "limit")
-    own = [candidates(cand.c.kind == kind, f"lane_{i}") for i, kind in enumerate(lanes)]
+    own = [
+        candidates(cand.c.kind == kind, f"lane_{i}", f"deep_{i}") for i, kind in enumerate(lanes)
+    ]
     chosen: sa.ColumnElement[bool]
     if skip_locked:
         # PostgreSQL: the chosen ids as one array, looked up by primary key. `id IN (…) OR id
@@ -374,11 +399,12 @@ def _claim(
     sweep: bool,
     holding: list[int],
     lanes: dict[str, int],
+    deep: dict[str, int],
 ) -> list[Job]:
     if sweep:
         _sweep_expired_leases(conn, now, worker_id, holding)
     backend = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
-    statement, params = _claim_bound(backend, worker_id, limit, lease_seconds, now, lanes)
+    statement, params = _claim_bound(backend, worker_id, limit, lease_seconds, now, lanes, deep)
     return _claimed(conn.execute(statement, params))
 
 
@@ -389,6 +415,7 @@ def _claim_bound(
     lease_seconds: float,
     now: float,
     lanes: dict[str, int],
+    deep: dict[str, int],
 ) -> tuple[sa.Update, dict[str, Any]]:
     """The claim's statement (built once per backend and set of lanes) and its parameters."""
     kinds = tuple(sorted(lanes))
@@ -402,6 +429,7 @@ def _claim_bound(
         "lease": now + lease_seconds,
     }
     params.update({f"lane_{i}": max(lanes[kind], 0) for i, kind in enumerate(kinds)})
+    params.update({f"deep_{i}": max(deep.get(kind, 0), 0) for i, kind in enumerate(kinds)})
     return statement, params
 
 

@@ -71,6 +71,32 @@ async def test_a_kind_with_a_lane_of_its_own_is_claimed_besides_the_limit(store:
     assert [j.id for j in await store.claim("w2", limit=5, lease_seconds=30)] == [events[3]]
 
 
+async def test_a_lane_that_needs_a_deep_queue_takes_nothing_from_a_shallower_one(
+    store: Store, clock: FakeClock
+) -> None:
+    """`deep`: a lane takes its kind only while at least so many jobs (of any kind, due ones
+    only) are queued as the claim starts; the limit's part takes its jobs either way."""
+    reviews = [(await store.enqueue(_job(kind="review", payload=str(i)))).job_id for i in range(3)]
+    await store.enqueue(NewJob(kind="event", payload="{}", run_at=clock.now + 60))  # not due
+    shallow = await store.claim(
+        "w1", limit=0, lease_seconds=30, lanes={"review": 2}, deep={"review": 4}
+    )
+    assert shallow == []
+    deep_enough = await store.claim(
+        "w1", limit=0, lease_seconds=30, lanes={"review": 2}, deep={"review": 3}
+    )
+    assert [j.id for j in deep_enough] == reviews[:2]
+    # One left: the lane needs two, the limit takes it.
+    assert (
+        await store.claim("w1", limit=0, lease_seconds=30, lanes={"review": 1}, deep={"review": 2})
+        == []
+    )
+    last = await store.claim(
+        "w2", limit=1, lease_seconds=30, lanes={"review": 1}, deep={"review": 2}
+    )
+    assert [j.id for j in last] == reviews[2:]
+
+
 async def test_jobs_due_later_wait(store: Store, clock: FakeClock) -> None:
     await store.enqueue(NewJob(kind="event", payload="{}", run_at=clock.now + 60))
     assert await store.claim("w", limit=5, lease_seconds=30) == []

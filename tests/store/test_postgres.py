@@ -779,7 +779,9 @@ async def test_a_claim_looks_jobs_up_by_key_however_many_finished_jobs_are_kept(
     driver = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
     try:
         await driver.execute("ANALYZE jobs")
-        statement, params = sql_queue._claim_bound("postgresql", "w", 1, 30, 2e9, {"event": 2})
+        statement, params = sql_queue._claim_bound(
+            "postgresql", "w", 1, 30, 2e9, {"event": 2}, {"event": 3}
+        )
         plain = sql_engine.PlainSQL.compile(statement, PGDialect_asyncpg())
         assert plain is not None
         plan = await driver.fetchval("EXPLAIN (FORMAT JSON) " + plain.sql, *plain.arguments(params))
