@@ -419,8 +419,11 @@ class Worker:
                 lanes=lanes,
                 deep={kind: free + leaves + 1 for kind in self.options.ahead},
             )
-        finally:
+        except BaseException:
             self._promised = 0
+            self._hand_over()  # the slots it asked for, to the jobs that waited for them
+            raise
+        self._promised = 0
         lane_of = self._lanes_of(jobs, free, lanes)
         # Jobs claimed ahead that asked for a slot during the claim waited for the slots it asked
         # for: they take those slots (`_hand_over`, below), and as many of the jobs just claimed

@@ -15,7 +15,7 @@ import pytest
 
 from bot.metrics import Metrics
 from bot.router import DispatchResult, HandlerFailed
-from bot.store import Job, JobDeferred, NewJob, Store
+from bot.store import Job, JobDeferred, NewJob, Store, StoreUnavailable
 from bot.store.sql import SQLStore
 from bot.worker import (
     Worker,
@@ -1153,4 +1153,49 @@ async def test_the_last_jobs_of_a_burst_are_left_to_workers_with_a_free_slot(
         assert sorted(prepared) == ["0", "1", "2", "3"]  # five due, two ahead: three left
     finally:
         release.set()
+        await worker.stop(grace=1)
+
+
+async def test_a_slot_a_failed_claim_asked_for_goes_to_the_job_that_waited_for_it(
+    sqlite_store: SQLStore,
+) -> None:
+    """As above, but the slow claim for "a"'s slot fails (the store went away): "p", which
+    waited for that claim, takes the slot then, not at the next poll."""
+    in_slot: list[str] = []
+    started: list[str] = []
+    release_a = asyncio.Event()
+    claim = sqlite_store.claim
+    failing = False
+
+    async def failing_once(worker_id: str, **kwargs: Any) -> list[Job]:
+        nonlocal failing
+        if failing:
+            failing = False
+            await asyncio.sleep(0.3)
+            raise StoreUnavailable("the store went away")
+        return await claim(worker_id, **kwargs)
+
+    async def run(job: Job) -> None:
+        nonlocal failing
+        started.append(job.payload)
+        if job.payload == "p":
+            await asyncio.sleep(0.15)  # ready while the claim for "a"'s slot is in flight
+        await slot_needed()
+        in_slot.append(job.payload)
+        if job.payload == "a":
+            await release_a.wait()
+            failing = True
+
+    for name in ("a", "p"):
+        await sqlite_store.enqueue(NewJob(kind="review", payload=name))
+    sqlite_store.claim = failing_once  # type: ignore[method-assign]
+    options = dataclasses.replace(AHEAD, max_jobs=1, ahead={"review": 1}, poll_interval=30)
+    worker = Worker(sqlite_store, run, options)
+    worker.start()
+    try:
+        await _soon(lambda: in_slot == ["a"] and started == ["a", "p"])
+        release_a.set()
+        await _soon(lambda: in_slot == ["a", "p"], timeout=5)
+    finally:
+        release_a.set()
         await worker.stop(grace=1)
