@@ -262,10 +262,12 @@ class Worker:
             return 0.0  # it holds a slot (or a lane's own) already
         if self._stopping.is_set():
             raise asyncio.CancelledError  # handed back untried (`_execute`)
-        started = time.monotonic()
-        waiter = self._waiting[job_id] = asyncio.get_running_loop().create_future()
         # The job's timeout stands still while it waits, and goes on from where it was.
         timeout = self._timeouts.get(job_id)
+        if timeout is not None and timeout.expired():
+            raise asyncio.CancelledError  # it went off: the job is being stopped
+        started = time.monotonic()
+        waiter = self._waiting[job_id] = asyncio.get_running_loop().create_future()
         when = timeout.when() if timeout is not None else None
         if timeout is not None:
             timeout.reschedule(None)

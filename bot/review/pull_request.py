@@ -121,6 +121,8 @@ async def review_pull_request(
 
     async def take_slot() -> float:
         # Time waiting for a slot is not the review's: its deadline stands still meanwhile.
+        if deadline.expired():  # it went off: the review is being stopped, ask nothing
+            raise asyncio.CancelledError
         when = deadline.when()
         deadline.reschedule(None)
         waited = await attempt.slot()
