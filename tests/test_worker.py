@@ -1070,6 +1070,23 @@ async def test_stopping_hands_back_jobs_waiting_for_a_slot_untried_at_once(
     ]
 
 
+async def _one_slot_one_ahead(
+    store: SQLStore,
+    run: Callable[[Job], Awaitable[None]],
+    claim: Callable[..., Awaitable[list[Job]]],
+    names: tuple[str, ...],
+) -> Worker:
+    """A started worker of one slot and one review ahead, claiming through `claim`, with a
+    review queued per name."""
+    for name in names:
+        await store.enqueue(NewJob(kind="review", payload=name))
+    store.claim = claim  # type: ignore[method-assign,assignment]
+    options = dataclasses.replace(AHEAD, max_jobs=1, ahead={"review": 1}, poll_interval=30)
+    worker = Worker(store, run, options)
+    worker.start()
+    return worker
+
+
 async def test_a_slot_a_claim_in_flight_asked_for_is_not_also_given_to_a_job_claimed_ahead(
     sqlite_store: SQLStore,
 ) -> None:
@@ -1107,12 +1124,7 @@ async def test_a_slot_a_claim_in_flight_asked_for_is_not_also_given_to_a_job_cla
         finally:
             now_in_slot -= 1
 
-    for name in ("a", "p", "j"):
-        await sqlite_store.enqueue(NewJob(kind="review", payload=name))
-    sqlite_store.claim = slowly  # type: ignore[method-assign]
-    options = dataclasses.replace(AHEAD, max_jobs=1, ahead={"review": 1}, poll_interval=30)
-    worker = Worker(sqlite_store, run, options)
-    worker.start()
+    worker = await _one_slot_one_ahead(sqlite_store, run, slowly, ("a", "p", "j"))
     try:
         await _soon(lambda: in_slot == ["a"] and started == ["a", "p"])  # "p" claimed ahead
         release_a.set()
@@ -1186,12 +1198,7 @@ async def test_a_slot_a_failed_claim_asked_for_goes_to_the_job_that_waited_for_i
             await release_a.wait()
             failing = True
 
-    for name in ("a", "p"):
-        await sqlite_store.enqueue(NewJob(kind="review", payload=name))
-    sqlite_store.claim = failing_once  # type: ignore[method-assign]
-    options = dataclasses.replace(AHEAD, max_jobs=1, ahead={"review": 1}, poll_interval=30)
-    worker = Worker(sqlite_store, run, options)
-    worker.start()
+    worker = await _one_slot_one_ahead(sqlite_store, run, failing_once, ("a", "p"))
     try:
         await _soon(lambda: in_slot == ["a"] and started == ["a", "p"])
         release_a.set()
