@@ -169,6 +169,9 @@ class SQLDatabase:
                 # the spare ones sit until they are pinged, recycled or ended by the server.
                 pool_use_lifo=True,
             )
+            pool = self._async_engine.pool
+            if isinstance(pool, LingeringPool):  # before it opens an overflow connection
+                pool.spare = self._spare_held
             ping_when_idle(self._async_engine.sync_engine, PING_IDLE_SECONDS)
 
     def pool_usage(self) -> PoolUsage | None:
@@ -434,6 +437,15 @@ class SQLDatabase:
         if not isinstance(pool, sa.pool.QueuePool):
             return True
         return pool.checkedout() < pool.size() + self._max_overflow
+
+    def _spare_held(self) -> None:
+        """The pool has no idle connection left: give it back the one `rows` kept idle longest
+        (called by the pool, in the greenlet of the checkout that found none)."""
+        if self._held:
+            used_at, connection = self._held.pop(0)
+            connection.info[IDLE_SINCE] = used_at
+            with contextlib.suppress(Exception):  # closing it is all that is left to do
+                connection.close()
 
     async def _return_held(self, *, everything: bool = False) -> None:
         """Give the pool back the connections `rows` kept that sat idle past

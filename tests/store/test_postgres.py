@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.util import await_
 
 from bot.store import StoreUnavailable, sql_engine, sql_pool, sql_queue
 from bot.store.base import Delivery, NewJob, ReviewStart
@@ -751,6 +752,109 @@ async def test_overflow_connections_are_reused_while_busy_and_closed_once_idle(
             await other.close()
         usage = store.pool_usage()
         assert usage is not None and (usage.in_use, usage.idle) == (0, 1)
+    finally:
+        await store.close()
+
+
+def _backend_pid(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _holding(seconds: float, holds: asyncio.Event | None = None) -> Callable[[sa.Connection], int]:
+    """A transaction that holds its connection `seconds` (telling `holds` once it has one)."""
+
+    def held(conn: sa.Connection) -> int:
+        pid = _backend_pid(conn)
+        if holds is not None:
+            holds.set()
+        conn.execute(sa.text("SELECT pg_sleep(:s)"), {"s": seconds})
+        return pid
+
+    return held
+
+
+async def test_a_call_that_finds_every_connection_out_waits_for_one_before_opening_one(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection busy, one more call waits up to GROW_AFTER_SECONDS for one to come back
+    before it opens an overflow connection (a new server session): in a burst, one comes back
+    within a round trip or two, sooner than a new one is opened."""
+    monkeypatch.setattr(sql_pool, "GROW_AFTER_SECONDS", 5.0)
+    store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
+    await store.open()
+    try:
+        pid = await store.run_sql(_backend_pid)
+        holds = asyncio.Event()
+        first = asyncio.create_task(store.run_sql(_holding(0.3, holds)))
+        await holds.wait()
+        second = await store.run_sql(_backend_pid)  # the pool's one connection is out
+        assert await first == pid
+        assert second == pid  # the same server session, back from `first`: none opened
+        engine = store._db._async_engine
+        assert engine is not None
+        pool: Any = engine.pool
+        assert pool.overflow() == 0  # the pool's one connection, and no other
+    finally:
+        await store.close()
+
+
+async def test_a_transaction_takes_a_connection_statements_keep_before_opening_one(
+    postgres_url: str,
+) -> None:
+    """`rows` keeps its connection between statements; a transaction that finds none idle in
+    the pool is given that one back instead of opening an overflow connection."""
+    store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
+    await store.open()
+    try:
+        backend = (
+            sa.text("SELECT pg_backend_pid() AS pid WHERE :yes")
+            .bindparams(sa.bindparam("yes", type_=sa.Boolean))
+            .columns(pid=sa.Integer)
+        )
+        (row,) = await store._db.rows(backend, {"yes": True})
+        assert len(store._db._held) == 1  # kept for the next statement
+        assert await store.run_sql(_backend_pid) == row["pid"]  # the same session
+        assert store._db._held == []
+        engine = store._db._async_engine
+        assert engine is not None
+        pool: Any = engine.pool
+        assert pool.overflow() == 0
+        (again,) = await store._db.rows(backend, {"yes": True})
+        assert again["pid"] == row["pid"]
+    finally:
+        await store.close()
+
+
+async def test_overflow_connections_are_opened_one_at_a_time(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that keep every connection busy still make the pool grow, but one new connection at
+    a time: a burst does not open the whole overflow at once, each new session costing both
+    sides while a returned connection would have served sooner."""
+    monkeypatch.setattr(sql_pool, "GROW_AFTER_SECONDS", 0.01)
+    store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
+    await store.open()
+    opening = [0, 0]  # now, at most
+
+    def slow_connect(*_: Any) -> None:
+        """A connection that takes 0.2 s to open (a TLS handshake away), counted."""
+        opening[0] += 1
+        opening[1] = max(opening)
+        try:
+            await_(asyncio.sleep(0.2))
+        finally:
+            opening[0] -= 1
+
+    try:
+        own = await store.run_sql(_backend_pid)
+        engine = store._db._async_engine
+        assert engine is not None
+        sa.event.listen(engine.sync_engine, "connect", slow_connect)
+        async with asyncio.timeout(20):
+            pids = await asyncio.gather(*(store.run_sql(_holding(0.5)) for _ in range(4)))
+        assert own in pids
+        assert len(set(pids)) >= 3  # the pool grew while its connections stayed busy …
+        assert opening[1] == 1  # … a connection at a time
     finally:
         await store.close()
 
