@@ -147,9 +147,11 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> Redactor:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Alembic narrates every step at INFO, the LLM SDKs' HTTP client logs every request:
+    # Alembic narrates every step at INFO, the LLM SDKs' HTTP client logs every request, and
+    # SQLAlchemy's pool its disposal at each shutdown (under the name of the pool's class, ours
+    # in bot.store.sql_pool, out of reach of the WARNING SQLAlchemy sets for its own loggers):
     # Arbiter's own events say what matters, once.
-    for chatty in ("alembic", "httpx", "httpx2"):
+    for chatty in ("alembic", "httpx", "httpx2", "bot.store.sql_pool"):
         logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     logging.captureWarnings(True)  # Python's warnings are lines of this log too
     sys.excepthook = _log_uncaught

@@ -211,3 +211,14 @@ def test_secrets_set_up_while_running_are_masked_from_then_on(captured: io.Strin
     get_logger().warning("secrets: old-hook-secret-1 new-hook-secret-2")
     logging.getLogger("aiohttp.server").warning("new-hook-secret-2")
     assert [line["msg"] for line in _lines(captured)] == ["secrets: *** ***", "***"]
+
+
+def test_the_connection_pool_s_shutdown_is_not_narrated(captured: io.StringIO) -> None:
+    """SQLAlchemy's pool logs its disposal at INFO under its class's module, ours (LingeringPool):
+    not a line an operator needs at each shutdown."""
+    from bot.store.sql_pool import LingeringPool
+
+    configure_logging(load_settings(log_format="json"), stream=captured)
+    LingeringPool(creator=lambda: None).dispose()
+    get_logger().info("stopped")
+    assert [line["msg"] for line in _lines(captured)] == ["stopped"]
