@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import importlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import bot.core.review
 import bot.review
 import bot.runtime
 from bot.events import from_github
@@ -366,25 +368,36 @@ async def test_a_review_waits_for_its_slot_with_all_before_the_model_done_and_of
     make_runtime: MakeRuntime, fakes: tuple[FakeGitHub, FakeOpenAI], monkeypatch: Any
 ) -> None:
     """A review claimed ahead of a free slot waits for one just before the model is asked (its
-    pull request and files fetched, nothing asked yet), and the wait is not counted against
-    its deadline: here 0.5 s of waiting against a deadline 0.3 s away, and the review is done
-    on its first attempt."""
+    pull request and files fetched, its plan made with every token counted, nothing asked
+    yet), and the wait is not counted against its deadline: here 0.5 s of waiting against a
+    deadline 0.3 s away, and the review is done on its first attempt."""
     github, openai = fakes
     runtime = await make_runtime()
-    seen: list[tuple[int, int]] = []  # (file listings fetched, model calls) when it waited
+    # What a process's first review loads (the model's SDK, its tokenizer) is loaded before the
+    # test's short deadline starts: its plan is made before the wait now.
+    importlib.import_module("openai")
+    assert runtime.llm is not None
+    runtime.llm.counter().count("warm")
+    seen: list[tuple[int, int, int]] = []  # (file listings, plans, model calls) when it waited
+    plans: list[int] = []
+    prepare_review = bot.core.review.prepare_review
+
+    def planned(*args: Any, **kwargs: Any) -> Any:
+        plans.append(1)
+        return prepare_review(*args, **kwargs)
 
     async def wait_for_a_slot() -> float:
-        seen.append(
-            (len(github.requests_to("GET", f"/repos/{REPO}/pulls/2/files")), len(openai.requests))
-        )
+        files = github.requests_to("GET", f"/repos/{REPO}/pulls/2/files")
+        seen.append((len(files), len(plans), len(openai.requests)))
         await asyncio.sleep(0.5)
         return 0.5
 
+    monkeypatch.setattr(bot.core.review, "prepare_review", planned)
     monkeypatch.setattr(bot.runtime, "slot_needed", wait_for_a_slot)
     monkeypatch.setattr(bot.review, "attempt_deadline", lambda now, timeout: now + 0.3)
     await _handle(runtime, "opened")
     await _work(runtime)
-    assert seen == [(1, 0)]
+    assert seen == [(1, 1, 0)]
     assert len(openai.requests) == 1
     (job,) = await runtime.store.list_jobs(kind=REVIEW_JOB)
     assert (job.state, job.attempts) == ("done", 1)

@@ -151,6 +151,38 @@ async def review_changes(
     cannot be used; DiffError when a diff text cannot be read. Other model failures do not
     raise: the affected files are listed as not reviewed and the error is in `errors`.
     """
+    prepared = await prepare_changes(llm, changes, options, title=title, description=description)
+    return await prepared.execute(on_progress)
+
+
+@dataclass
+class PreparedReview:
+    """A review with everything before its first model call done (`prepare_changes`): the
+    filters applied and the plan made. `execute` asks the model, once."""
+
+    run: _Run
+    files: Sequence[DiffFile]
+    queue: list[Unit]
+    skipped: list[NotReviewed]
+
+    async def execute(self, on_progress: Progress | None = None) -> ReviewResult:
+        self.run.on_progress = on_progress
+        await self.run.execute(self.queue)
+        return self.run.result(self.files, self.skipped)
+
+
+async def prepare_changes(
+    llm: LLM,
+    changes: Sequence[FileChange] | str,
+    options: ReviewOptions = ReviewOptions(),
+    *,
+    title: str = "",
+    description: str = "",
+) -> PreparedReview:
+    """`review_changes` up to its first model call: parse, check the model's price, filter and
+    plan (every unit's tokens counted). A caller that must wait before asking the model (a
+    review claimed ahead of a worker's free slot) does this first. Raises as `review_changes`
+    does before anything is reviewed."""
     files = parse_diff(changes) if isinstance(changes, str) else from_file_changes(changes)
     llm.require_price(llm.model_info(options.model), _cost_cap(llm, options))
     prepare = functools.partial(
@@ -163,9 +195,7 @@ async def review_changes(
         run, queue, skipped = prepare()
     else:
         run, queue, skipped = await asyncio.to_thread(prepare)
-    run.on_progress = on_progress
-    await run.execute(queue)
-    return run.result(files, skipped)
+    return PreparedReview(run=run, files=files, queue=queue, skipped=skipped)
 
 
 def _cost_cap(llm: LLM, options: ReviewOptions) -> float:

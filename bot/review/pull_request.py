@@ -26,7 +26,7 @@ from bot.context import Context
 from bot.core.budget import seconds_to_next_utc_day, utc_day_start
 from bot.core.findings import Finding
 from bot.core.render import summary_markdown
-from bot.core.review import ReviewResult, review_changes
+from bot.core.review import ReviewResult, prepare_changes
 from bot.llm import LLMNotConfigured, ModelPriceUnknown
 from bot.review.config_problems import report_config
 from bot.review.policy import (
@@ -217,18 +217,19 @@ async def _review(
             else frozenset(f.fingerprint for f in findings if f.posted and f.review_id != own)
         )
         options = review_options(loaded, known_fingerprints=known)
-        # Claimed ahead of a free slot, the review waits for one here, all it could do first
-        # done (bot/worker.py). Nothing is asked of the model yet: stopping now costs nothing.
-        await attempt.slot()
-        model_asked.set()
-        result = await review_changes(
+        prepared = await prepare_changes(
             ctx.model,
             changes.files,
             replace(options, recorded_output=recorded),
             title=pr.title,
             description=pr.body or "",
         )
-        return changes, result
+        # Claimed ahead of a free slot, the review waits for one here, all it could do first
+        # done, its plan's tokens counted included (bot/worker.py). Nothing is asked of the
+        # model yet: stopping now costs nothing.
+        await attempt.slot()
+        model_asked.set()
+        return changes, await prepared.execute()
 
     # A slot waits for every step before the model call and for none during it: the review's
     # record, its pending status and the file's problems are written while the model is asked
