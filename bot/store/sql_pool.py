@@ -104,6 +104,13 @@ class LingeringPool(AsyncAdaptedQueuePool):
             finally:
                 self._dec_overflow()
 
+    def recreate(self) -> LingeringPool:
+        """The same pool anew (`engine.dispose()` makes one): its linger, growth and owner kept."""
+        pool = super().recreate()
+        assert isinstance(pool, LingeringPool)
+        pool._linger, pool._grow_after, pool.spare = self._linger, self._grow_after, self.spare
+        return pool
+
     def dispose(self) -> None:
         self._expire(everything=True)
         super().dispose()

@@ -825,6 +825,28 @@ async def test_a_transaction_takes_a_connection_statements_keep_before_opening_o
         await store.close()
 
 
+async def test_a_pool_made_anew_keeps_giving_the_kept_connection_back(postgres_url: str) -> None:
+    """`engine.dispose()` replaces the pool with a new one of its class (SQLAlchemy's
+    `recreate`): the new one still takes the connection `rows` keeps before opening another."""
+    store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
+    await store.open()
+    try:
+        engine = store._db._async_engine
+        assert engine is not None
+        await engine.dispose()
+        backend = (
+            sa.text("SELECT pg_backend_pid() AS pid WHERE :yes")
+            .bindparams(sa.bindparam("yes", type_=sa.Boolean))
+            .columns(pid=sa.Integer)
+        )
+        (row,) = await store._db.rows(backend, {"yes": True})
+        assert await store.run_sql(_backend_pid) == row["pid"]
+        pool: Any = engine.pool
+        assert pool.overflow() == 0
+    finally:
+        await store.close()
+
+
 async def test_overflow_connections_are_opened_one_at_a_time(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
