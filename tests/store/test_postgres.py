@@ -25,6 +25,10 @@ from bot.store.sql_engine import unavailable
 from tests.conftest import reset_sql_schema
 
 
+def _backend_pid(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
 @pytest.fixture
 async def postgres_store(postgres_url: str) -> AsyncIterator[SQLStore]:
     store = SQLStore(postgres_url)
@@ -37,9 +41,7 @@ async def test_a_session_the_server_ends_is_store_unavailable(
     postgres_store: SQLStore, postgres_url: str
 ) -> None:
     """A fast shutdown ends every session, as pg_terminate_backend ends this one."""
-    pid = await postgres_store.run_sql(
-        lambda conn: conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-    )
+    pid = await postgres_store.run_sql(_backend_pid)
     other = SQLStore(postgres_url)
     await other.open()
 
@@ -74,11 +76,8 @@ async def test_an_idle_connection_the_server_ended_is_replaced_before_use(
     await store.open()
     await other.open()
 
-    def backend_pid(conn: sa.Connection) -> int:
-        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-
     try:
-        pid = await store.run_sql(backend_pid)
+        pid = await store.run_sql(_backend_pid)
         ended = await other.run_sql(
             lambda conn: conn.execute(
                 sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid}
@@ -86,7 +85,7 @@ async def test_an_idle_connection_the_server_ended_is_replaced_before_use(
         )
         assert ended
         await asyncio.sleep(0.2)  # idle past the window: the pool pings it first
-        assert await store.run_sql(backend_pid) != pid  # a new connection, and no error
+        assert await store.run_sql(_backend_pid) != pid  # a new connection, and no error
     finally:
         await other.close()
         await store.close()
@@ -323,13 +322,16 @@ async def test_a_keyed_enqueue_is_one_plain_transaction_that_all_fails_or_all_ho
     assert fourth.replaced == (third.job_id,)
 
 
+# The server process of the connection a plain statement (`rows`, a plain transaction) ran on.
+_PLAIN_PID = (
+    sa.text("SELECT pg_backend_pid() AS pid WHERE :yes")
+    .bindparams(sa.bindparam("yes", type_=sa.Boolean))
+    .columns(pid=sa.Integer)
+)
+
+
 async def _pid(run: sql_engine.PlainRun) -> int:
-    backend = (
-        sa.text("SELECT pg_backend_pid() AS pid WHERE :yes")
-        .bindparams(sa.bindparam("yes", type_=sa.Boolean))
-        .columns(pid=sa.Integer)
-    )
-    (row,) = await run(backend, {"yes": True})
+    (row,) = await run(_PLAIN_PID, {"yes": True})
     return int(row["pid"])
 
 
@@ -709,14 +711,11 @@ async def test_overflow_connections_are_reused_while_busy_and_closed_once_idle(
     store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
     await store.open()
 
-    def backend_pid(conn: sa.Connection) -> int:
-        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-
     async def burst() -> set[int]:
         """Four calls holding a connection each at the same time; their servers' pids."""
 
         def held(conn: sa.Connection) -> int:
-            pid = backend_pid(conn)
+            pid = _backend_pid(conn)
             conn.execute(sa.text("SELECT pg_sleep(0.5)"))  # long enough to overlap, loaded or not
             return pid
 
@@ -740,7 +739,7 @@ async def test_overflow_connections_are_reused_while_busy_and_closed_once_idle(
         assert await burst() == first  # the same sessions again: none closed, none opened
         await asyncio.sleep(0.8)
         # Idle past the linger: the next call closes the overflow, keeps the pooled one.
-        (kept,) = {await store.run_sql(backend_pid)}
+        (kept,) = {await store.run_sql(_backend_pid)}
         assert kept in first
         other = SQLStore(postgres_url)
         await other.open()
@@ -754,10 +753,6 @@ async def test_overflow_connections_are_reused_while_busy_and_closed_once_idle(
         assert usage is not None and (usage.in_use, usage.idle) == (0, 1)
     finally:
         await store.close()
-
-
-def _backend_pid(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def _holding(seconds: float, holds: asyncio.Event | None = None) -> Callable[[sa.Connection], int]:
@@ -806,12 +801,7 @@ async def test_a_transaction_takes_a_connection_statements_keep_before_opening_o
     store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
     await store.open()
     try:
-        backend = (
-            sa.text("SELECT pg_backend_pid() AS pid WHERE :yes")
-            .bindparams(sa.bindparam("yes", type_=sa.Boolean))
-            .columns(pid=sa.Integer)
-        )
-        (row,) = await store._db.rows(backend, {"yes": True})
+        (row,) = await store._db.rows(_PLAIN_PID, {"yes": True})
         assert len(store._db._held) == 1  # kept for the next statement
         assert await store.run_sql(_backend_pid) == row["pid"]  # the same session
         assert store._db._held == []
@@ -819,7 +809,7 @@ async def test_a_transaction_takes_a_connection_statements_keep_before_opening_o
         assert engine is not None
         pool: Any = engine.pool
         assert pool.overflow() == 0
-        (again,) = await store._db.rows(backend, {"yes": True})
+        (again,) = await store._db.rows(_PLAIN_PID, {"yes": True})
         assert again["pid"] == row["pid"]
     finally:
         await store.close()
@@ -834,12 +824,7 @@ async def test_a_pool_made_anew_keeps_giving_the_kept_connection_back(postgres_u
         engine = store._db._async_engine
         assert engine is not None
         await engine.dispose()
-        backend = (
-            sa.text("SELECT pg_backend_pid() AS pid WHERE :yes")
-            .bindparams(sa.bindparam("yes", type_=sa.Boolean))
-            .columns(pid=sa.Integer)
-        )
-        (row,) = await store._db.rows(backend, {"yes": True})
+        (row,) = await store._db.rows(_PLAIN_PID, {"yes": True})
         assert await store.run_sql(_backend_pid) == row["pid"]
         pool: Any = engine.pool
         assert pool.overflow() == 0
