@@ -866,6 +866,44 @@ async def test_overflow_connections_are_opened_one_at_a_time(
         await store.close()
 
 
+async def test_calls_waiting_on_a_connection_that_fails_to_open_fail_too_and_none_hangs(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's one connection busy and the server refusing new sessions: the call opening
+    one and those waiting for its turn all fail as StoreUnavailable (none waits on), and once
+    the server takes sessions again the pool grows as before."""
+    monkeypatch.setattr(sql_pool, "GROW_AFTER_SECONDS", 0.01)
+    store = SQLStore(postgres_url, pool_size=1, max_overflow=3)
+    await store.open()
+    refusing = True
+
+    def refused(*_: Any) -> None:
+        if refusing:
+            await_(asyncio.sleep(0.1))
+            raise ConnectionRefusedError("the server takes no new session")
+
+    try:
+        await store.run_sql(_backend_pid)  # the pool's own, opened before the refusals
+        engine = store._db._async_engine
+        assert engine is not None
+        sa.event.listen(engine.sync_engine, "connect", refused)
+        holds = asyncio.Event()
+        busy = asyncio.create_task(store.run_sql(_holding(1.0, holds)))
+        await holds.wait()
+        async with asyncio.timeout(10):
+            outcomes = await asyncio.gather(
+                *(store.run_sql(_backend_pid) for _ in range(3)), return_exceptions=True
+            )
+        assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+        refusing = False
+        async with asyncio.timeout(10):
+            pids = await asyncio.gather(*(store.run_sql(_holding(0.2)) for _ in range(2)))
+        assert len(set(pids)) == 2  # grew again: nothing was left counted as opening
+        await busy
+    finally:
+        await store.close()
+
+
 async def test_a_claim_looks_jobs_up_by_key_however_many_finished_jobs_are_kept(
     postgres_store: SQLStore, postgres_url: str
 ) -> None:
