@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import json
 import os
 import re
@@ -46,11 +44,11 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 
+from bench.harness import never_collecting
 from bench.webhooks import cpu_seconds
 from tests.conftest import fixture_json, github_headers
 from tests.e2e.serve import ServeProcess, WorkerProcess
@@ -198,7 +196,7 @@ async def main() -> None:
                 load = os.getloadavg()[0]
                 processes = [p.process for p in (server, *workers) if p.process is not None]
                 cpu_before = sum(_cpu_seconds(p.pid) for p in processes)
-                with _fakes_never_collect():
+                with never_collecting():  # a full collection stalled every fake answer in flight
                     started = time.perf_counter()
                     started_at = time.time()
                     await _deliver(http, server.url, bodies)
@@ -275,25 +273,6 @@ async def main() -> None:
             }
         )
     )
-
-
-@contextlib.contextmanager
-def _fakes_never_collect() -> Iterator[None]:
-    """No garbage collection in the bench's own process while the clock runs. The fake GitHub
-    and the fake model answer from its event loop, and its heap (what it imported, and the
-    fakes' record of every request) made a full collection take 50-70 ms here, once per run,
-    late in it: every fake answer in flight stood still meanwhile, a stall that GitHub and the
-    model do not have and the figure charged to Arbiter (on PostgreSQL, 12 runs alternating
-    with and without: 10 slower with it, by 53 ms on average and up to 210 ms). Collected and
-    frozen before the clock starts, collected again after."""
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.unfreeze()
 
 
 async def _deliver(http: aiohttp.ClientSession, url: str, bodies: dict[int, bytes]) -> None:
