@@ -14,12 +14,15 @@ def never_collecting() -> Iterator[None]:
     a full collection of its heap (what it imported, the fakes' record of every request) took
     35-70 ms here: every fake answer, or every delivery, in flight stood still meanwhile, a
     stall that GitHub, the model or a real sender does not have and the figure charged to the
-    server measured. Collected and frozen before, collected again after."""
+    server measured. The heap is collected and frozen first (what was frozen stays out of
+    later collections' way); collection resumes after, as it was, whatever the measurement
+    raised."""
+    enabled = gc.isenabled()
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
-        gc.unfreeze()
+        if enabled:
+            gc.enable()

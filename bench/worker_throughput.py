@@ -18,7 +18,7 @@ measured), 10.5 s for the defaults. Every round starts with both processes idle 
 second (every slot waits for its model): where waking from idle is slow (a virtual machine),
 each round pays that a few times over; `python -m bench.idle_wake` prints what one wake costs.
 The fakes answer from the bench's own event loop, which collects no garbage while the clock
-runs (a full collection stalled every answer in flight by 50-70 ms).
+runs (a full collection of its heap stalled every answer in flight by 50-70 ms).
 
 On PostgreSQL it prints how many server sessions Arbiter's processes opened (a connection pool
 that closes and reopens connections under load shows here). Where the rest went is printed
